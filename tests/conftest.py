@@ -1,0 +1,28 @@
+"""Shared fixtures. Eight fake CPU devices must be requested before jax is imported anywhere."""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """The real SmolLM2-135M-Instruct (our loader): (cfg, params, tokenizer)."""
+    from seal_jax.weights import load_model
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smollm_hf():
+    """The same GGUF through transformers' own loader, float32, eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from seal_jax.weights import resolve_model_path
+    path = resolve_model_path("smollm2-135m")
+    model = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
+                                                 dtype=torch.float32)
+    return model.eval()
