@@ -18,6 +18,7 @@ import numpy as np
 
 from seal_jax.model import kv_cache
 from seal_jax.model.config import ModelConfig
+from seal_jax.model.lora import rows_lora
 from seal_jax.model.transformer import forward, logits_from_hidden, positions_from_mask
 
 
@@ -59,7 +60,7 @@ def _generate(params, lora, row_lora, tokens, mask, stop_ids, key, temperature, 
     """tokens, mask: [B, P] left-padded. Returns (out [B, M] int32, n_generated [B] int32)."""
     B, P = tokens.shape
     if lora is not None and row_lora is not None:  # stack [E, L, ...] -> per-row [L, B, ...]
-        lora = jax.tree.map(lambda x: jnp.swapaxes(jnp.take(x, row_lora, axis=0), 0, 1), lora)
+        lora = rows_lora(lora, row_lora)
     cache = kv_cache.init_cache(cfg, B, P + max_new_tokens, params["embed"].dtype)
     positions = positions_from_mask(mask)
     hidden, cache = forward(params, cfg, tokens, positions, mask, lora=lora, lora_scale=lora_scale, cache=cache)

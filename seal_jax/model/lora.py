@@ -95,5 +95,10 @@ def stack_loras(loras: Sequence[dict]) -> dict:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *loras)
 
 
+def rows_lora(stacked: dict, rows):
+    """Per-row adapters for `transformer.forward`: stack [E, L, ...] and rows int [B] -> [L, B, ...]."""
+    return jax.tree.map(lambda x: jnp.swapaxes(jnp.take(x, rows, axis=0), 0, 1), stacked)
+
+
 def unstack_lora(stacked: dict, i: int) -> dict:
     return jax.tree.map(lambda x: x[i], stacked)

@@ -1,0 +1,271 @@
+"""The inner loop: a batch of self-edits, each trained into its own LoRA by one jitted, vmapped function.
+
+A self-edit is a list of training documents. `pack_edits` pads E edits into
+
+    tokens     int32 [E, N, S]   right-padded documents (N, S rounded up to buckets)
+    loss_mask  int32 [E, N, S]   1 on tokens whose prediction is trained
+    seq_valid  bool  [E, N]      False on padded documents
+    lr  f32 [E], epochs int32 [E]  per-edit hyperparameters: data, not compile-time constants
+
+`inner_train_one(base, edit, key, hparams)` initialises the LoRA and AdamW state inside jit, then
+`lax.scan`s over a fixed number of steps. Step t of an edit trains on batch t mod steps-per-epoch of
+epoch t // steps-per-epoch, in an order shuffled per epoch with the edit's key. Steps past the edit's own
+count, or that hold no loss tokens, or that follow a non-finite loss, keep LoRA *and* optimiser state
+unchanged (Adam would otherwise move on momentum alone). `inner_train_edits` vmaps it over edits with the
+frozen base broadcast; `train_in_chunks` runs it chunk by chunk so memory is bounded whatever E is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+from typing import Iterator, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from seal_jax.model.config import ModelConfig
+from seal_jax.model.lora import LoraSpec, init_lora
+from seal_jax.model.transformer import sequence_logprobs
+from seal_jax.tokenizer import encode_example
+
+log = logging.getLogger(__name__)
+
+Document = Union[str, tuple[str, str]]  # plain text, or (prompt, completion)
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerConfig:
+    """Static settings of the inner update (SEAL knowledge defaults). Hashable: a jit static argument."""
+    lora: LoraSpec = LoraSpec(rank=32, alpha=64.0, targets=("q_proj", "v_proj"))
+    batch_size: int = 1
+    schedule: str = "linear"        # linear | cosine | constant (HF Trainer's shapes)
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0      # HF Trainer's default clipping; 0 turns it off
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+    loss_chunk: Optional[int] = 128  # positions per log-softmax chunk; None for one pass
+
+    def __post_init__(self):
+        if self.schedule not in ("linear", "cosine", "constant"):
+            raise ValueError(f"inner schedule {self.schedule!r}; choose linear, cosine or constant")
+        if self.batch_size < 1:
+            raise ValueError(f"inner batch_size must be >= 1, got {self.batch_size}")
+
+
+# ---- packing (host side, numpy) -------------------------------------------------------------------
+
+
+def round_up(n: int, multiple: int) -> int:
+    return max(multiple, -(-int(n) // multiple) * multiple)
+
+
+def bucket_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def tokenize_document(tok, doc: Document, loss: str = "all") -> tuple[list[int], list[int]]:
+    """(tokens, loss_mask): text + EOS, no special tokens added. loss='output' trains only the completion."""
+    if loss not in ("all", "output"):
+        raise ValueError(f"loss mode {loss!r}; choose 'all' or 'output'")
+    prompt, completion = ("", doc) if isinstance(doc, str) else doc
+    tokens, mask = encode_example(tok, prompt, completion)
+    return tokens, ([1] * len(tokens) if loss == "all" else mask)
+
+
+@dataclasses.dataclass
+class PackedEdits:
+    tokens: np.ndarray      # int32 [E, N, S]
+    loss_mask: np.ndarray   # int32 [E, N, S]
+    seq_valid: np.ndarray   # bool [E, N]
+    lr: np.ndarray          # float32 [E]
+    epochs: np.ndarray      # int32 [E]
+    steps: int              # scan length, >= every edit's epochs * ceil(docs / batch_size)
+    truncated: int = 0      # documents cut to the length limit
+
+    @property
+    def num_edits(self) -> int:
+        return self.tokens.shape[0]
+
+    def arrays(self) -> tuple[dict, dict]:
+        return ({"tokens": self.tokens, "loss_mask": self.loss_mask, "seq_valid": self.seq_valid},
+                {"lr": self.lr, "epochs": self.epochs})
+
+    def train_tokens(self) -> int:
+        """Tokens actually trained on (real, non-pad), counting epochs."""
+        lengths = np.where(self.seq_valid, _lengths(self.loss_mask), 0).sum(-1)  # [E]
+        return int((lengths * self.epochs).sum())
+
+
+def _lengths(loss_mask: np.ndarray) -> np.ndarray:
+    """Length of each right-padded row = 1 + index of its last loss token (documents end with EOS)."""
+    S = loss_mask.shape[-1]
+    last = np.where(loss_mask > 0, np.arange(S), -1).max(-1)
+    return last + 1
+
+
+def pack_edits(examples: Sequence[Sequence[tuple[list[int], list[int]]]], lr: Sequence[float],
+               epochs: Sequence[int], *, batch_size: int = 1, max_len: int = 2048, len_multiple: int = 16,
+               min_docs: int = 1, steps_multiple: int = 8) -> PackedEdits:
+    """Pad E edits' tokenized documents into bucketed arrays. Documents over `max_len` are truncated."""
+    if not (len(examples) == len(lr) == len(epochs)):
+        raise ValueError(f"pack_edits: {len(examples)} edits but {len(lr)} lr and {len(epochs)} epochs values")
+    truncated = 0
+    for ex in examples:
+        truncated += sum(len(t) > max_len for t, _ in ex)
+    if truncated:
+        log.warning("%d training documents were longer than %d tokens and were truncated", truncated, max_len)
+    longest = max([min(len(t), max_len) for ex in examples for t, _ in ex] or [1])
+    E, N, S = len(examples), bucket_pow2(max([len(ex) for ex in examples] + [min_docs])), round_up(longest, len_multiple)
+    tokens, mask = np.zeros((E, N, S), np.int32), np.zeros((E, N, S), np.int32)
+    valid = np.zeros((E, N), bool)
+    for e, ex in enumerate(examples):
+        for n, (t, m) in enumerate(ex):
+            t, m = t[:max_len], m[:max_len]
+            tokens[e, n, :len(t)], mask[e, n, :len(m)], valid[e, n] = t, m, any(m[1:])
+    epochs = np.asarray(epochs, np.int32)
+    if np.any(epochs < 0):
+        raise ValueError(f"epochs must be >= 0, got {epochs.tolist()}")
+    need = max([int(ep) * -(-int(v.sum()) // batch_size) for ep, v in zip(epochs, valid)] + [1])
+    return PackedEdits(tokens, mask, valid, np.asarray(lr, np.float32), epochs, round_up(need, steps_multiple),
+                       truncated)
+
+
+def pad_edits(p: PackedEdits, num_edits: int) -> PackedEdits:
+    """Append dummy edits (no documents, zero steps) up to `num_edits`."""
+    extra = num_edits - p.num_edits
+    if extra <= 0:
+        return p
+    pad = lambda x: np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)])
+    return dataclasses.replace(p, tokens=pad(p.tokens), loss_mask=pad(p.loss_mask), seq_valid=pad(p.seq_valid),
+                               lr=pad(p.lr), epochs=pad(p.epochs))
+
+
+def take_edits(p: PackedEdits, start: int, stop: int) -> PackedEdits:
+    return dataclasses.replace(p, tokens=p.tokens[start:stop], loss_mask=p.loss_mask[start:stop],
+                               seq_valid=p.seq_valid[start:stop], lr=p.lr[start:stop], epochs=p.epochs[start:stop])
+
+
+# ---- the jitted update --------------------------------------------------------------------------
+
+
+def lr_multiplier(icfg: InnerConfig, t, total):
+    """HF Trainer's schedules: value at optimiser step t (0-based) of `total`, with ceil(ratio*total) warm-up."""
+    total = jnp.maximum(total, 1).astype(jnp.float32)
+    warm = jnp.ceil(icfg.warmup_ratio * total)
+    t = t.astype(jnp.float32)
+    warmup = t / jnp.maximum(warm, 1.0)
+    progress = (t - warm) / jnp.maximum(total - warm, 1.0)
+    after = {"linear": jnp.maximum(0.0, 1.0 - progress),
+             "cosine": 0.5 * (1.0 + jnp.cos(jnp.pi * progress)),
+             "constant": jnp.ones_like(progress)}[icfg.schedule]
+    return jnp.where(t < warm, warmup, after)
+
+
+def optimizer(icfg: InnerConfig) -> optax.GradientTransformation:
+    """AdamW direction without the learning rate (applied per edit and step by the caller)."""
+    parts = [optax.clip_by_global_norm(icfg.max_grad_norm)] if icfg.max_grad_norm > 0 else []
+    parts += [optax.scale_by_adam(icfg.adam_b1, icfg.adam_b2, icfg.adam_eps),
+              optax.add_decayed_weights(icfg.weight_decay)]
+    return optax.chain(*parts)
+
+
+def keep_if(active, new, old):  # active: bool [] for this edit's step
+    """Inactive steps leave parameters and Adam moments untouched."""
+    return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)
+
+
+def all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def epoch_order(k_shuffle, seq_valid, epoch):  # seq_valid: bool [N] -> int [N], real documents first
+    """This epoch's document order: a random permutation of the real documents, then the padding.
+
+    Each document's sort key depends only on (key, epoch, its index), so padding never changes the order.
+    """
+    k = jax.random.fold_in(k_shuffle, epoch)
+    u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(k, i)))(jnp.arange(seq_valid.shape[0]))
+    return jnp.argsort(jnp.where(seq_valid, u, 2.0))
+
+
+def batch_loss(lora, base, tokens, loss_mask, *, cfg: ModelConfig, icfg: InnerConfig):
+    """Mean next-token NLL over the loss tokens of a batch (HF Trainer's reduction). tokens: [b, S]."""
+    lp = sequence_logprobs(base, cfg, tokens, loss_mask, lora=lora, lora_scale=icfg.lora.scale, chunk=icfg.loss_chunk)
+    n = jnp.sum(loss_mask[:, 1:])
+    return -jnp.sum(lp) / jnp.maximum(n, 1), n
+
+
+def inner_train_one(base, edit, key, hparams, *, cfg: ModelConfig, icfg: InnerConfig, steps: int):
+    """Train one self-edit's LoRA. edit: tokens/loss_mask [N, S], seq_valid [N]; hparams: lr [], epochs [].
+
+    Returns (lora, metrics) with metrics: loss [steps] (0 where inactive), active bool [steps], ok bool [].
+    """
+    tokens, loss_mask, seq_valid = edit["tokens"], edit["loss_mask"], edit["seq_valid"]
+    N, bs = seq_valid.shape[0], icfg.batch_size
+    n_docs = jnp.sum(seq_valid).astype(jnp.int32)
+    per_epoch = jnp.maximum((n_docs + bs - 1) // bs, 1)
+    total = per_epoch * hparams["epochs"] * (n_docs > 0)
+    k_init, k_shuffle = jax.random.split(key)
+    lora = init_lora(k_init, cfg, icfg.lora)
+    opt = optimizer(icfg)
+    loss_and_grad = jax.value_and_grad(functools.partial(batch_loss, cfg=cfg, icfg=icfg), has_aux=True)
+
+    def step(carry, t):
+        lora, opt_state, ok = carry
+        order = epoch_order(k_shuffle, seq_valid, t // per_epoch)
+        slot = (t % per_epoch) * bs + jnp.arange(bs)                   # [bs] positions in this epoch's order
+        idx = order[jnp.minimum(slot, N - 1)]
+        mask = loss_mask[idx] * (slot < n_docs)[:, None]
+        (loss, n), grads = loss_and_grad(lora, base, tokens[idx], mask)
+        updates, new_state = opt.update(grads, opt_state, lora)
+        lr = hparams["lr"] * lr_multiplier(icfg, t, total)
+        new_lora = jax.tree.map(lambda p, u: p - lr * u, lora, updates)
+        active = (t < total) & (n > 0) & ok
+        finite = jnp.isfinite(loss) & all_finite(new_lora)
+        lora, opt_state = keep_if(active & finite, (new_lora, new_state), (lora, opt_state))
+        return (lora, opt_state, ok & (finite | ~active)), (jnp.where(active, loss, 0.0), active)
+
+    (lora, _, ok), (losses, active) = jax.lax.scan(step, (lora, opt.init(lora), jnp.bool_(True)), jnp.arange(steps))
+    return lora, {"loss": losses, "active": active, "ok": ok}
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "icfg", "steps"))
+def inner_train_edits(base, edits, keys, hparams, *, cfg: ModelConfig, icfg: InnerConfig, steps: int):
+    """vmap of `inner_train_one` over the leading edit axis of edits/keys/hparams; the base is shared."""
+    one = functools.partial(inner_train_one, cfg=cfg, icfg=icfg, steps=steps)
+    return jax.vmap(one, in_axes=(None, 0, 0, 0))(base, edits, keys, hparams)
+
+
+def train_in_chunks(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits, keys,
+                    edits_per_chunk: int) -> Iterator[tuple[int, int, dict, dict]]:
+    """Yield (start, stop, lora_stack [C, ...], metrics) per chunk; every chunk has the same shapes.
+
+    keys: [E, 2] PRNG keys, one per edit. The last chunk is padded with dummy edits (results dropped).
+    """
+    keys = np.asarray(keys)
+    for start in range(0, packed.num_edits, edits_per_chunk):
+        stop = min(start + edits_per_chunk, packed.num_edits)
+        chunk = pad_edits(take_edits(packed, start, stop), edits_per_chunk)
+        k = np.concatenate([keys[start:stop], np.repeat(keys[:1], edits_per_chunk - (stop - start), 0)])
+        edits, hparams = chunk.arrays()
+        lora, metrics = inner_train_edits(base, edits, k, hparams, cfg=cfg, icfg=icfg, steps=packed.steps)
+        n = stop - start
+        yield start, stop, jax.tree.map(lambda x: x[:n], lora), jax.tree.map(lambda x: np.asarray(x)[:n], metrics)
+
+
+def summarize(metrics: dict) -> dict:
+    """Host-side per-edit summary: first/last loss, steps taken, ok flag and reason."""
+    out = []
+    for loss, active, ok in zip(metrics["loss"], metrics["active"], metrics["ok"]):
+        steps = np.flatnonzero(active)
+        out.append({"steps": int(len(steps)), "ok": bool(ok),
+                    "first_loss": float(loss[steps[0]]) if len(steps) else math.nan,
+                    "last_loss": float(loss[steps[-1]]) if len(steps) else math.nan,
+                    "reason": None if ok else "non-finite loss or parameters during the inner update"})
+    return out

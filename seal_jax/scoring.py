@@ -1,0 +1,60 @@
+"""Scoring adapted models: greedy answers and teacher-forced answer log-probs, one adapter per row.
+
+Questions from E self-edits are flattened into rows; `row_lora[i]` names the adapter (from a stack
+`[E, L, ...]`) that answers row i, so all E adapted models answer in one batched call. With no adapter the
+base model answers (the baseline, computed once per context by the caller).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seal_jax.model.config import ModelConfig
+from seal_jax.model.lora import rows_lora
+from seal_jax.model.transformer import sequence_logprobs
+from seal_jax.sampling import Generation, SamplingConfig, bucket, generate
+from seal_jax.tokenizer import chat_prompt
+
+
+def question_prompts(tok, questions: Sequence[str], template: str = "{question}") -> list[list[int]]:
+    """Each question formatted with `template`, as one user turn of the chat template."""
+    return [chat_prompt(tok, template.format(question=q)) for q in questions]
+
+
+def answer_questions(params, cfg: ModelConfig, tok, questions: Sequence[str], *, template: str = "{question}",
+                     max_new_tokens: int = 64, lora=None, lora_scale: float = 0.0,
+                     row_lora: Optional[Sequence[int]] = None) -> Generation:
+    """Greedy answers, one per question."""
+    return generate(params, cfg, tok, question_prompts(tok, questions, template),
+                    SamplingConfig(max_new_tokens=max_new_tokens), lora=lora, lora_scale=lora_scale,
+                    row_lora=row_lora)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "lora_scale"))
+def _mean_logprobs(params, lora, rows, tokens, loss_mask, *, cfg: ModelConfig, lora_scale: float):
+    if lora is not None and rows is not None:
+        lora = rows_lora(lora, rows)
+    lp = sequence_logprobs(params, cfg, tokens, loss_mask, lora=lora, lora_scale=lora_scale)
+    return jnp.sum(lp, -1) / jnp.maximum(jnp.sum(loss_mask[:, 1:], -1), 1)
+
+
+def answer_logprobs(params, cfg: ModelConfig, tok, questions: Sequence[str], answers: Sequence[str], *,
+                    template: str = "{question}", lora=None, lora_scale: float = 0.0,
+                    row_lora: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Mean per-token log-prob of each gold answer (EOS excluded) after its chat-formatted question: [Q]."""
+    n = len(questions)
+    seqs = []
+    for prompt, answer in zip(question_prompts(tok, questions, template), answers):
+        a = tok.encode(answer, add_special_tokens=False)
+        seqs.append((prompt + a, [0] * len(prompt) + [1] * len(a)))
+    B, S = bucket(n), max(16, -(-max(len(t) for t, _ in seqs) // 16) * 16)
+    tokens, mask = np.zeros((B, S), np.int32), np.zeros((B, S), np.int32)
+    for i, (t, m) in enumerate(seqs):
+        tokens[i, :len(t)], mask[i, :len(m)] = t, m
+    rows = None if row_lora is None else np.pad(np.asarray(row_lora, np.int32), (0, B - n))
+    out = _mean_logprobs(params, lora, rows, tokens, mask, cfg=cfg, lora_scale=float(lora_scale))
+    return np.asarray(out)[:n]
