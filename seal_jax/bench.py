@@ -90,6 +90,105 @@ def _hf_generate(path, tok, prompts, max_new_tokens):
     return {"tokens": n, "s": dt}
 
 
+def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+    """Measured float32 matmul throughput of this machine through XLA (the MFU denominator)."""
+    import jax
+    import jax.numpy as jnp
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        f(a).block_until_ready()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def run_inner_workload(params, cfg, tok, workload: dict, edits_per_chunk: int, seed: int = 0):
+    """The workload's work in seal-jax: pack, train all edits (vmapped, chunked), answer all questions."""
+    import jax
+    import numpy as np
+    from seal_jax.inner import InnerConfig, pack_edits, tokenize_document, train_in_chunks
+    from seal_jax.model.lora import LoraSpec
+    from seal_jax.scoring import answer_questions
+
+    lw = workload["lora"]
+    icfg = InnerConfig(lora=LoraSpec(lw["rank"], float(lw["alpha"]), tuple(lw["targets"])),
+                       batch_size=workload["batch_size"])
+    edits = workload["edits"]
+    packed = pack_edits([[tokenize_document(tok, t) for t in e["train"]] for e in edits],
+                        [workload["lr"]] * len(edits), [workload["epochs"]] * len(edits),
+                        batch_size=icfg.batch_size)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(edits))
+    answers, t_train, t_answer = [], 0.0, 0.0
+    for start, stop, lora, _ in train_in_chunks(params, cfg, icfg, packed, keys, edits_per_chunk):
+        t0 = time.perf_counter()
+        jax.block_until_ready(lora)
+        t1 = time.perf_counter()
+        rows = [(i - start, q["question"]) for i in range(start, stop) for q in edits[i]["questions"]]
+        out = answer_questions(params, cfg, tok, [q for _, q in rows], template=workload["question_prompt"],
+                               max_new_tokens=workload["max_new_tokens"], lora=lora, lora_scale=icfg.lora.scale,
+                               row_lora=[r for r, _ in rows])
+        t_answer += time.perf_counter() - t1
+        t_train += t1 - t0
+        it = iter(out.texts)
+        answers += [[next(it) for _ in edits[i]["questions"]] for i in range(start, stop)]
+    return answers, packed
+
+
+def bench_inner(args) -> dict:
+    import jax
+    from seal_jax.weights import load_model, resolve_model_path
+
+    with open(args.workload) as f:
+        workload = json.load(f)
+    cfg, params, tok = load_model(args.model)
+    if args.remat:
+        cfg = cfg.replace(remat=args.remat)
+    (answers, packed), cold = _timed(lambda: run_inner_workload(params, cfg, tok, workload, args.edits_per_chunk))
+    (answers, packed), warm = _timed(lambda: run_inner_workload(params, cfg, tok, workload, args.edits_per_chunk))
+    tokens = packed.train_tokens()
+    mean_len = tokens / max(1, int((packed.seq_valid.sum(-1) * packed.epochs).sum()))
+    train_flops = 2 * cfg.flops_per_token(int(mean_len)) * tokens  # forward + backward to activations
+    peak = matmul_peak_gflops()
+    result = {"bench": "inner", "model": args.model, "backend": jax.default_backend(), "remat": cfg.remat,
+              "edits": len(workload["edits"]), "edits_per_chunk": args.edits_per_chunk, "train_tokens": tokens,
+              "padded_shape": list(packed.tokens.shape), "steps": packed.steps,
+              "cold_s": round(cold, 2), "warm_s": round(warm, 2), "answers": answers,
+              "matmul_peak_gflops": round(peak, 1), "train_model_gflop": round(train_flops / 1e9, 1)}
+    # MFU of the training phase alone, from a third run split into phases
+    import seal_jax.bench as me
+    t_train = me._train_only_seconds(params, cfg, tok, workload, args.edits_per_chunk)
+    result["train_s"] = round(t_train, 2)
+    result["train_mfu"] = round(train_flops / t_train / (peak * 1e9), 3)
+    if not args.no_peer:
+        from seal_jax.bench_peer import run_hf_peft
+        model = load_hf_torch_model(resolve_model_path(args.model))
+        if model is not None:
+            peer = run_hf_peft(model, tok, workload)
+            result["peer_hf_peft_s"] = round(peer["seconds"], 2)
+            result["speedup_vs_peer"] = round(peer["seconds"] / warm, 2)
+            result["peer_answers"] = peer["answers"]
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result
+
+
+def _train_only_seconds(params, cfg, tok, workload, edits_per_chunk) -> float:
+    import jax
+    from seal_jax.inner import InnerConfig, pack_edits, tokenize_document, train_in_chunks
+    from seal_jax.model.lora import LoraSpec
+    lw = workload["lora"]
+    icfg = InnerConfig(lora=LoraSpec(lw["rank"], float(lw["alpha"]), tuple(lw["targets"])),
+                       batch_size=workload["batch_size"])
+    edits = workload["edits"]
+    packed = pack_edits([[tokenize_document(tok, t) for t in e["train"]] for e in edits],
+                        [workload["lr"]] * len(edits), [workload["epochs"]] * len(edits), batch_size=icfg.batch_size)
+    keys = jax.random.split(jax.random.PRNGKey(0), len(edits))
+    t0 = time.perf_counter()
+    for _, _, lora, _ in train_in_chunks(params, cfg, icfg, packed, keys, edits_per_chunk):
+        jax.block_until_ready(lora)
+    return time.perf_counter() - t0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m seal_jax.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,8 +196,14 @@ def main(argv=None):
     g = sub.add_parser("generate", help="batched sampling tokens/s, batch 1 and 16, vs HF generate")
     g.add_argument("--model", default="smollm2-135m")
     g.add_argument("--max-new-tokens", type=int, default=64)
+    i = sub.add_parser("inner", help="the inner loop (train E edits + answer) vs HF+PEFT one edit at a time")
+    i.add_argument("--workload", required=True, help="workload JSON, e.g. ../shared/bench/inner_workload.json")
+    i.add_argument("--model", default="smollm2-135m")
+    i.add_argument("--edits-per-chunk", type=int, default=4)
+    i.add_argument("--remat", choices=["none", "full", "dots"], default=None, help="override the model's remat")
+    i.add_argument("--no-peer", action="store_true", help="skip the HF transformers + PEFT peer")
     args = parser.parse_args(argv)
-    result = {"generate": bench_generate}[args.which](args)
+    result = {"generate": bench_generate, "inner": bench_inner}[args.which](args)
     print(json.dumps(result), flush=True)
 
 
