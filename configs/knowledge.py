@@ -1,0 +1,51 @@
+"""SEAL knowledge incorporation (ReST-EM).
+
+    python -m seal_jax.train --config=configs/knowledge.py:demo --workdir=runs/demo
+    python -m seal_jax.train --config=configs/knowledge.py:smoke --workdir=/tmp/smoke --config.rl.iterations=1
+
+Presets: smoke (tiny random model, seconds), demo (SmolLM2-135M + the shipped invented-facts corpus, minutes
+on a laptop CPU), paper (Qwen2.5-7B, SEAL's settings; needs the checkpoint on disk and accelerators).
+"""
+import ml_collections
+
+
+def get_config(arg: str = "demo"):
+    preset = arg or "demo"
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # name: a registered name (smollm2-135m), a HF directory or .gguf path, or random:<preset> (tests/smoke).
+    c.model = dict(name="smollm2-135m", tokenizer="smollm2-135m", remat="none")
+    c.data = dict(source="demo", held_out=8, limit=0)
+    c.self_edit = dict(prompt="implications", max_new_tokens=160, temperature=1.0, top_p=0.95, batch=16,
+                       split_lines=True, drop_preamble=True, prefix_title=True, append_passage=True)
+    # SEAL's TTT settings for knowledge: LoRA r=32, alpha=64 on q,v; lr 1e-3; 10 epochs; batch 1; linear decay.
+    c.inner = dict(lora_rank=32, lora_alpha=64.0, targets="q_proj,v_proj", lr=1e-3, epochs=10, batch_size=1,
+                   schedule="linear", edits_per_chunk=4, max_len=256)
+    c.eval = dict(grader="contains", max_new_tokens=48, eval_repeats=1, final_eval=True)
+    # SEAL's outer SFT: LoRA r=64, alpha=128 on all projections, lr 3e-4, 2 epochs, batch 10.
+    # keep the best self-edit per passage if reward >= baseline + threshold and reward >= min_reward
+    c.rl = dict(iterations=2, contexts=50, samples=5, threshold=0.0, min_reward=1e-6, lora_rank=64, lora_alpha=128.0,
+                targets="all", lr=3e-4, epochs=2, batch_size=10, max_len=1024)
+
+    if preset == "smoke":
+        c.model.name = "random:tiny"
+        c.data.held_out = 2
+        c.self_edit.update(max_new_tokens=24, batch=8)
+        c.inner.update(lora_rank=4, lora_alpha=8.0, epochs=2, edits_per_chunk=4, max_len=64)
+        c.eval.update(max_new_tokens=8)
+        c.rl.update(iterations=2, contexts=3, samples=2, threshold=-1.0, min_reward=0.0, lora_rank=4, lora_alpha=8.0, batch_size=2, lr=1e-3)
+    elif preset == "demo":
+        c.data.held_out = 6
+        c.inner.update(epochs=5, edits_per_chunk=6)
+        c.self_edit.update(max_new_tokens=128, batch=16)
+        c.rl.update(iterations=2, contexts=4, samples=3, batch_size=4, lr=3e-4)
+    elif preset == "paper":
+        c.model.update(name="Qwen/Qwen2.5-7B", tokenizer="Qwen/Qwen2.5-7B", remat="full")
+        c.data.update(source="../shared/data/squad/train_pool.json", held_out=200)
+        c.self_edit.max_new_tokens = 1024
+        c.inner.update(epochs=10, edits_per_chunk=8, max_len=2048)
+        c.eval.max_new_tokens = 64
+        c.rl.update(iterations=2, contexts=50, samples=5)
+    else:
+        raise ValueError(f"unknown preset {preset!r}; choose smoke, demo or paper")
+    return c

@@ -1,0 +1,208 @@
+"""SEAL knowledge incorporation with ReST-EM, resumable.
+
+One iteration:
+  E-step  draw C passages; the generator samples K self-edits each (one batched sampler call); every
+          self-edit becomes training documents and a LoRA (vmapped inner loop, in chunks); each adapted
+          model answers its passage's questions without the passage; reward = fraction correct. Records
+          are appended to DIR/records.jsonl chunk by chunk, so a restart skips finished work.
+  M-step  keep the best self-edit per passage (ties to the earlier sample; must beat the baseline by
+          `rl.threshold`), SFT the generator on (prompt -> self-edit) with loss on the self-edit only:
+          the same LoRA update as the inner loop, one "edit" holding all kept examples, then merged.
+The merged model is the next generator and the next inner-loop learner.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from seal_jax.domains import knowledge as K
+from seal_jax.inner import InnerConfig, pack_edits, summarize, tokenize_document, train_in_chunks, inner_train_edits
+from seal_jax.model.lora import LoraSpec, merge_lora
+from seal_jax.sampling import SamplingConfig, generate
+from seal_jax.scoring import answer_questions
+from seal_jax.tokenizer import chat_prompt, encode_example
+from seal_jax.workdir import Workdir
+
+log = logging.getLogger(__name__)
+
+
+def inner_config(c) -> InnerConfig:
+    return InnerConfig(lora=LoraSpec(c.lora_rank, float(c.lora_alpha), tuple(c.targets.split(","))),
+                       batch_size=c.batch_size, schedule=c.schedule)
+
+
+def doc_options(c) -> K.DocOptions:
+    return K.DocOptions(c.split_lines, c.drop_preamble, c.prefix_title, c.append_passage)
+
+
+def self_edit_prompt(tok, p: K.Passage, prompt: str) -> list[int]:
+    return chat_prompt(tok, K.PROMPTS[prompt].format(title=p.title, context=p.context))
+
+
+def sample_self_edits(params, cfg, tok, passages: Sequence[K.Passage], k: int, sec, key) -> list[list[str]]:
+    """[C][K] self-edit texts, one batched sampler call per `sec.batch` prompts (deterministic in key)."""
+    prompts = [self_edit_prompt(tok, p, sec.prompt) for p in passages for _ in range(k)]
+    sampling = SamplingConfig(sec.max_new_tokens, sec.temperature, sec.top_p)
+    texts = []
+    for i in tqdm(range(0, len(prompts), sec.batch), desc="sampling self-edits", leave=False):
+        out = generate(params, cfg, tok, prompts[i:i + sec.batch], sampling, key=jax.random.fold_in(key, i),
+                       min_batch=sec.batch)
+        texts += out.texts
+    return [texts[i * k:(i + 1) * k] for i in range(len(passages))]
+
+
+def baseline(params, cfg, tok, passages: Sequence[K.Passage], ev) -> dict[str, dict]:
+    """No-update answers and accuracy per passage: computed once per context and reused."""
+    qs = [(p, q, a) for p in passages for q, a in p.questions]
+    out = answer_questions(params, cfg, tok, [K.QUESTION_TEMPLATE.format(title=p.title, question=q) for p, q, _ in qs],
+                           max_new_tokens=ev.max_new_tokens)
+    scores = K.grade(out.texts, [a for _, _, a in qs], ev.grader)
+    res: dict[str, dict] = {}
+    for (p, _, _), text, s in zip(qs, out.texts, scores):
+        r = res.setdefault(p.id, {"answers": [], "scores": []})
+        r["answers"].append(text)
+        r["scores"].append(s)
+    for r in res.values():
+        r["accuracy"] = float(np.mean(r["scores"]))
+    return res
+
+
+def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, inner, ev, key, desc: str):
+    """Train one LoRA per item (`{"passage", "docs", "uid"}`), answer its passage's questions, grade.
+
+    Yields per chunk a list of result dicts (accuracy averaged over `ev.eval_repeats` training seeds).
+    """
+    reps = max(1, ev.eval_repeats)
+    flat = [(it, r) for it in items for r in range(reps)]
+    examples = [[tokenize_document(tok, d) for d in it["docs"]] for it, _ in flat]
+    packed = pack_edits(examples, [inner.lr] * len(flat), [inner.epochs] * len(flat),
+                        batch_size=icfg.batch_size, max_len=inner.max_len)
+    keys = np.stack([np.asarray(jax.random.fold_in(jax.random.fold_in(key, it["uid"]), r)) for it, r in flat])
+    chunk = inner.edits_per_chunk * reps  # whole items per chunk, so results stream item by item
+    bar = tqdm(total=len(items), desc=desc, leave=False)
+    for start, stop, lora, metrics in train_in_chunks(params, cfg, icfg, packed, keys, chunk):
+        rows = [(i - start, flat[i][0]["passage"], q, a) for i in range(start, stop) for q, a in flat[i][0]["passage"].questions]
+        out = answer_questions(params, cfg, tok, [K.QUESTION_TEMPLATE.format(title=p.title, question=q) for _, p, q, _ in rows],
+                               max_new_tokens=ev.max_new_tokens, lora=lora, lora_scale=icfg.lora.scale,
+                               row_lora=[r for r, _, _, _ in rows])
+        scores = K.grade(out.texts, [a for *_, a in rows], ev.grader)
+        summary = summarize(metrics)
+        per_edit: dict[int, dict] = {}
+        for (r, *_), text, s in zip(rows, out.texts, scores):
+            e = per_edit.setdefault(r, {"answers": [], "scores": []})
+            e["answers"].append(text)
+            e["scores"].append(s)
+        results = []
+        for j in range(0, stop - start, reps):
+            it = flat[start + j][0]
+            accs = [float(np.mean(per_edit[j + r]["scores"])) if summary[j + r]["ok"] else 0.0 for r in range(reps)]
+            failed = [summary[j + r]["reason"] for r in range(reps) if not summary[j + r]["ok"]]
+            results.append({"item": it, "reward": float(np.mean(accs)), "answers": per_edit[j]["answers"],
+                            "ok": not failed, "reason": failed[0] if failed else None,
+                            "final_loss": summary[j]["last_loss"], "truncated_docs": packed.truncated})
+        bar.update(len(results))
+        yield results
+    bar.close()
+
+
+def keep_best(records: Sequence[dict], threshold: float, min_reward: float) -> list[dict]:
+    """Best self-edit per passage (ties to the earlier sample), kept if reward >= baseline + threshold
+    and reward >= min_reward."""
+    best: dict[str, dict] = {}
+    for r in sorted(records, key=lambda r: (r["passage_id"], r["sample"])):
+        if r["passage_id"] not in best or r["reward"] > best[r["passage_id"]]["reward"]:
+            best[r["passage_id"]] = r
+    return [r for r in best.values() if r["ok"] and r["reward"] >= r["baseline"] + threshold
+            and r["reward"] >= min_reward]
+
+
+def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], rl, key):
+    """SFT the generator on (prompt tokens -> self-edit), loss on the self-edit; LoRA merged back."""
+    ocfg = InnerConfig(lora=LoraSpec(rl.lora_rank, float(rl.lora_alpha), tuple(rl.targets.split(","))),
+                       batch_size=rl.batch_size, schedule="linear")
+    docs = []
+    for prompt_ids, completion in examples:
+        c = tok.encode(completion, add_special_tokens=False) + [tok.eos_token_id]
+        docs.append((list(prompt_ids) + c, [0] * len(prompt_ids) + [1] * len(c)))
+    packed = pack_edits([docs], [rl.lr], [rl.epochs], batch_size=rl.batch_size, max_len=rl.max_len)
+    edits, hp = packed.arrays()
+    lora, metrics = inner_train_edits(params, edits, jnp.asarray(key)[None], hp, cfg=cfg, icfg=ocfg, steps=packed.steps)
+    s = summarize(jax.tree.map(np.asarray, metrics))[0]
+    if not s["ok"]:
+        raise FloatingPointError("the outer (M-step) update diverged: non-finite loss; lower rl.lr")
+    return merge_lora(params, jax.tree.map(lambda x: x[0], lora), ocfg.lora), s
+
+
+def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: Workdir, key):
+    """E-step (resumable) + M-step of iteration `it`; returns (new params, metrics)."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([c.seed, it])
+    chosen = [train[i] for i in rng.choice(len(train), size=min(c.rl.contexts, len(train)), replace=False)]
+    k_sample, k_inner, k_outer = jax.random.split(jax.random.fold_in(key, it), 3)
+    done = {(r["passage_id"], r["sample"]): r for r in wd.records(iteration=it)}
+    edits = sample_self_edits(params, cfg, tok, chosen, c.rl.samples, c.self_edit, k_sample)
+    base = baseline(params, cfg, tok, chosen, c.eval)
+    items = [{"passage": p, "sample": s, "self_edit": edits[i][s], "uid": i * c.rl.samples + s,
+              "docs": K.self_edit_documents(p, edits[i][s], c.self_edit.prompt, doc_options(c.self_edit))}
+             for i, p in enumerate(chosen) for s in range(c.rl.samples) if (p.id, s) not in done]
+    if done:
+        log.info("iteration %d: resuming, %d of %d self-edits already scored", it, len(done), len(chosen) * c.rl.samples)
+    icfg = inner_config(c.inner)
+    for results in adapt_and_grade(params, cfg, tok, items, icfg, c.inner, c.eval, k_inner, f"iter {it} inner updates"):
+        rows = [{"iteration": it, "passage_id": r["item"]["passage"].id, "sample": r["item"]["sample"],
+                 "self_edit": r["item"]["self_edit"], "reward": r["reward"],
+                 "baseline": base[r["item"]["passage"].id]["accuracy"],
+                 "gain": r["reward"] - base[r["item"]["passage"].id]["accuracy"], "answers": r["answers"],
+                 "ok": r["ok"], "reason": r["reason"], "final_loss": r["final_loss"]} for r in results]
+        wd.append_records(rows)
+    records = wd.records(iteration=it)
+    t_e = time.perf_counter() - t0
+    kept = keep_best(records, c.rl.threshold, c.rl.min_reward)
+    by_id = {p.id: p for p in chosen}
+    metrics = {"reward_mean": float(np.mean([r["reward"] for r in records])),
+               "reward_max": float(np.max([r["reward"] for r in records])),
+               "baseline_accuracy": float(np.mean([b["accuracy"] for b in base.values()])),
+               "kept_fraction": len(kept) / max(1, len(chosen)), "e_step_s": t_e,
+               "failed_edits": sum(not r["ok"] for r in records)}
+    if kept:
+        examples = [(self_edit_prompt(tok, by_id[r["passage_id"]], c.self_edit.prompt), r["self_edit"]) for r in kept]
+        with tqdm(total=1, desc=f"iter {it} M-step ({len(kept)} examples)", leave=False) as bar:
+            params, s = outer_update(params, cfg, tok, examples, c.rl, k_outer)
+            bar.update()
+        metrics.update(m_step_first_loss=s["first_loss"], m_step_last_loss=s["last_loss"])
+    else:
+        log.warning("iteration %d: no self-edit beat the baseline; the generator is unchanged", it)
+    metrics["iteration_s"] = time.perf_counter() - t0
+    return params, metrics
+
+
+def evaluate(params_before, params_after, cfg, tok, passages: Sequence[K.Passage], c, key) -> dict:
+    """Held-out accuracy: base, passage only, passage + self-edits (before RL, and after RL if given)."""
+    icfg = inner_config(c.inner)
+    results = {}
+    base = baseline(params_before, cfg, tok, passages, c.eval)
+    results["base"] = float(np.mean([b["accuracy"] for b in base.values()]))
+
+    def accuracy(learner, items, name):
+        accs = [r["reward"] for chunk in adapt_and_grade(learner, cfg, tok, items, icfg, c.inner, c.eval,
+                                                         jax.random.fold_in(key, len(results)), f"eval: {name}")
+                for r in chunk]
+        return float(np.mean(accs))
+
+    only = [{"passage": p, "uid": i, "docs": [f"{p.title}\n{p.context}"]} for i, p in enumerate(passages)]
+    results["passage_only"] = accuracy(params_before, only, "passage only")
+    for name, gen in (("self_edit_before_rl", params_before), ("self_edit_after_rl", params_after)):
+        if gen is None:
+            continue
+        edits = sample_self_edits(gen, cfg, tok, passages, 1, c.self_edit, jax.random.fold_in(key, 99))
+        items = [{"passage": p, "uid": i, "docs": K.self_edit_documents(p, e[0], c.self_edit.prompt,
+                                                                         doc_options(c.self_edit))}
+                 for i, (p, e) in enumerate(zip(passages, edits))]
+        results[name] = accuracy(gen, items, name)
+    return results

@@ -1,0 +1,89 @@
+"""Train a SEAL generator with ReST-EM: `python -m seal_jax.train --config=configs/knowledge.py:demo --workdir=DIR`.
+
+Any config field can be overridden: `--config.rl.iterations=2 --config.rl.contexts=50 --config.rl.samples=5`.
+Re-running the same command in the same workdir resumes where the last run stopped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:preset]).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Run directory (records, metrics, checkpoints).", required=True)
+
+
+def build_model(mc, seed: int = 0):
+    """(cfg, params, tokenizer) from the config's model section; `random:<preset>` for smoke runs."""
+    import jax
+    from seal_jax.model.config import preset
+    from seal_jax.model.transformer import init_params
+    from seal_jax.tokenizer import load_tokenizer
+    from seal_jax.weights import load_model, resolve_model_path
+    if mc.name.startswith("random:"):
+        tok = load_tokenizer(resolve_model_path(mc.tokenizer))
+        cfg = preset(mc.name.split(":", 1)[1]).replace(vocab_size=len(tok))
+        params = init_params(jax.random.PRNGKey(seed), cfg)
+    else:
+        cfg, params, tok = load_model(mc.name)
+    return cfg.replace(remat=mc.remat), params, tok
+
+
+def run(c, workdir: str) -> dict:
+    import jax
+    import numpy as np
+    from seal_jax.domains import knowledge as K
+    from seal_jax.knowledge_rl import evaluate, run_iteration
+    from seal_jax.workdir import Workdir
+
+    wd = Workdir(workdir)
+    saved = os.path.join(wd.path, "config.json")
+    if os.path.exists(saved):
+        with open(saved) as f:
+            old = json.load(f)
+        if old != json.loads(c.to_json()):
+            raise SystemExit(f"{workdir} holds a run with a different config ({saved}); "
+                             "use a new --workdir, or the same flags to resume")
+    wd.write_json("config.json", json.loads(c.to_json()))
+    cfg, params, tok = build_model(c.model, c.seed)
+    passages = K.load_passages(c.data.source, c.data.limit or None)
+    train, held_out = K.split_passages(passages, c.data.held_out)
+    key = jax.random.PRNGKey(c.seed)
+    initial = params
+    step, state = wd.restore({"params": params, "key": np.asarray(key)})
+    start = 0
+    if step is not None:
+        params, start = state["params"], step
+        logging.info("resumed from the checkpoint after iteration %d", step - 1)
+    for it in range(start, c.rl.iterations):
+        params, metrics = run_iteration(it, params, cfg, tok, train, c, wd, key)
+        wd.save(it + 1, {"params": params, "key": np.asarray(key)})
+        wd.log_metrics(it, metrics)
+        print(f"iteration {it}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()), flush=True)
+    result = {"iterations": c.rl.iterations}
+    if c.eval.final_eval:
+        result = evaluate(initial, params, cfg, tok, held_out, c, jax.random.fold_in(key, 10_000))
+        wd.write_json("eval.json", result)
+        wd.log_metrics(c.rl.iterations, {f"eval/{k}": v for k, v in result.items()})
+        print(f"held-out accuracy ({len(held_out)} passages, grader={c.eval.grader}):")
+        for k, v in result.items():
+            print(f"  {k:22s} {v:.3f}")
+    wd.close()
+    print(f"records: {wd.records_path}\nmetrics: {wd.metrics_path}\ntensorboard: {os.path.join(wd.path, 'tb')}")
+    return result
+
+
+def main(argv):
+    del argv
+    logging.getLogger().setLevel(logging.INFO)
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    run(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,114 @@
+"""A run's working directory: append-only E-step records, metrics, TensorBoard, orbax checkpoints.
+
+    DIR/records.jsonl    one line per scored self-edit, written (and fsynced) as soon as it exists
+    DIR/metrics.jsonl    one line per iteration (and per evaluation)
+    DIR/tb/              TensorBoard scalars
+    DIR/checkpoints/N/   generator params + RNG after iteration N's M-step (orbax)
+
+Resuming = restore the newest checkpoint, then skip every record already on disk. A line cut short by a
+kill is dropped on open, so the file stays valid JSONL. Only process 0 writes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable, Optional
+
+import jax
+import numpy as np
+
+
+def is_writer() -> bool:
+    return jax.process_index() == 0
+
+
+class Workdir:
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        os.makedirs(self.path, exist_ok=True)
+        self.records_path = os.path.join(self.path, "records.jsonl")
+        self.metrics_path = os.path.join(self.path, "metrics.jsonl")
+        self._repair(self.records_path)
+        self._repair(self.metrics_path)
+        self._tb = None
+        self._ckpt = None
+
+    @staticmethod
+    def _repair(path: str) -> None:
+        """Drop a trailing partial line left by a kill mid-write."""
+        if not os.path.exists(path) or not is_writer():
+            return
+        with open(path, "rb") as f:
+            data = f.read()
+        if data and not data.endswith(b"\n"):
+            with open(path, "wb") as f:
+                f.write(data[: data.rfind(b"\n") + 1])
+
+    # ---- JSONL ----
+    def _append(self, path: str, rows: Iterable[dict]) -> None:
+        if not is_writer():
+            return
+        with open(path, "a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def append_records(self, rows: Iterable[dict]) -> None:
+        self._append(self.records_path, rows)
+
+    def records(self, **match) -> list[dict]:
+        if not os.path.exists(self.records_path):
+            return []
+        with open(self.records_path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+    def log_metrics(self, step: int, metrics: dict) -> None:
+        self._append(self.metrics_path, [{"step": step, **metrics}])
+        if not is_writer():
+            return
+        if self._tb is None:
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(os.path.join(self.path, "tb"))
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and np.isfinite(v):
+                self._tb.add_scalar(k, v, step)
+        self._tb.flush()
+
+    def write_json(self, name: str, obj) -> str:
+        path = os.path.join(self.path, name)
+        if is_writer():
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(obj, f, indent=2)
+            os.replace(tmp, path)  # never a half-written file under the final name
+        return path
+
+    # ---- checkpoints ----
+    @property
+    def checkpoints(self):
+        if self._ckpt is None:
+            import orbax.checkpoint as ocp
+            self._ckpt = ocp.CheckpointManager(os.path.join(self.path, "checkpoints"),
+                                               options=ocp.CheckpointManagerOptions(max_to_keep=2))
+        return self._ckpt
+
+    def save(self, step: int, state: dict) -> None:
+        import orbax.checkpoint as ocp
+        self.checkpoints.save(step, args=ocp.args.StandardSave(state))
+        self.checkpoints.wait_until_finished()
+
+    def restore(self, like: dict) -> tuple[Optional[int], Optional[dict]]:
+        """(step, state) of the newest checkpoint, or (None, None) for a fresh run."""
+        import orbax.checkpoint as ocp
+        step = self.checkpoints.latest_step()
+        if step is None:
+            return None, None
+        return step, self.checkpoints.restore(step, args=ocp.args.StandardRestore(like))
+
+    def close(self):
+        if self._tb is not None:
+            self._tb.close()
+        if self._ckpt is not None:
+            self._ckpt.close()
