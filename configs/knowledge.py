@@ -21,7 +21,9 @@ def get_config(arg: str = "demo"):
     # SEAL's TTT settings for knowledge: LoRA r=32, alpha=64 on q,v; lr 1e-3; 10 epochs; batch 1; linear decay.
     c.inner = dict(lora_rank=32, lora_alpha=64.0, targets="q_proj,v_proj", lr=1e-3, epochs=10, batch_size=1,
                    schedule="linear", edits_per_chunk=4, max_len=256)
-    c.eval = dict(grader="contains", max_new_tokens=48, eval_repeats=1, final_eval=True)
+    # grader: exact | contains | f1 | judge-http (an OpenAI-compatible endpoint: judge_url + judge_model)
+    c.eval = dict(grader="contains", judge_url="", judge_model="", max_new_tokens=48, eval_repeats=1,
+                  final_eval=True)
     # SEAL's outer SFT: LoRA r=64, alpha=128 on all projections, lr 3e-4, 2 epochs, batch 10.
     # keep the best self-edit per passage if reward >= baseline + threshold and reward >= min_reward
     c.rl = dict(iterations=2, contexts=50, samples=5, threshold=0.0, min_reward=1e-6, lora_rank=64, lora_alpha=128.0,

@@ -57,12 +57,22 @@ def sample_self_edits(params, cfg, tok, passages: Sequence[K.Passage], k: int, s
     return [texts[i * k:(i + 1) * k] for i in range(len(passages))]
 
 
+def grade_answers(ev, questions: Sequence[str], preds: Sequence[str], golds: Sequence[str]) -> tuple[list[float], int]:
+    """Scores in [0, 1] and the number of judge failures, by `ev.grader` (a string grader or judge-http)."""
+    if ev.grader == "judge-http":
+        from seal_jax.judge import HttpJudge
+        if not ev.judge_url or not ev.judge_model:
+            raise ValueError("grader judge-http needs --config.eval.judge_url and --config.eval.judge_model")
+        return HttpJudge(ev.judge_url, ev.judge_model)(questions, preds, golds)
+    return K.grade(preds, golds, ev.grader), 0
+
+
 def baseline(params, cfg, tok, passages: Sequence[K.Passage], ev) -> dict[str, dict]:
     """No-update answers and accuracy per passage: computed once per context and reused."""
     qs = [(p, q, a) for p in passages for q, a in p.questions]
     out = answer_questions(params, cfg, tok, [K.QUESTION_TEMPLATE.format(title=p.title, question=q) for p, q, _ in qs],
                            max_new_tokens=ev.max_new_tokens)
-    scores = K.grade(out.texts, [a for _, _, a in qs], ev.grader)
+    scores, _ = grade_answers(ev, [q for _, q, _ in qs], out.texts, [a for _, _, a in qs])
     res: dict[str, dict] = {}
     for (p, _, _), text, s in zip(qs, out.texts, scores):
         r = res.setdefault(p.id, {"answers": [], "scores": []})
@@ -91,7 +101,7 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, 
         out = answer_questions(params, cfg, tok, [K.QUESTION_TEMPLATE.format(title=p.title, question=q) for _, p, q, _ in rows],
                                max_new_tokens=ev.max_new_tokens, lora=lora, lora_scale=icfg.lora.scale,
                                row_lora=[r for r, _, _, _ in rows])
-        scores = K.grade(out.texts, [a for *_, a in rows], ev.grader)
+        scores, judge_failures = grade_answers(ev, [q for _, _, q, _ in rows], out.texts, [a for *_, a in rows])
         summary = summarize(metrics)
         per_edit: dict[int, dict] = {}
         for (r, *_), text, s in zip(rows, out.texts, scores):
@@ -105,7 +115,8 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, 
             failed = [summary[j + r]["reason"] for r in range(reps) if not summary[j + r]["ok"]]
             results.append({"item": it, "reward": float(np.mean(accs)), "answers": per_edit[j]["answers"],
                             "ok": not failed, "reason": failed[0] if failed else None,
-                            "final_loss": summary[j]["last_loss"], "truncated_docs": packed.truncated})
+                            "final_loss": summary[j]["last_loss"], "truncated_docs": packed.truncated,
+                            "judge_failures": judge_failures})
         bar.update(len(results))
         yield results
     bar.close()
@@ -159,7 +170,8 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
                  "self_edit": r["item"]["self_edit"], "reward": r["reward"],
                  "baseline": base[r["item"]["passage"].id]["accuracy"],
                  "gain": r["reward"] - base[r["item"]["passage"].id]["accuracy"], "answers": r["answers"],
-                 "ok": r["ok"], "reason": r["reason"], "final_loss": r["final_loss"]} for r in results]
+                 "ok": r["ok"], "reason": r["reason"], "final_loss": r["final_loss"],
+                 "judge_failures_in_chunk": r["judge_failures"]} for r in results]
         wd.append_records(rows)
     records = wd.records(iteration=it)
     t_e = time.perf_counter() - t0

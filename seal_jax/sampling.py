@@ -46,12 +46,26 @@ def _pick(logits, key, temperature, top_p, greedy: bool):  # logits: f32 [B, V] 
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = logits / jnp.maximum(temperature, 1e-6)
     probs = jax.nn.softmax(logits, axis=-1)
-    sorted_p = -jnp.sort(-probs, axis=-1)
-    cum = jnp.cumsum(sorted_p, axis=-1)
-    # smallest set whose mass reaches top_p: keep tokens whose preceding mass is < top_p
-    cutoff = jnp.min(jnp.where(cum - sorted_p < top_p, sorted_p, jnp.inf), axis=-1, keepdims=True)
+    cutoff = nucleus_cutoff(probs, top_p)
     logits = jnp.where(probs >= cutoff, logits, -jnp.inf)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def nucleus_cutoff(probs, top_p, iters: int = 40):  # probs: f32 [B, V] -> [B, 1]
+    """Largest c with mass(p >= c) >= top_p: keeping p >= c is the smallest set reaching top_p.
+
+    Bisection over the threshold costs `iters` reductions over V instead of a [B, V] sort per decode step
+    (a sort of 49k-152k entries per row dominates a CPU decode step).
+    """
+    def body(_, lo_hi):
+        lo, hi = lo_hi
+        mid = 0.5 * (lo + hi)
+        ok = jnp.sum(jnp.where(probs >= mid, probs, 0.0), axis=-1, keepdims=True) >= top_p
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+    hi = jnp.max(probs, axis=-1, keepdims=True)
+    lo, _ = jax.lax.fori_loop(0, iters, body, (jnp.zeros_like(hi), hi * (1 + 1e-6)))
+    return jnp.where(top_p >= 1.0, 0.0, jnp.minimum(lo, hi))  # top_p = 1: everything, whatever the rounding
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "greedy", "lora_scale"))

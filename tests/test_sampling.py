@@ -103,3 +103,17 @@ def test_generate_cli_prints_completion():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout
+
+
+def test_nucleus_cutoff_matches_sorted_reference():
+    from seal_jax.sampling import nucleus_cutoff
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.full(300, 0.3), size=6).astype(np.float32)
+    for top_p in (0.1, 0.5, 0.9, 0.95, 1.0):
+        cut = np.asarray(nucleus_cutoff(jnp.asarray(probs), top_p))[:, 0]
+        for row, c in zip(probs, cut):
+            cum = np.cumsum(np.sort(row)[::-1].astype(np.float64))
+            # smallest prefix of the sorted distribution reaching top_p (bounds absorb float32 rounding)
+            k = [min(len(row), int(np.searchsorted(cum, top_p * f)) + 1) for f in (1 - 1e-5, 1 + 1e-5)]
+            kept = int((row >= c).sum())
+            assert (kept == len(row)) if top_p == 1.0 else (k[0] <= kept <= k[1]), (top_p, kept, k)
