@@ -23,7 +23,7 @@ def get_config(arg: str = "demo"):
                    schedule="linear", edits_per_chunk=4, max_len=256)
     # grader: exact | contains | f1 | judge-http (an OpenAI-compatible endpoint: judge_url + judge_model)
     c.eval = dict(grader="contains", judge_url="", judge_model="", max_new_tokens=48, eval_repeats=1,
-                  final_eval=True)
+                  final_eval=True, self_edits=1)  # self_edits: sampled per held-out passage in evaluation
     # SEAL's outer SFT: LoRA r=64, alpha=128 on all projections, lr 3e-4, 2 epochs, batch 10.
     # keep the best self-edit per passage if reward >= baseline + threshold and reward >= min_reward
     c.rl = dict(iterations=2, contexts=50, samples=5, threshold=0.0, min_reward=1e-6, lora_rank=64, lora_alpha=128.0,

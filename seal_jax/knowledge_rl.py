@@ -84,9 +84,12 @@ def baseline(params, cfg, tok, passages: Sequence[K.Passage], ev) -> dict[str, d
 
 
 def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, inner, ev, key, desc: str):
-    """Train one LoRA per item (`{"passage", "docs", "uid"}`), answer its passage's questions, grade.
+    """Train one LoRA per item, answer its passages' questions without the passages, grade.
 
-    Yields per chunk a list of result dicts (accuracy averaged over `ev.eval_repeats` training seeds).
+    An item is `{"uid": int, "docs": [str], "passages": [Passage]}`: one passage for a single-passage
+    update, several for continued pre-training (CPT) on n passages jointly. Yields per chunk a list of
+    result dicts; `reward` is the accuracy over all the item's questions, averaged over `ev.eval_repeats`
+    training seeds.
     """
     reps = max(1, ev.eval_repeats)
     flat = [(it, r) for it in items for r in range(reps)]
@@ -97,7 +100,7 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, 
     chunk = inner.edits_per_chunk * reps  # whole items per chunk, so results stream item by item
     bar = tqdm(total=len(items), desc=desc, leave=False)
     for start, stop, lora, metrics in train_in_chunks(params, cfg, icfg, packed, keys, chunk):
-        rows = [(i - start, flat[i][0]["passage"], q, a) for i in range(start, stop) for q, a in flat[i][0]["passage"].questions]
+        rows = [(i - start, p, q, a) for i in range(start, stop) for p in flat[i][0]["passages"] for q, a in p.questions]
         out = answer_questions(params, cfg, tok, [K.QUESTION_TEMPLATE.format(title=p.title, question=q) for _, p, q, _ in rows],
                                max_new_tokens=ev.max_new_tokens, lora=lora, lora_scale=icfg.lora.scale,
                                row_lora=[r for r, _, _, _ in rows])
@@ -159,17 +162,17 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
     done = {(r["passage_id"], r["sample"]): r for r in wd.records(iteration=it)}
     edits = sample_self_edits(params, cfg, tok, chosen, c.rl.samples, c.self_edit, k_sample)
     base = baseline(params, cfg, tok, chosen, c.eval)
-    items = [{"passage": p, "sample": s, "self_edit": edits[i][s], "uid": i * c.rl.samples + s,
+    items = [{"passages": [p], "sample": s, "self_edit": edits[i][s], "uid": i * c.rl.samples + s,
               "docs": K.self_edit_documents(p, edits[i][s], c.self_edit.prompt, doc_options(c.self_edit))}
              for i, p in enumerate(chosen) for s in range(c.rl.samples) if (p.id, s) not in done]
     if done:
         log.info("iteration %d: resuming, %d of %d self-edits already scored", it, len(done), len(chosen) * c.rl.samples)
     icfg = inner_config(c.inner)
     for results in adapt_and_grade(params, cfg, tok, items, icfg, c.inner, c.eval, k_inner, f"iter {it} inner updates"):
-        rows = [{"iteration": it, "passage_id": r["item"]["passage"].id, "sample": r["item"]["sample"],
+        rows = [{"iteration": it, "passage_id": r["item"]["passages"][0].id, "sample": r["item"]["sample"],
                  "self_edit": r["item"]["self_edit"], "reward": r["reward"],
-                 "baseline": base[r["item"]["passage"].id]["accuracy"],
-                 "gain": r["reward"] - base[r["item"]["passage"].id]["accuracy"], "answers": r["answers"],
+                 "baseline": base[r["item"]["passages"][0].id]["accuracy"],
+                 "gain": r["reward"] - base[r["item"]["passages"][0].id]["accuracy"], "answers": r["answers"],
                  "ok": r["ok"], "reason": r["reason"], "final_loss": r["final_loss"],
                  "judge_failures_in_chunk": r["judge_failures"]} for r in results]
         wd.append_records(rows)
@@ -192,29 +195,3 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
         log.warning("iteration %d: no self-edit beat the baseline; the generator is unchanged", it)
     metrics["iteration_s"] = time.perf_counter() - t0
     return params, metrics
-
-
-def evaluate(params_before, params_after, cfg, tok, passages: Sequence[K.Passage], c, key) -> dict:
-    """Held-out accuracy: base, passage only, passage + self-edits (before RL, and after RL if given)."""
-    icfg = inner_config(c.inner)
-    results = {}
-    base = baseline(params_before, cfg, tok, passages, c.eval)
-    results["base"] = float(np.mean([b["accuracy"] for b in base.values()]))
-
-    def accuracy(learner, items, name):
-        accs = [r["reward"] for chunk in adapt_and_grade(learner, cfg, tok, items, icfg, c.inner, c.eval,
-                                                         jax.random.fold_in(key, len(results)), f"eval: {name}")
-                for r in chunk]
-        return float(np.mean(accs))
-
-    only = [{"passage": p, "uid": i, "docs": [f"{p.title}\n{p.context}"]} for i, p in enumerate(passages)]
-    results["passage_only"] = accuracy(params_before, only, "passage only")
-    for name, gen in (("self_edit_before_rl", params_before), ("self_edit_after_rl", params_after)):
-        if gen is None:
-            continue
-        edits = sample_self_edits(gen, cfg, tok, passages, 1, c.self_edit, jax.random.fold_in(key, 99))
-        items = [{"passage": p, "uid": i, "docs": K.self_edit_documents(p, e[0], c.self_edit.prompt,
-                                                                         doc_options(c.self_edit))}
-                 for i, (p, e) in enumerate(zip(passages, edits))]
-        results[name] = accuracy(gen, items, name)
-    return results

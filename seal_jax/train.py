@@ -37,7 +37,8 @@ def run(c, workdir: str) -> dict:
     import jax
     import numpy as np
     from seal_jax.domains import knowledge as K
-    from seal_jax.knowledge_rl import evaluate, run_iteration
+    from seal_jax.evaluate import plot_conditions, plot_rl, run_conditions
+    from seal_jax.knowledge_rl import run_iteration
     from seal_jax.workdir import Workdir
 
     wd = Workdir(workdir)
@@ -66,12 +67,19 @@ def run(c, workdir: str) -> dict:
         print(f"iteration {it}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()), flush=True)
     result = {"iterations": c.rl.iterations}
     if c.eval.final_eval:
-        result = evaluate(initial, params, cfg, tok, held_out, c, jax.random.fold_in(key, 10_000))
+        k = jax.random.fold_in(key, 10_000)
+        before = run_conditions(initial, (initial, cfg, tok), cfg, tok, held_out, c, k)
+        after = run_conditions(params, (params, cfg, tok), cfg, tok, held_out, c, k, conditions=("self_edit",))
+        result = {"base": before["base"], "passage_only": before["passage"],
+                  "self_edit_before_rl": before["self_edit"], "self_edit_after_rl": after["self_edit"]}
         wd.write_json("eval.json", result)
+        plots = [plot_conditions(result, os.path.join(wd.path, "eval.png")),
+                 plot_rl(wd.metrics_path, os.path.join(wd.path, "rl.png"))]
         wd.log_metrics(c.rl.iterations, {f"eval/{k}": v for k, v in result.items()})
         print(f"held-out accuracy ({len(held_out)} passages, grader={c.eval.grader}):")
-        for k, v in result.items():
-            print(f"  {k:22s} {v:.3f}")
+        for name, v in result.items():
+            print(f"  {name:22s} {v:.3f}")
+        print("plots: " + ", ".join(p for p in plots if p))
     wd.close()
     print(f"records: {wd.records_path}\nmetrics: {wd.metrics_path}\ntensorboard: {os.path.join(wd.path, 'tb')}")
     return result
