@@ -1,0 +1,211 @@
+"""Knowledge domain: grading, training documents, bad inputs, the :smoke run end to end, resume after a kill."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from seal_jax.domains import knowledge as K
+from seal_jax.knowledge_rl import keep_best
+
+P = K.Passage("p1", "Varnholt Observatory", "The Varnholt Observatory was founded in 1873.",
+              (("When was the Varnholt Observatory founded?", "1873"),))
+
+
+@pytest.mark.parametrize("pred,gold,em,cont,f1", [
+    ("The Broncos", "Denver Broncos", 0.0, 0.0, 2 / 3),
+    ("It was the Denver Broncos.", "Denver Broncos", 0.0, 1.0, 2 / 3),
+    ("denver broncos!", "The Denver Broncos", 1.0, 1.0, 1.0),
+    ("in 1873", "1873", 0.0, 1.0, 2 / 3),
+    ("18735", "1873", 0.0, 0.0, 0.0),
+    ("", "1873", 0.0, 0.0, 0.0),
+])
+def test_graders(pred, gold, em, cont, f1):
+    assert K.exact_match(pred, gold) == em
+    assert K.contains(pred, gold) == cont
+    assert K.token_f1(pred, gold) == pytest.approx(f1)
+    with pytest.raises(ValueError, match="grader 'fuzzy'"):
+        K.grade([pred], [gold], "fuzzy")
+
+
+def test_self_edit_documents():
+    edit = "Here are the implications:\n1. The observatory is old.\n- It opened in 1873.\n\n"
+    docs = K.self_edit_documents(P, edit)
+    assert docs == ["Varnholt Observatory\nThe observatory is old.", "Varnholt Observatory\nIt opened in 1873.",
+                    "Varnholt Observatory\nThe Varnholt Observatory was founded in 1873."]
+    bare = K.self_edit_documents(P, edit, opts=K.DocOptions(split_lines=False, prefix_title=False,
+                                                            append_passage=False))
+    assert bare == [edit.strip()]
+    keep_pre = K.self_edit_documents(P, edit, opts=K.DocOptions(drop_preamble=False, append_passage=False))
+    assert len(keep_pre) == 3
+    qa = "Question: When was it founded?\nAnswer: 1873\nQ: Who?\nA: Nobody\nstray line"
+    assert K.parse_self_qa(qa) == [("When was it founded?", "1873"), ("Who?", "Nobody")]
+    assert K.self_edit_documents(P, qa, "self-qa", K.DocOptions(append_passage=False)) == [
+        "Varnholt Observatory\nQuestion: When was it founded?\nAnswer: 1873",
+        "Varnholt Observatory\nQuestion: Who?\nAnswer: Nobody"]
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    good = {"title": "t", "context": "c", "questions": [{"question": "q", "answer": "a"}]}
+    with pytest.raises(ValueError, match="record 1 has an empty 'context'"):
+        K.parse_passages([good, dict(good, context="  ")])
+    with pytest.raises(ValueError, match="record 0 has no questions"):
+        K.parse_passages([dict(good, questions=[])])
+    with pytest.raises(ValueError, match="record 0 has no 'title' field"):
+        K.parse_passages([{"context": "c", "questions": []}])
+    with pytest.raises(ValueError, match="question 0 has no 'answer'"):
+        K.parse_passages([dict(good, questions=[{"question": "q"}])])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not readable as JSON"):
+        K.load_passages(str(bad))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        K.load_passages(str(tmp_path / "missing.json"))
+
+
+def test_demo_corpus_is_shipped_and_valid():
+    passages = K.load_passages("demo")
+    assert len(passages) >= 40
+    assert all(4 <= len(p.questions) <= 6 for p in passages)
+    assert all(a in p.context for p in passages for _, a in p.questions)
+    train, held = K.split_passages(passages, 8)
+    assert len(held) == 8 and not {p.id for p in train} & {p.id for p in held}
+
+
+def test_keep_best_ties_to_earlier_and_threshold():
+    rows = [{"passage_id": "a", "sample": s, "reward": r, "baseline": 0.2, "ok": True}
+            for s, r in enumerate([0.5, 0.75, 0.75])]
+    rows += [{"passage_id": "b", "sample": 0, "reward": 0.2, "baseline": 0.2, "ok": True}]
+    kept = keep_best(rows, threshold=0.0, min_reward=1e-6)
+    assert [(r["passage_id"], r["sample"]) for r in kept] == [("a", 1), ("b", 0)]
+    assert [r["passage_id"] for r in keep_best(rows, threshold=0.1, min_reward=1e-6)] == ["a"]
+
+
+def _train_cmd(workdir, *extra):
+    return [sys.executable, "-m", "seal_jax.train", "--config=configs/knowledge.py:smoke", f"--workdir={workdir}",
+            *extra]
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _records(workdir):
+    with open(os.path.join(workdir, "records.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return sorted((r["iteration"], r["passage_id"], r["sample"], r["self_edit"], r["reward"]) for r in rows)
+
+
+def test_smoke_end_to_end_and_resume_after_kill(tmp_path):
+    """An uninterrupted :smoke run, and one killed mid-run then restarted, end with the same records."""
+    flags = ["--config.eval.final_eval=False"]
+    full = tmp_path / "full"
+    out = subprocess.run(_train_cmd(full, *flags), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "iteration 1:" in out.stdout
+    metrics = [json.loads(line) for line in open(full / "metrics.jsonl")]
+    assert [m["step"] for m in metrics] == [0, 1] and all("m_step_last_loss" in m for m in metrics)
+    assert sorted(os.listdir(full / "checkpoints")) == ["1", "2"]
+    expected = _records(full)
+    assert len(expected) == 2 * 3 * 2  # iterations x contexts x samples
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(killed, *flags), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    rec = killed / "records.jsonl"
+    while time.time() < deadline and (not rec.exists() or len(rec.read_text().splitlines()) < 8):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(rec.read_text().splitlines())
+    assert 0 < n_before < len(expected), "the kill should land mid-run"
+    out = subprocess.run(_train_cmd(killed, *flags), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _records(killed) == expected
+    # a different config in the same workdir is refused, not mixed in
+    out = subprocess.run(_train_cmd(killed, *flags, "--config.rl.samples=3"), cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode != 0 and "different config" in out.stderr + out.stdout
+
+
+def _judge_server(handler_fn):
+    import http.server
+    import threading
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            code, payload = handler_fn(body)
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_http_judge_against_local_server():
+    from seal_jax.judge import HttpJudge, parse_verdict
+    calls = {"n": 0}
+
+    def answer(body):
+        calls["n"] += 1
+        prompt = body["messages"][0]["content"]
+        if calls["n"] == 1:
+            return 503, {"error": "busy"}  # first call fails: the judge retries
+        ok = "Student answer: 1873" in prompt
+        return 200, {"choices": [{"message": {"content": "Yes." if ok else "no"}}]}
+
+    server = _judge_server(answer)
+    try:
+        judge = HttpJudge(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", timeout=5, retries=3)
+        scores, failures = judge(["When?", "When?"], ["1873", "1901"], ["1873", "1873"])
+        assert scores == [1.0, 0.0] and failures == 0 and calls["n"] == 3
+    finally:
+        server.shutdown()
+    down = HttpJudge(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", timeout=1, retries=2)
+    scores, failures = down(["When?"], ["1873"], ["1873"])  # endpoint down: wrong, and counted
+    assert scores == [0.0] and failures == 1
+    assert parse_verdict("**Yes**") is True and parse_verdict("No, it is not") is False and parse_verdict("maybe") is None
+
+
+def test_evaluate_conditions_cpt_continual_and_file(tmp_path):
+    """The evaluation paths on a tiny random model: every condition runs, shapes and plots are right."""
+    from ml_collections import config_dict
+    from seal_jax import evaluate as E
+    from seal_jax.train import build_model
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("kc", os.path.join(ROOT, "configs", "knowledge_eval.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config("smoke")
+    cfg, params, tok = build_model(c.model)
+    passages = [K.Passage(f"p{i}", f"Place {i}", f"Place {i} was founded in {1800 + i} by Ada Vell.",
+                          ((f"When was Place {i} founded?", str(1800 + i)), ("Who founded it?", "Ada Vell")))
+                for i in range(3)]
+    key = jax.random.PRNGKey(0)
+    completions = {p.context: [f"Place {p.id} is old.\nIt has a founder."] for p in passages}
+    res = E.run_conditions(params, (params, cfg, tok), cfg, tok, passages, c, key,
+                           ("base", "passage", "self_edit", "file"), completions)
+    assert set(res) == {"base", "passage", "self_edit", "file"} and all(0 <= v <= 1 for v in res.values())
+    cpt = E.run_conditions(params, (params, cfg, tok), cfg, tok, passages, c, key, ("passage",), mode="cpt", cpt_n=2)
+    assert 0 <= cpt["passage"] <= 1
+    docs = E.condition_docs("file", passages, c, completions=completions)
+    assert docs[0] == ["Place 0\nPlace p0 is old.", "Place 0\nIt has a founder.", "Place 0\n" + passages[0].context]
+    with pytest.raises(ValueError, match="no completions in the file for passage p1"):
+        E.condition_docs("file", passages, c, completions={passages[0].context: ["x"]})
+    acc = E.continual(params, cfg, tok, passages, docs, c, key)
+    assert acc.shape == (3, 3) and np.isnan(acc[0, 1:]).all() and not np.isnan(np.tril(acc)).any()
+    assert os.path.getsize(E.plot_forgetting(acc, str(tmp_path / "f.png"))) > 0
+    assert os.path.getsize(E.plot_conditions(res, str(tmp_path / "c.png"))) > 0
