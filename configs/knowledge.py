@@ -12,6 +12,7 @@ import ml_collections
 def get_config(arg: str = "demo"):
     preset = arg or "demo"
     c = ml_collections.ConfigDict()
+    c.domain = "knowledge"
     c.seed = 0
     # name: a registered name (smollm2-135m), a HF directory or .gguf path, or random:<preset> (tests/smoke).
     c.model = dict(name="smollm2-135m", tokenizer="smollm2-135m", remat="none")

@@ -93,7 +93,6 @@ def _hf_generate(path, tok, prompts, max_new_tokens):
 def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
     """Measured float32 matmul throughput of this machine through XLA (the MFU denominator)."""
     import jax
-    import jax.numpy as jnp
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
@@ -106,7 +105,6 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
 def run_inner_workload(params, cfg, tok, workload: dict, edits_per_chunk: int, seed: int = 0):
     """The workload's work in seal-jax: pack, train all edits (vmapped, chunked), answer all questions."""
     import jax
-    import numpy as np
     from seal_jax.inner import InnerConfig, pack_edits, tokenize_document, train_in_chunks
     from seal_jax.model.lora import LoraSpec
     from seal_jax.scoring import answer_questions

@@ -158,8 +158,9 @@ def plot_rl(metrics_path: str, path: str) -> Optional[str]:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = [r["step"] for r in rows]
-    for k in ("reward_mean", "reward_max", "baseline_accuracy"):
-        ax.plot(steps, [r[k] for r in rows], marker="o", label=k)
+    for k in ("reward_mean", "reward_max", "baseline_accuracy", "valid_fraction", "kept_fraction"):
+        if all(k in r for r in rows):
+            ax.plot(steps, [r[k] for r in rows], marker="o", label=k)
     ax.set_xlabel("RL iteration")
     ax.set_ylim(0, 1)
     ax.legend()
@@ -201,6 +202,8 @@ def main(argv):
             raise SystemExit(f"{c.generator_workdir} holds no checkpoint to take the generator from")
         generator = state["params"]
         print(f"generator: {c.generator_workdir} after {step} RL iterations")
+    if c.domain == "arc":
+        return _main_arc(c, out_dir, cfg, params, tok, generator)
     passages = K.load_passages(c.data.source)[c.data.offset:][: c.data.limit or None]
     completions = load_completions(c.eval.completions_file) if c.eval.completions_file else None
     key = jax.random.PRNGKey(c.seed)
@@ -224,6 +227,18 @@ def main(argv):
     path = Workdir(out_dir).write_json("eval.json", result)
     print(json.dumps(result["accuracy"], indent=2))
     print(f"results: {path}\nplots: {', '.join(plots)}")
+
+
+def _main_arc(c, out_dir, cfg, params, tok, generator):
+    from seal_jax import arc_rl
+    from seal_jax.workdir import Workdir
+    _, tasks = arc_rl.load_data(c)
+    conditions = tuple(x.strip() for x in c.eval.conditions.split(","))
+    acc = arc_rl.evaluate(params, cfg, tok, tasks, c, jax.random.PRNGKey(c.seed), generator, conditions)
+    plot = plot_conditions(acc, os.path.join(out_dir, "conditions.png"), f"ARC success rate ({len(tasks)} tasks)")
+    path = Workdir(out_dir).write_json("eval.json", {"tasks": [t.id for t in tasks], "success": acc, "plots": [plot]})
+    print(json.dumps(acc, indent=2))
+    print(f"results: {path}\nplots: {plot}")
 
 
 if __name__ == "__main__":

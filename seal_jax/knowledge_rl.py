@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional, Sequence
+from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from seal_jax.domains import knowledge as K
-from seal_jax.inner import InnerConfig, pack_edits, summarize, tokenize_document, train_in_chunks, inner_train_edits
-from seal_jax.model.lora import LoraSpec, merge_lora
-from seal_jax.sampling import SamplingConfig, generate
+from seal_jax.inner import InnerConfig, pack_edits, summarize, tokenize_document, train_in_chunks
+from seal_jax.model.lora import LoraSpec
+from seal_jax.outer import keep_best, outer_update
+from seal_jax.sampling import SamplingConfig, generate_in_batches
 from seal_jax.scoring import answer_questions
-from seal_jax.tokenizer import chat_prompt, encode_example
+from seal_jax.tokenizer import chat_prompt
 from seal_jax.workdir import Workdir
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,9 @@ def self_edit_prompt(tok, p: K.Passage, prompt: str) -> list[int]:
 def sample_self_edits(params, cfg, tok, passages: Sequence[K.Passage], k: int, sec, key) -> list[list[str]]:
     """[C][K] self-edit texts, one batched sampler call per `sec.batch` prompts (deterministic in key)."""
     prompts = [self_edit_prompt(tok, p, sec.prompt) for p in passages for _ in range(k)]
-    sampling = SamplingConfig(sec.max_new_tokens, sec.temperature, sec.top_p)
-    texts = []
-    for i in tqdm(range(0, len(prompts), sec.batch), desc="sampling self-edits", leave=False):
-        out = generate(params, cfg, tok, prompts[i:i + sec.batch], sampling, key=jax.random.fold_in(key, i),
-                       min_batch=sec.batch)
-        texts += out.texts
+    texts = generate_in_batches(params, cfg, tok, prompts, SamplingConfig(sec.max_new_tokens, sec.temperature,
+                                                                         sec.top_p), sec.batch, key,
+                                "sampling self-edits")
     return [texts[i * k:(i + 1) * k] for i in range(len(passages))]
 
 
@@ -92,6 +89,8 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, 
     training seeds.
     """
     reps = max(1, ev.eval_repeats)
+    if not items:
+        return
     flat = [(it, r) for it in items for r in range(reps)]
     examples = [[tokenize_document(tok, d) for d in it["docs"]] for it, _ in flat]
     packed = pack_edits(examples, [inner.lr] * len(flat), [inner.epochs] * len(flat),
@@ -125,34 +124,6 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, 
     bar.close()
 
 
-def keep_best(records: Sequence[dict], threshold: float, min_reward: float) -> list[dict]:
-    """Best self-edit per passage (ties to the earlier sample), kept if reward >= baseline + threshold
-    and reward >= min_reward."""
-    best: dict[str, dict] = {}
-    for r in sorted(records, key=lambda r: (r["passage_id"], r["sample"])):
-        if r["passage_id"] not in best or r["reward"] > best[r["passage_id"]]["reward"]:
-            best[r["passage_id"]] = r
-    return [r for r in best.values() if r["ok"] and r["reward"] >= r["baseline"] + threshold
-            and r["reward"] >= min_reward]
-
-
-def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], rl, key):
-    """SFT the generator on (prompt tokens -> self-edit), loss on the self-edit; LoRA merged back."""
-    ocfg = InnerConfig(lora=LoraSpec(rl.lora_rank, float(rl.lora_alpha), tuple(rl.targets.split(","))),
-                       batch_size=rl.batch_size, schedule="linear")
-    docs = []
-    for prompt_ids, completion in examples:
-        c = tok.encode(completion, add_special_tokens=False) + [tok.eos_token_id]
-        docs.append((list(prompt_ids) + c, [0] * len(prompt_ids) + [1] * len(c)))
-    packed = pack_edits([docs], [rl.lr], [rl.epochs], batch_size=rl.batch_size, max_len=rl.max_len)
-    edits, hp = packed.arrays()
-    lora, metrics = inner_train_edits(params, edits, jnp.asarray(key)[None], hp, cfg=cfg, icfg=ocfg, steps=packed.steps)
-    s = summarize(jax.tree.map(np.asarray, metrics))[0]
-    if not s["ok"]:
-        raise FloatingPointError("the outer (M-step) update diverged: non-finite loss; lower rl.lr")
-    return merge_lora(params, jax.tree.map(lambda x: x[0], lora), ocfg.lora), s
-
-
 def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: Workdir, key):
     """E-step (resumable) + M-step of iteration `it`; returns (new params, metrics)."""
     t0 = time.perf_counter()
@@ -178,7 +149,7 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
         wd.append_records(rows)
     records = wd.records(iteration=it)
     t_e = time.perf_counter() - t0
-    kept = keep_best(records, c.rl.threshold, c.rl.min_reward)
+    kept = keep_best(records, "passage_id", c.rl.threshold, c.rl.min_reward)
     by_id = {p.id: p for p in chosen}
     metrics = {"reward_mean": float(np.mean([r["reward"] for r in records])),
                "reward_max": float(np.max([r["reward"] for r in records])),
@@ -195,3 +166,18 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
         log.warning("iteration %d: no self-edit beat the baseline; the generator is unchanged", it)
     metrics["iteration_s"] = time.perf_counter() - t0
     return params, metrics
+
+
+def load_data(c):
+    """(train passages, held-out passages) for the config."""
+    passages = K.load_passages(c.data.source, c.data.limit or None)
+    return K.split_passages(passages, c.data.held_out)
+
+
+def final_eval(initial, params, cfg, tok, held_out, c, key) -> dict:
+    """Held-out accuracy: base, passage only, passage + self-edits before and after RL."""
+    from seal_jax.evaluate import run_conditions
+    before = run_conditions(initial, (initial, cfg, tok), cfg, tok, held_out, c, key)
+    after = run_conditions(params, (params, cfg, tok), cfg, tok, held_out, c, key, conditions=("self_edit",))
+    return {"base": before["base"], "passage_only": before["passage"],
+            "self_edit_before_rl": before["self_edit"], "self_edit_after_rl": after["self_edit"]}

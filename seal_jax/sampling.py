@@ -147,3 +147,18 @@ def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int
     ids = [[int(t) for t in row[:c] if int(t) not in stop_set] for row, c in zip(out, count)]
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True) if tokenizer is not None else [""] * n
     return Generation(ids, texts, [int(c) for c in count])
+
+
+def generate_in_batches(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int]],
+                        sampling: SamplingConfig, batch: int, key, desc: str = "sampling", **kw) -> list[str]:
+    """Texts for many prompts, `batch` at a time (one compiled shape), with a progress bar.
+
+    Batch i samples with fold_in(key, i), so results depend only on the key and the prompt list.
+    """
+    from tqdm.auto import tqdm
+    texts: list[str] = []
+    for i in tqdm(range(0, len(prompts), batch), desc=desc, leave=False):
+        out = generate(params, cfg, tokenizer, prompts[i:i + batch], sampling, key=jax.random.fold_in(key, i),
+                       min_batch=batch, **kw)
+        texts += out.texts
+    return texts

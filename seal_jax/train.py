@@ -33,13 +33,21 @@ def build_model(mc, seed: int = 0):
     return cfg.replace(remat=mc.remat), params, tok
 
 
+def domain_module(name: str):
+    """The domain's loop: load_data(c), run_iteration(...), final_eval(...)."""
+    import importlib
+    modules = {"knowledge": "seal_jax.knowledge_rl", "arc": "seal_jax.arc_rl"}
+    if name not in modules:
+        raise ValueError(f"unknown domain {name!r}; choose one of {sorted(modules)}")
+    return importlib.import_module(modules[name])
+
+
 def run(c, workdir: str) -> dict:
     import jax
     import numpy as np
-    from seal_jax.domains import knowledge as K
-    from seal_jax.evaluate import plot_conditions, plot_rl, run_conditions
-    from seal_jax.knowledge_rl import run_iteration
+    from seal_jax.evaluate import plot_conditions, plot_rl
     from seal_jax.workdir import Workdir
+    domain = domain_module(c.domain)
 
     wd = Workdir(workdir)
     saved = os.path.join(wd.path, "config.json")
@@ -51,8 +59,7 @@ def run(c, workdir: str) -> dict:
                              "use a new --workdir, or the same flags to resume")
     wd.write_json("config.json", json.loads(c.to_json()))
     cfg, params, tok = build_model(c.model, c.seed)
-    passages = K.load_passages(c.data.source, c.data.limit or None)
-    train, held_out = K.split_passages(passages, c.data.held_out)
+    train, held_out = domain.load_data(c)
     key = jax.random.PRNGKey(c.seed)
     initial = params
     step, state = wd.restore({"params": params, "key": np.asarray(key)})
@@ -61,22 +68,18 @@ def run(c, workdir: str) -> dict:
         params, start = state["params"], step
         logging.info("resumed from the checkpoint after iteration %d", step - 1)
     for it in range(start, c.rl.iterations):
-        params, metrics = run_iteration(it, params, cfg, tok, train, c, wd, key)
+        params, metrics = domain.run_iteration(it, params, cfg, tok, train, c, wd, key)
         wd.save(it + 1, {"params": params, "key": np.asarray(key)})
         wd.log_metrics(it, metrics)
         print(f"iteration {it}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()), flush=True)
     result = {"iterations": c.rl.iterations}
     if c.eval.final_eval:
-        k = jax.random.fold_in(key, 10_000)
-        before = run_conditions(initial, (initial, cfg, tok), cfg, tok, held_out, c, k)
-        after = run_conditions(params, (params, cfg, tok), cfg, tok, held_out, c, k, conditions=("self_edit",))
-        result = {"base": before["base"], "passage_only": before["passage"],
-                  "self_edit_before_rl": before["self_edit"], "self_edit_after_rl": after["self_edit"]}
+        result = domain.final_eval(initial, params, cfg, tok, held_out, c, jax.random.fold_in(key, 10_000))
         wd.write_json("eval.json", result)
         plots = [plot_conditions(result, os.path.join(wd.path, "eval.png")),
                  plot_rl(wd.metrics_path, os.path.join(wd.path, "rl.png"))]
         wd.log_metrics(c.rl.iterations, {f"eval/{k}": v for k, v in result.items()})
-        print(f"held-out accuracy ({len(held_out)} passages, grader={c.eval.grader}):")
+        print(f"held-out results ({len(held_out)} {c.domain} items):")
         for name, v in result.items():
             print(f"  {name:22s} {v:.3f}")
         print("plots: " + ", ".join(p for p in plots if p))

@@ -1,5 +1,4 @@
 """The vmapped inner loop against a sequential optax reference, padding invariance, one compile, real SmolLM2."""
-import dataclasses
 import math
 
 import jax

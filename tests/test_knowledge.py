@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from seal_jax.domains import knowledge as K
-from seal_jax.knowledge_rl import keep_best
+from seal_jax.outer import keep_best
 
 P = K.Passage("p1", "Varnholt Observatory", "The Varnholt Observatory was founded in 1873.",
               (("When was the Varnholt Observatory founded?", "1873"),))
@@ -81,9 +81,9 @@ def test_keep_best_ties_to_earlier_and_threshold():
     rows = [{"passage_id": "a", "sample": s, "reward": r, "baseline": 0.2, "ok": True}
             for s, r in enumerate([0.5, 0.75, 0.75])]
     rows += [{"passage_id": "b", "sample": 0, "reward": 0.2, "baseline": 0.2, "ok": True}]
-    kept = keep_best(rows, threshold=0.0, min_reward=1e-6)
+    kept = keep_best(rows, "passage_id", threshold=0.0, min_reward=1e-6)
     assert [(r["passage_id"], r["sample"]) for r in kept] == [("a", 1), ("b", 0)]
-    assert [r["passage_id"] for r in keep_best(rows, threshold=0.1, min_reward=1e-6)] == ["a"]
+    assert [r["passage_id"] for r in keep_best(rows, "passage_id", threshold=0.1, min_reward=1e-6)] == ["a"]
 
 
 def _train_cmd(workdir, *extra):
@@ -182,7 +182,6 @@ def test_http_judge_against_local_server():
 
 def test_evaluate_conditions_cpt_continual_and_file(tmp_path):
     """The evaluation paths on a tiny random model: every condition runs, shapes and plots are right."""
-    from ml_collections import config_dict
     from seal_jax import evaluate as E
     from seal_jax.train import build_model
     import importlib.util

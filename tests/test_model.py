@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seal_jax.model import kv_cache
-from seal_jax.model.config import ModelConfig, from_hf_config, preset
+from seal_jax.model.config import from_hf_config, preset
 from seal_jax.model.lora import LoraSpec, init_lora, merge_lora, stack_loras
 from seal_jax.model.transformer import forward, init_params, logits_from_hidden, positions_from_mask, token_logprobs
 from seal_jax.weights import load_hf_checkpoint, load_peft_adapter, save_hf_checkpoint, save_peft_adapter

@@ -46,6 +46,17 @@ def load_tasks(ids: Sequence[str] = (), split: str = "train", limit: int = 0) ->
     return out[:limit] if limit else out
 
 
+def synthetic_tasks(n: int, seed: int = 0, size: int = 3) -> list[ArcTask]:
+    """Tiny tasks for smoke runs and tests: the output is the input mirrored left-right."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        grids = [rng.integers(0, 10, size=(size, size)) for _ in range(4)]
+        pairs = tuple((g, np.fliplr(g)) for g in grids)
+        out.append(ArcTask(f"synthetic-{i}", pairs[:3], pairs[3][0], pairs[3][1]))
+    return out
+
+
 # ---- text <-> grids -------------------------------------------------------------------------------
 
 
