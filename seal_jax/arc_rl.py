@@ -44,7 +44,7 @@ def load_data(c):
     return train, held
 
 
-def adapt_and_solve(params, cfg, tok, items: Sequence[dict], c, key, desc="TTT"):
+def adapt_and_solve(params, cfg, tok, items: Sequence[dict], c, key, desc="TTT", mesh=None):
     """Items `{"uid", "task", "edit": SelfEdit}` -> yields per chunk [{"item", "solved", "attempts", ...}]."""
     from tqdm.auto import tqdm
     icfg = inner_config(c.inner)
@@ -60,7 +60,7 @@ def adapt_and_solve(params, cfg, tok, items: Sequence[dict], c, key, desc="TTT")
                         batch_size=icfg.batch_size, max_len=c.inner.max_len)
     keys = np.stack([np.asarray(jax.random.fold_in(key, it["uid"])) for it in items])
     bar = tqdm(total=len(items), desc=desc, leave=False)
-    for start, stop, lora, metrics in train_in_chunks(params, cfg, icfg, packed, keys, c.inner.edits_per_chunk):
+    for start, stop, lora, metrics in train_in_chunks(params, cfg, icfg, packed, keys, c.inner.edits_per_chunk, mesh):
         summary = summarize(metrics)
         vs = [A.views(items[i]["task"], c.ttt.views) for i in range(start, stop)]
         prompts = [tok.encode(p, add_special_tokens=False) for v in vs for p, _ in v]
@@ -113,7 +113,7 @@ def _parse(text: str, task: A.ArcTask, c):
     return edit, why
 
 
-def run_iteration(it: int, params, cfg, tok, tasks: Sequence[A.ArcTask], c, wd: Workdir, key):
+def run_iteration(it: int, params, cfg, tok, tasks: Sequence[A.ArcTask], c, wd: Workdir, key, mesh=None):
     t0 = time.perf_counter()
     rng = np.random.default_rng([c.seed, it])
     chosen = [tasks[i] for i in rng.choice(len(tasks), size=min(c.rl.contexts, len(tasks)), replace=False)]
@@ -132,7 +132,7 @@ def run_iteration(it: int, params, cfg, tok, tasks: Sequence[A.ArcTask], c, wd: 
             else:
                 items.append({"uid": i * c.rl.samples + s, "task": task, "edit": edit, "record": base})
     wd.append_records(invalid)
-    for results in adapt_and_solve(params, cfg, tok, items, c, k_inner, f"iter {it} TTT"):
+    for results in adapt_and_solve(params, cfg, tok, items, c, k_inner, f"iter {it} TTT", mesh):
         wd.append_records([{**r["item"]["record"], "parsed": r["item"]["edit"].__dict__, "reward": float(r["solved"]),
                             "ok": r["ok"], "reason": r["reason"], "attempts": r["attempts"]} for r in results])
     records = wd.records(iteration=it)

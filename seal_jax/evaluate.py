@@ -98,6 +98,10 @@ def run_conditions(learner, generator, cfg, tok, passages, c, key, conditions=("
             out[cond] = float(np.average([base[p.id]["accuracy"] for p in passages],
                                          weights=[len(p.questions) for p in passages]))
             continue
+        if mode == "cpt":  # CPT keeps each generation whole (SEAL), one document per self-edit
+            c = c.copy_and_resolve_references()
+            with c.unlocked():
+                c.self_edit.split_lines = False
         docs = condition_docs(cond, passages, c, generator, completions, k)
         out[cond] = accuracy_of(learner, cfg, tok, passages, docs, c, k, mode, cpt_n, f"eval: {cond}")
     return out

@@ -9,14 +9,18 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "smollm2-135m", "HF checkpoint directory, .gguf file, or a registered name.")
-flags.DEFINE_multi_string("prompt", None, "Prompt text; repeat the flag for a batch.", required=True)
-flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate at most.")
-flags.DEFINE_float("temperature", 0.0, "0 for greedy decoding.")
-flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass.")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.DEFINE_bool("raw", False, "Feed the prompt as raw text, without the chat template.")
-flags.DEFINE_string("adapter", None, "Optional PEFT LoRA adapter directory.")
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when this module is the program (modules import each other)."""
+    flags.DEFINE_string("model", "smollm2-135m", "HF checkpoint directory, .gguf file, or a registered name.")
+    flags.DEFINE_multi_string("prompt", None, "Prompt text; repeat the flag for a batch.", required=True)
+    flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate at most.")
+    flags.DEFINE_float("temperature", 0.0, "0 for greedy decoding.")
+    flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass.")
+    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+    flags.DEFINE_bool("raw", False, "Feed the prompt as raw text, without the chat template.")
+    flags.DEFINE_string("adapter", None, "Optional PEFT LoRA adapter directory.")
 
 
 def main(argv):
@@ -44,4 +48,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

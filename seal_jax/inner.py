@@ -243,17 +243,24 @@ def inner_train_edits(base, edits, keys, hparams, *, cfg: ModelConfig, icfg: Inn
 
 
 def train_in_chunks(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits, keys,
-                    edits_per_chunk: int) -> Iterator[tuple[int, int, dict, dict]]:
+                    edits_per_chunk: int, mesh=None) -> Iterator[tuple[int, int, dict, dict]]:
     """Yield (start, stop, lora_stack [C, ...], metrics) per chunk; every chunk has the same shapes.
 
     keys: [E, 2] PRNG keys, one per edit. The last chunk is padded with dummy edits (results dropped).
+    With a mesh, chunks are rounded up to a multiple of its "edit" axis and placed edit-sharded; `base`
+    should already be placed (`sharding.shard_params`).
     """
+    from seal_jax import sharding
     keys = np.asarray(keys)
+    m = sharding.edit_multiple(mesh)
+    width = -(-edits_per_chunk // m) * m
     for start in range(0, packed.num_edits, edits_per_chunk):
         stop = min(start + edits_per_chunk, packed.num_edits)
-        chunk = pad_edits(take_edits(packed, start, stop), edits_per_chunk)
-        k = np.concatenate([keys[start:stop], np.repeat(keys[:1], edits_per_chunk - (stop - start), 0)])
+        chunk = pad_edits(take_edits(packed, start, stop), width)
+        k = np.concatenate([keys[start:stop], np.repeat(keys[:1], width - (stop - start), 0)])
         edits, hparams = chunk.arrays()
+        if mesh is not None:
+            edits, k, hparams = sharding.edit_sharded((edits, k, hparams), mesh)
         lora, metrics = inner_train_edits(base, edits, k, hparams, cfg=cfg, icfg=icfg, steps=packed.steps)
         n = stop - start
         yield start, stop, jax.tree.map(lambda x: x[:n], lora), jax.tree.map(lambda x: np.asarray(x)[:n], metrics)

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from seal_jax.domains import knowledge as K
-from seal_jax.inner import InnerConfig, pack_edits, summarize, tokenize_document, train_in_chunks
+from seal_jax.inner import InnerConfig, pack_edits, summarize, take_edits, tokenize_document, train_in_chunks
 from seal_jax.model.lora import LoraSpec
 from seal_jax.outer import keep_best, outer_update
 from seal_jax.sampling import SamplingConfig, generate_in_batches
@@ -80,7 +80,7 @@ def baseline(params, cfg, tok, passages: Sequence[K.Passage], ev) -> dict[str, d
     return res
 
 
-def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, inner, ev, key, desc: str):
+def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, inner, ev, key, desc: str, mesh=None):
     """Train one LoRA per item, answer its passages' questions without the passages, grade.
 
     An item is `{"uid": int, "docs": [str], "passages": [Passage]}`: one passage for a single-passage
@@ -98,7 +98,7 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, 
     keys = np.stack([np.asarray(jax.random.fold_in(jax.random.fold_in(key, it["uid"]), r)) for it, r in flat])
     chunk = inner.edits_per_chunk * reps  # whole items per chunk, so results stream item by item
     bar = tqdm(total=len(items), desc=desc, leave=False)
-    for start, stop, lora, metrics in train_in_chunks(params, cfg, icfg, packed, keys, chunk):
+    for start, stop, lora, metrics in train_in_chunks(params, cfg, icfg, packed, keys, chunk, mesh):
         rows = [(i - start, p, q, a) for i in range(start, stop) for p in flat[i][0]["passages"] for q, a in p.questions]
         out = answer_questions(params, cfg, tok, [K.QUESTION_TEMPLATE.format(title=p.title, question=q) for _, p, q, _ in rows],
                                max_new_tokens=ev.max_new_tokens, lora=lora, lora_scale=icfg.lora.scale,
@@ -116,6 +116,7 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, 
             accs = [float(np.mean(per_edit[j + r]["scores"])) if summary[j + r]["ok"] else 0.0 for r in range(reps)]
             failed = [summary[j + r]["reason"] for r in range(reps) if not summary[j + r]["ok"]]
             results.append({"item": it, "reward": float(np.mean(accs)), "answers": per_edit[j]["answers"],
+                            "train_tokens": take_edits(packed, start + j, start + j + reps).train_tokens(),
                             "ok": not failed, "reason": failed[0] if failed else None,
                             "final_loss": summary[j]["last_loss"], "truncated_docs": packed.truncated,
                             "judge_failures": judge_failures})
@@ -124,7 +125,7 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, 
     bar.close()
 
 
-def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: Workdir, key):
+def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: Workdir, key, mesh=None):
     """E-step (resumable) + M-step of iteration `it`; returns (new params, metrics)."""
     t0 = time.perf_counter()
     rng = np.random.default_rng([c.seed, it])
@@ -139,7 +140,9 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
     if done:
         log.info("iteration %d: resuming, %d of %d self-edits already scored", it, len(done), len(chosen) * c.rl.samples)
     icfg = inner_config(c.inner)
-    for results in adapt_and_grade(params, cfg, tok, items, icfg, c.inner, c.eval, k_inner, f"iter {it} inner updates"):
+    t_inner, inner_tokens = time.perf_counter(), 0
+    for results in adapt_and_grade(params, cfg, tok, items, icfg, c.inner, c.eval, k_inner, f"iter {it} inner updates", mesh):
+        inner_tokens += sum(r["train_tokens"] for r in results)
         rows = [{"iteration": it, "passage_id": r["item"]["passages"][0].id, "sample": r["item"]["sample"],
                  "self_edit": r["item"]["self_edit"], "reward": r["reward"],
                  "baseline": base[r["item"]["passages"][0].id]["accuracy"],
@@ -147,6 +150,7 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
                  "ok": r["ok"], "reason": r["reason"], "final_loss": r["final_loss"],
                  "judge_failures_in_chunk": r["judge_failures"]} for r in results]
         wd.append_records(rows)
+    inner_s = time.perf_counter() - t_inner
     records = wd.records(iteration=it)
     t_e = time.perf_counter() - t0
     kept = keep_best(records, "passage_id", c.rl.threshold, c.rl.min_reward)
@@ -154,7 +158,9 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
     metrics = {"reward_mean": float(np.mean([r["reward"] for r in records])),
                "reward_max": float(np.max([r["reward"] for r in records])),
                "baseline_accuracy": float(np.mean([b["accuracy"] for b in base.values()])),
+               "adapted_accuracy": float(np.mean([r["reward"] for r in records])),
                "kept_fraction": len(kept) / max(1, len(chosen)), "e_step_s": t_e,
+               "inner_tokens_per_s": inner_tokens / max(1e-9, inner_s),
                "failed_edits": sum(not r["ok"] for r in records)}
     if kept:
         examples = [(self_edit_prompt(tok, by_id[r["passage_id"]], c.self_edit.prompt), r["self_edit"]) for r in kept]

@@ -6,6 +6,7 @@ the self-edit tokens only and merges it into the generator. The update is `inner
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -28,13 +29,22 @@ def keep_best(records: Sequence[dict], group: str, threshold: float, min_reward:
 
 
 def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], rl, key):
-    """SFT the generator on (prompt token ids -> self-edit text), loss on the self-edit + EOS; merged back."""
-    ocfg = InnerConfig(lora=LoraSpec(rl.lora_rank, float(rl.lora_alpha), tuple(rl.targets.split(","))),
-                       batch_size=rl.batch_size, schedule="linear")
+    """SFT the generator on (prompt token ids -> self-edit text), loss on the self-edit + EOS.
+
+    rl.mode "lora" (default): a LoRA trained by the inner-loop machinery, then merged. "full": every weight
+    trained with optax AdamW (linear decay), one jitted step per batch with params and state donated.
+    """
     docs = []
     for prompt_ids, completion in examples:
         c = tok.encode(completion, add_special_tokens=False) + [tok.eos_token_id]
         docs.append((list(prompt_ids) + c, [0] * len(prompt_ids) + [1] * len(c)))
+    mode = rl.get("mode", "lora")
+    if mode == "full":
+        return full_update(params, cfg, docs, rl, key)
+    if mode != "lora":
+        raise ValueError(f"rl.mode {mode!r}; choose lora or full")
+    ocfg = InnerConfig(lora=LoraSpec(rl.lora_rank, float(rl.lora_alpha), tuple(rl.targets.split(","))),
+                       batch_size=rl.batch_size, schedule="linear")
     packed = pack_edits([docs], [rl.lr], [rl.epochs], batch_size=rl.batch_size, max_len=rl.max_len)
     edits, hp = packed.arrays()
     lora, metrics = inner_train_edits(params, edits, jnp.asarray(key)[None], hp, cfg=cfg, icfg=ocfg, steps=packed.steps)
@@ -42,3 +52,39 @@ def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], rl
     if not s["ok"]:
         raise FloatingPointError("the outer (M-step) update diverged: non-finite loss; lower rl.lr")
     return merge_lora(params, jax.tree.map(lambda x: x[0], lora), ocfg.lora), s
+
+
+def full_update(params, cfg, docs, rl, key):
+    """Full fine-tuning of the generator on tokenized (tokens, loss_mask) docs: shuffled batches, AdamW."""
+    import optax
+    from seal_jax.model.transformer import sequence_logprobs
+    packed = pack_edits([docs], [rl.lr], [rl.epochs], batch_size=rl.batch_size, max_len=rl.max_len)
+    tokens, mask = packed.tokens[0], packed.loss_mask[0]
+    n, bs = len(docs), rl.batch_size
+    per_epoch = -(-n // bs)
+    opt = optax.adamw(optax.linear_schedule(rl.lr, 0.0, per_epoch * rl.epochs), weight_decay=0.0)
+
+    def loss_fn(p, t, m):
+        lp = sequence_logprobs(p, cfg, t, m)
+        return -jnp.sum(lp) / jnp.maximum(jnp.sum(m[:, 1:]), 1)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(p, state, t, m):
+        loss, grads = jax.value_and_grad(loss_fn)(p, t, m)
+        updates, state = opt.update(grads, state, p)
+        return optax.apply_updates(p, updates), state, loss
+
+    params = jax.tree.map(jnp.array, params)  # a private copy: the step donates its input buffers
+    state, losses = opt.init(params), []
+    rng = np.random.default_rng(np.asarray(key).ravel().tolist())  # a raw uint32 PRNGKey seeds the shuffles
+    for _ in range(rl.epochs):
+        order = rng.permutation(n)
+        for b in range(per_epoch):
+            idx = order[b * bs:(b + 1) * bs]
+            rows = np.pad(idx, (0, bs - len(idx)))                 # one batch shape: pad, then mask the pads
+            m = mask[rows] * (np.arange(bs) < len(idx))[:, None]
+            params, state, loss = step(params, state, tokens[rows], m)
+            losses.append(float(loss))
+    if not np.all(np.isfinite(losses)):
+        raise FloatingPointError("the outer (M-step) full fine-tuning diverged: non-finite loss; lower rl.lr")
+    return params, {"steps": len(losses), "ok": True, "first_loss": losses[0], "last_loss": losses[-1], "reason": None}

