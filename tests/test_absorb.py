@@ -37,7 +37,7 @@ def test_write_atomically_leaves_nothing_on_crash(tmp_path):
     assert os.listdir(out) == ["y"] and sorted(os.listdir(tmp_path)) == ["adapter"]
 
 
-def test_absorb_then_ask_learns_invented_facts(tmp_path):
+def test_absorb_then_ask_learns_invented_facts(tmp_path, smollm_hf):
     from seal_jax.absorb import absorb
     from seal_jax.ask import answers
     passages = K.load_passages("demo")[:3]
@@ -46,7 +46,8 @@ def test_absorb_then_ask_learns_invented_facts(tmp_path):
     for p in passages:
         (docs / f"{p.title}.txt").write_text(p.context)
     out = tmp_path / "adapter"
-    manifest = absorb("smollm2-135m", str(docs), str(out), log=lambda *_: None)
+    merged = tmp_path / "merged"
+    manifest = absorb("smollm2-135m", str(docs), str(out), merge=str(merged), log=lambda *_: None)
     assert os.path.exists(out / "adapter_config.json") and os.path.exists(out / "adapter_model.safetensors")
     saved = json.load(open(out / "manifest.json"))
     assert len(saved["sources"]) == 3 and all(len(s["sha256"]) == 64 for s in saved["sources"])
@@ -59,3 +60,19 @@ def test_absorb_then_ask_learns_invented_facts(tmp_path):
     adapted = sum(K.contains(t, a) for t, (_, a) in zip(res["adapted"], qs)) / len(qs)
     print(f"answer-contained accuracy: base {base:.2f}, adapted {adapted:.2f} on {len(qs)} questions")
     assert base <= 0.10 and adapted >= 0.40, (base, adapted)
+
+    # The adapter is a real PEFT adapter on the HF model, and --merge wrote the same model as plain HF weights.
+    import numpy as np
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    ids = torch.tensor([list(range(100, 140))])
+    with torch.no_grad():
+        base_logits = smollm_hf(ids).logits.numpy()
+        wrapped = PeftModel.from_pretrained(smollm_hf, str(out)).eval()  # injects LoRA into the shared fixture
+        peft_logits = wrapped(ids).logits.numpy()
+        wrapped.unload()  # ... so take it out again
+        assert np.array_equal(smollm_hf(ids).logits.numpy(), base_logits)
+        merged_logits = AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch.float32).eval()(ids).logits.numpy()
+    np.testing.assert_allclose(merged_logits, peft_logits, atol=2e-3, rtol=1e-3)
+    assert np.abs(peft_logits - base_logits).max() > 0.1  # the adapter changes the model
