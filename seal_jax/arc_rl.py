@@ -118,7 +118,8 @@ def run_iteration(it: int, params, cfg, tok, tasks: Sequence[A.ArcTask], c, wd: 
     rng = np.random.default_rng([c.seed, it])
     chosen = [tasks[i] for i in rng.choice(len(tasks), size=min(c.rl.contexts, len(tasks)), replace=False)]
     k_sample, k_inner, k_outer = jax.random.split(jax.random.fold_in(key, it), 3)
-    done = {(r["task_id"], r["sample"]) for r in wd.records(iteration=it)}
+    records = wd.records(iteration=it)  # scored before a restart; this iteration's rows are added as they come
+    done = {(r["task_id"], r["sample"]) for r in records}
     texts = sample_self_edits(params, cfg, tok, chosen, c.rl.samples, c, k_sample)
     items, invalid = [], []
     for i, task in enumerate(chosen):
@@ -132,10 +133,12 @@ def run_iteration(it: int, params, cfg, tok, tasks: Sequence[A.ArcTask], c, wd: 
             else:
                 items.append({"uid": i * c.rl.samples + s, "task": task, "edit": edit, "record": base})
     wd.append_records(invalid)
+    records += invalid
     for results in adapt_and_solve(params, cfg, tok, items, c, k_inner, f"iter {it} TTT", mesh):
-        wd.append_records([{**r["item"]["record"], "parsed": r["item"]["edit"].__dict__, "reward": float(r["solved"]),
-                            "ok": r["ok"], "reason": r["reason"], "attempts": r["attempts"]} for r in results])
-    records = wd.records(iteration=it)
+        rows = [{**r["item"]["record"], "parsed": r["item"]["edit"].__dict__, "reward": float(r["solved"]),
+                 "ok": r["ok"], "reason": r["reason"], "attempts": r["attempts"]} for r in results]
+        wd.append_records(rows)
+        records += rows
     kept = keep_best(records, "task_id", c.rl.threshold, c.rl.min_reward)
     metrics = {"reward_mean": float(np.mean([r["reward"] for r in records])),
                "valid_fraction": float(np.mean([r["parsed"] is not None for r in records])),

@@ -263,7 +263,7 @@ def train_in_chunks(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdi
             edits, k, hparams = sharding.edit_sharded((edits, k, hparams), mesh)
         lora, metrics = inner_train_edits(base, edits, k, hparams, cfg=cfg, icfg=icfg, steps=packed.steps)
         n = stop - start
-        yield start, stop, jax.tree.map(lambda x: x[:n], lora), jax.tree.map(lambda x: np.asarray(x)[:n], metrics)
+        yield start, stop, jax.tree.map(lambda x: x[:n], lora), jax.tree.map(lambda x: sharding.to_host(x)[:n], metrics)
 
 
 def summarize(metrics: dict) -> dict:

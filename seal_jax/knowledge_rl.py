@@ -131,7 +131,8 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
     rng = np.random.default_rng([c.seed, it])
     chosen = [train[i] for i in rng.choice(len(train), size=min(c.rl.contexts, len(train)), replace=False)]
     k_sample, k_inner, k_outer = jax.random.split(jax.random.fold_in(key, it), 3)
-    done = {(r["passage_id"], r["sample"]): r for r in wd.records(iteration=it)}
+    records = wd.records(iteration=it)  # scored before a restart; this iteration's rows are added as they come
+    done = {(r["passage_id"], r["sample"]) for r in records}
     edits = sample_self_edits(params, cfg, tok, chosen, c.rl.samples, c.self_edit, k_sample)
     base = baseline(params, cfg, tok, chosen, c.eval)
     items = [{"passages": [p], "sample": s, "self_edit": edits[i][s], "uid": i * c.rl.samples + s,
@@ -150,8 +151,8 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
                  "ok": r["ok"], "reason": r["reason"], "final_loss": r["final_loss"],
                  "judge_failures_in_chunk": r["judge_failures"]} for r in results]
         wd.append_records(rows)
+        records += rows
     inner_s = time.perf_counter() - t_inner
-    records = wd.records(iteration=it)
     t_e = time.perf_counter() - t0
     kept = keep_best(records, "passage_id", c.rl.threshold, c.rl.min_reward)
     by_id = {p.id: p for p in chosen}

@@ -15,6 +15,7 @@ import numpy as np
 
 from seal_jax.inner import InnerConfig, inner_train_edits, pack_edits, summarize
 from seal_jax.model.lora import LoraSpec, merge_lora
+from seal_jax.sharding import to_host
 
 
 def keep_best(records: Sequence[dict], group: str, threshold: float, min_reward: float) -> list[dict]:
@@ -48,7 +49,7 @@ def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], rl
     packed = pack_edits([docs], [rl.lr], [rl.epochs], batch_size=rl.batch_size, max_len=rl.max_len)
     edits, hp = packed.arrays()
     lora, metrics = inner_train_edits(params, edits, jnp.asarray(key)[None], hp, cfg=cfg, icfg=ocfg, steps=packed.steps)
-    s = summarize(jax.tree.map(np.asarray, metrics))[0]
+    s = summarize(jax.tree.map(to_host, metrics))[0]
     if not s["ok"]:
         raise FloatingPointError("the outer (M-step) update diverged: non-finite loss; lower rl.lr")
     return merge_lora(params, jax.tree.map(lambda x: x[0], lora), ocfg.lora), s

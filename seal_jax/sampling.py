@@ -20,6 +20,7 @@ from seal_jax.model import kv_cache
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import rows_lora
 from seal_jax.model.transformer import forward, logits_from_hidden, positions_from_mask
+from seal_jax.sharding import to_host
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +143,7 @@ def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int
     out, count = _generate(params, lora, rows, tokens, mask, stops, key, jnp.float32(sampling.temperature),
                            jnp.float32(sampling.top_p), cfg=cfg, max_new_tokens=sampling.max_new_tokens,
                            greedy=greedy, lora_scale=float(lora_scale))
-    out, count = np.asarray(out)[:n], np.asarray(count)[:n]
+    out, count = to_host(out)[:n], to_host(count)[:n]
     stop_set = set(int(s) for s in stops)
     ids = [[int(t) for t in row[:c] if int(t) not in stop_set] for row, c in zip(out, count)]
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True) if tokenizer is not None else [""] * n

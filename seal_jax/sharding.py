@@ -95,6 +95,41 @@ def batch_sharded(tree, mesh: Mesh):
                         tree)
 
 
+def to_host(x) -> np.ndarray:
+    """A numpy copy of a (possibly multi-host) array; every process gets the whole value."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def broadcast_json(obj):
+    """Process 0's value of a JSON-able object on every process (identity on one process)."""
+    if jax.process_count() == 1:
+        return obj
+    import json
+    from jax.experimental import multihost_utils
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8) if jax.process_index() == 0 else np.zeros(0, np.uint8)
+    n = int(multihost_utils.broadcast_one_to_all(np.int32(data.size)))
+    buf = multihost_utils.broadcast_one_to_all(np.pad(data, (0, n - data.size)))
+    return json.loads(np.asarray(buf).tobytes().decode())
+
+
+def check_processes_agree(metrics: dict, what: str) -> None:
+    """Fail loudly if the processes' Python-side results differ (a diverged SPMD program hangs or corrupts
+    silently). Timings (keys ending in "_s") are excluded."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+    keys = sorted(k for k, v in metrics.items() if not k.endswith("_s") and isinstance(v, (int, float)))
+    values = np.nan_to_num(np.asarray([metrics[k] for k in keys], np.float32), nan=-1.0)
+    try:
+        multihost_utils.assert_equal(values, "")
+    except AssertionError:
+        raise RuntimeError(f"process {jax.process_index()}: the processes disagree on {what} ({keys}); every "
+                           "process must see the same data, config and code version") from None
+
+
 def edit_multiple(mesh: Optional[Mesh]) -> int:
     """Chunks of edits must be a multiple of this (the "edit" axis size)."""
     return 1 if mesh is None else mesh.shape["edit"]

@@ -51,9 +51,17 @@ def domain_module(name: str):
     return importlib.import_module(modules[name])
 
 
+def say(text: str) -> None:
+    """Results for the person at the terminal: printed by process 0 only."""
+    import jax
+    if jax.process_index() == 0:
+        print(text, flush=True)
+
+
 def run(c, workdir: str) -> dict:
     import jax
     import numpy as np
+    from seal_jax import sharding
     from seal_jax.evaluate import plot_conditions, plot_rl
     from seal_jax.workdir import Workdir
     domain = domain_module(c.domain)
@@ -70,7 +78,6 @@ def run(c, workdir: str) -> dict:
     cfg, params, tok = build_model(c.model, c.seed)
     mesh = None
     if c.mesh.edit != 0:
-        from seal_jax import sharding
         mesh = sharding.make_mesh(c.mesh.edit, c.mesh.fsdp, c.mesh.tp)
         params = sharding.shard_params(params, mesh)
         logging.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
@@ -84,9 +91,10 @@ def run(c, workdir: str) -> dict:
         logging.info("resumed from the checkpoint after iteration %d", step - 1)
     for it in range(start, c.rl.iterations):
         params, metrics = domain.run_iteration(it, params, cfg, tok, train, c, wd, key, mesh=mesh)
+        sharding.check_processes_agree(metrics, f"iteration {it}")
         wd.save(it + 1, {"params": params, "key": np.asarray(key)})
         wd.log_metrics(it, metrics)
-        print(f"iteration {it}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()), flush=True)
+        say(f"iteration {it}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
     result = {"iterations": c.rl.iterations}
     if c.eval.final_eval:
         result = domain.final_eval(initial, params, cfg, tok, held_out, c, jax.random.fold_in(key, 10_000))
@@ -94,12 +102,12 @@ def run(c, workdir: str) -> dict:
         plots = [plot_conditions(result, os.path.join(wd.path, "eval.png")),
                  plot_rl(wd.metrics_path, os.path.join(wd.path, "rl.png"))]
         wd.log_metrics(c.rl.iterations, {f"eval/{k}": v for k, v in result.items()})
-        print(f"held-out results ({len(held_out)} {c.domain} items):")
+        say(f"held-out results ({len(held_out)} {c.domain} items):")
         for name, v in result.items():
-            print(f"  {name:22s} {v:.3f}")
-        print("plots: " + ", ".join(p for p in plots if p))
+            say(f"  {name:22s} {v:.3f}")
+        say("plots: " + ", ".join(p for p in plots if p))
     wd.close()
-    print(f"records: {wd.records_path}\nmetrics: {wd.metrics_path}\ntensorboard: {os.path.join(wd.path, 'tb')}")
+    say(f"records: {wd.records_path}\nmetrics: {wd.metrics_path}\ntensorboard: {os.path.join(wd.path, 'tb')}")
     return result
 
 
@@ -107,7 +115,10 @@ def main(argv):
     del argv
     from seal_jax.sharding import initialize
     initialize()  # multi-host: before any other JAX call
-    logging.getLogger().setLevel(logging.INFO)
+    import jax
+    if jax.process_index() > 0:  # one terminal's worth of progress: bars and info logs from process 0 only
+        os.environ["TQDM_DISABLE"] = "1"  # read when tqdm is first imported, which is below this line
+    logging.getLogger().setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.WARNING)
     run(FLAGS.config, FLAGS.workdir)

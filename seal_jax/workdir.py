@@ -58,11 +58,13 @@ class Workdir:
         self._append(self.records_path, rows)
 
     def records(self, **match) -> list[dict]:
-        if not os.path.exists(self.records_path):
-            return []
-        with open(self.records_path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+        """Records matching `match`, as process 0 sees them (a collective: every process calls it in turn)."""
+        rows = []
+        if is_writer() and os.path.exists(self.records_path):
+            with open(self.records_path) as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+        from seal_jax.sharding import broadcast_json
+        return [r for r in broadcast_json(rows) if all(r.get(k) == v for k, v in match.items())]
 
     def log_metrics(self, step: int, metrics: dict) -> None:
         self._append(self.metrics_path, [{"step": step, **metrics}])
