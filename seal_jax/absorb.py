@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from typing import Optional
 
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -190,5 +190,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    from seal_jax.cli import run as run_cli
+    run_cli(main, define_flags)

@@ -5,7 +5,7 @@ model's answer beside each adapter's and the stack's.
 """
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -64,5 +64,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    from seal_jax.cli import run as run_cli
+    run_cli(main, define_flags)

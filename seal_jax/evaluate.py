@@ -246,8 +246,9 @@ def _main_arc(c, out_dir, cfg, params, tok, generator):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
     config_flags.DEFINE_config_file("config", None, "configs/knowledge_eval.py[:preset]", lock_config=True)
     flags.DEFINE_string("out", None, "Output directory for eval.json and plots.", required=True)
-    app.run(main)
+    from seal_jax.cli import run as run_cli
+    run_cli(main)

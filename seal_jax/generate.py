@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -48,5 +48,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    from seal_jax.cli import run as run_cli
+    run_cli(main, define_flags)

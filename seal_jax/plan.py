@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from seal_jax.model.config import ModelConfig, preset
@@ -82,5 +82,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    from seal_jax.cli import run as run_cli
+    run_cli(main, define_flags)

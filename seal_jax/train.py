@@ -9,10 +9,11 @@ import json
 import logging
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
+log = logging.getLogger("seal_jax.train")  # not __name__: that is "__main__" under python -m
 
 
 def define_flags() -> None:
@@ -80,7 +81,7 @@ def run(c, workdir: str) -> dict:
     if c.mesh.edit != 0:
         mesh = sharding.make_mesh(c.mesh.edit, c.mesh.fsdp, c.mesh.tp)
         params = sharding.shard_params(params, mesh)
-        logging.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
+        log.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
     train, held_out = domain.load_data(c)
     key = jax.random.PRNGKey(c.seed)
     initial = params
@@ -88,7 +89,7 @@ def run(c, workdir: str) -> dict:
     start = 0
     if step is not None:
         params, start = state["params"], step
-        logging.info("resumed from the checkpoint after iteration %d", step - 1)
+        log.info("resumed from the checkpoint after iteration %d", step - 1)
     for it in range(start, c.rl.iterations):
         params, metrics = domain.run_iteration(it, params, cfg, tok, train, c, wd, key, mesh=mesh)
         sharding.check_processes_agree(metrics, f"iteration {it}")
@@ -118,12 +119,10 @@ def main(argv):
     import jax
     if jax.process_index() > 0:  # one terminal's worth of progress: bars and info logs from process 0 only
         os.environ["TQDM_DISABLE"] = "1"  # read when tqdm is first imported, which is below this line
-    logging.getLogger().setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
-    from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.WARNING)
+        logging.getLogger("seal_jax").setLevel(logging.WARNING)
     run(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    from seal_jax.cli import run as run_cli
+    run_cli(main, define_flags)
