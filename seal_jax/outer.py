@@ -15,7 +15,7 @@ import numpy as np
 
 from seal_jax.inner import InnerConfig, inner_train_edits, pack_edits, summarize
 from seal_jax.model.lora import LoraSpec, merge_lora
-from seal_jax.sharding import to_host
+from seal_jax.sharding import place_batch, to_host
 
 
 def keep_best(records: Sequence[dict], group: str, threshold: float, min_reward: float) -> list[dict]:
@@ -84,7 +84,7 @@ def full_update(params, cfg, docs, rl, key):
             idx = order[b * bs:(b + 1) * bs]
             rows = np.pad(idx, (0, bs - len(idx)))                 # one batch shape: pad, then mask the pads
             m = mask[rows] * (np.arange(bs) < len(idx))[:, None]
-            params, state, loss = step(params, state, tokens[rows], m)
+            params, state, loss = step(params, state, *place_batch((tokens[rows], m), params))
             losses.append(float(loss))
     if not np.all(np.isfinite(losses)):
         raise FloatingPointError("the outer (M-step) full fine-tuning diverged: non-finite loss; lower rl.lr")

@@ -20,7 +20,7 @@ from seal_jax.model import kv_cache
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import rows_lora
 from seal_jax.model.transformer import forward, logits_from_hidden, positions_from_mask
-from seal_jax.sharding import to_host
+from seal_jax.sharding import place_batch, to_host
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +140,7 @@ def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int
     stops = np.asarray(stop_ids if stop_ids is not None else stop_token_ids(tokenizer), np.int32)
     key = jax.random.PRNGKey(0) if key is None else key
     greedy = sampling.temperature <= 0.0
+    tokens, mask, rows = place_batch((tokens, mask, rows), params)
     out, count = _generate(params, lora, rows, tokens, mask, stops, key, jnp.float32(sampling.temperature),
                            jnp.float32(sampling.top_p), cfg=cfg, max_new_tokens=sampling.max_new_tokens,
                            greedy=greedy, lora_scale=float(lora_scale))

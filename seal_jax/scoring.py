@@ -16,7 +16,7 @@ import numpy as np
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import rows_lora
 from seal_jax.model.transformer import sequence_logprobs
-from seal_jax.sharding import to_host
+from seal_jax.sharding import place_batch, to_host
 from seal_jax.sampling import Generation, SamplingConfig, bucket, generate
 from seal_jax.tokenizer import chat_prompt
 
@@ -57,5 +57,6 @@ def answer_logprobs(params, cfg: ModelConfig, tok, questions: Sequence[str], ans
     for i, (t, m) in enumerate(seqs):
         tokens[i, :len(t)], mask[i, :len(m)] = t, m
     rows = None if row_lora is None else np.pad(np.asarray(row_lora, np.int32), (0, B - n))
+    tokens, mask, rows = place_batch((tokens, mask, rows), params)
     out = _mean_logprobs(params, lora, rows, tokens, mask, cfg=cfg, lora_scale=float(lora_scale))
     return to_host(out)[:n]

@@ -2,7 +2,8 @@
 
     base weights         fsdp over the model dim, tp over heads / FFN width; replicated across "edit"
     per-edit state       LoRA, Adam moments, edit batches, keys, hparams: leading E axis on "edit"
-    sampling / outer     batch rows over ("edit", "fsdp")
+    sampling / scoring   batch rows over ("edit", "fsdp") (`place_batch`, following the weights' mesh)
+    outer SFT            full mode: batch rows over ("edit", "fsdp"); lora mode: one edit, rows replicated
 
 The vmapped inner loop has no cross-edit communication: each edit group holds a full (fsdp x tp-sharded)
 copy of the base and its own edits. Code stays single-program: inputs are placed with `NamedSharding` and
@@ -93,6 +94,17 @@ def batch_sharded(tree, mesh: Mesh):
     """Place the leading batch axis over ("edit", "fsdp"): sampling and outer-SFT batches."""
     return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, _fit(P(("edit", "fsdp")), np.shape(x), mesh))),
                         tree)
+
+
+def place_batch(tree, params):
+    """Put batch inputs' leading axis on ("edit", "fsdp") when `params` live on a mesh; else leave them.
+
+    Sampling, scoring and full fine-tuning call this, so callers only choose where the weights go."""
+    leaf = jax.tree.leaves(params)[0]
+    sharding = getattr(leaf, "sharding", None)
+    if not isinstance(sharding, NamedSharding) or "edit" not in sharding.mesh.axis_names:
+        return tree
+    return batch_sharded(tree, sharding.mesh)
 
 
 def to_host(x) -> np.ndarray:
