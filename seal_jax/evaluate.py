@@ -193,7 +193,7 @@ def plot_forgetting(acc: np.ndarray, path: str) -> str:
 def main(argv):
     del argv
     from absl import flags
-    from seal_jax.train import build_model
+    from seal_jax.train import build_model, restore_generator
     from seal_jax.workdir import Workdir
     c = flags.FLAGS.config
     out_dir = flags.FLAGS.out
@@ -201,10 +201,10 @@ def main(argv):
     cfg, params, tok = build_model(c.model, c.seed)
     generator = params
     if c.generator_workdir:
-        step, state = Workdir(c.generator_workdir).restore({"params": params, "key": np.asarray(jax.random.PRNGKey(0))})
-        if step is None:
-            raise SystemExit(f"{c.generator_workdir} holds no checkpoint to take the generator from")
-        generator = state["params"]
+        try:
+            step, generator = restore_generator(c.generator_workdir, params)
+        except FileNotFoundError as e:
+            raise SystemExit(f"error: {e}")
         print(f"generator: {c.generator_workdir} after {step} RL iterations")
     if c.domain == "arc":
         return _main_arc(c, out_dir, cfg, params, tok, generator)

@@ -43,6 +43,19 @@ def build_model(mc, seed: int = 0):
     return cfg.replace(remat=mc.remat), params, tok
 
 
+def restore_generator(workdir: str, params) -> tuple[int, dict]:
+    """(RL iterations done, generator params) from a run's newest checkpoint; `params` gives the structure."""
+    import jax
+    import numpy as np
+    from seal_jax.workdir import Workdir
+    wd = Workdir(workdir)
+    step, state = wd.restore({"params": params, "key": np.asarray(jax.random.PRNGKey(0))})
+    wd.close()
+    if step is None:
+        raise FileNotFoundError(f"{workdir} holds no checkpoint to take the generator from")
+    return step, state["params"]
+
+
 def domain_module(name: str):
     """The domain's loop: load_data(c), run_iteration(...), final_eval(...)."""
     import importlib

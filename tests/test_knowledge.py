@@ -113,6 +113,7 @@ def test_smoke_end_to_end_and_resume_after_kill(tmp_path):
     assert sorted(os.listdir(full / "checkpoints")) == ["1", "2"]
     expected = _records(full)
     assert len(expected) == 2 * 3 * 2  # iterations x contexts x samples
+    _check_export(full, tmp_path / "generator")
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(killed, *flags), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -131,6 +132,30 @@ def test_smoke_end_to_end_and_resume_after_kill(tmp_path):
     out = subprocess.run(_train_cmd(killed, *flags, "--config.rl.samples=3"), cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode != 0 and "different config" in out.stderr + out.stdout
+
+
+def _check_export(workdir, out):
+    """The exported generator is the checkpoint's params, as transformers sees them."""
+    import ml_collections
+    import torch
+    from transformers import AutoModelForCausalLM
+    from seal_jax.export import export
+    from seal_jax.model.transformer import forward, logits_from_hidden
+    from seal_jax.train import build_model, restore_generator
+    assert export(str(workdir), str(out)) == 2
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export(str(workdir), str(out))
+    c = ml_collections.ConfigDict(json.load(open(workdir / "config.json")))
+    cfg, params, _ = build_model(c.model, c.seed)
+    _, trained = restore_generator(str(workdir), params)
+    ids = np.arange(5, 25)[None]
+    hidden, _ = forward(trained, cfg, ids, np.arange(20)[None], np.ones((1, 20), bool))
+    ours = np.asarray(logits_from_hidden(trained, hidden))
+    with torch.no_grad():
+        theirs = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+    hidden, _ = forward(params, cfg, ids, np.arange(20)[None], np.ones((1, 20), bool))
+    assert np.abs(np.asarray(logits_from_hidden(params, hidden)) - theirs).max() > 1e-3  # RL changed it
 
 
 def _judge_server(handler_fn):
@@ -241,7 +266,7 @@ def test_outer_full_fine_tuning_learns_and_lora_mode_too():
 
 
 def test_evaluate_cli_and_every_cli_defines_its_flags(tmp_path):
-    for module in ("train", "evaluate", "absorb", "ask", "plan", "generate"):
+    for module in ("train", "evaluate", "absorb", "ask", "plan", "generate", "export"):
         out = subprocess.run([sys.executable, "-m", f"seal_jax.{module}", "--help"], cwd=ROOT, capture_output=True,
                              text=True, timeout=120)
         assert "Error" not in out.stderr and "--" in out.stdout + out.stderr, (module, out.stderr[-2000:])
