@@ -26,3 +26,12 @@ def smollm_hf():
     model = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
                                                  dtype=torch.float32)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def base():
+    """Random weights of the `tiny` preset (seed 0), shared by the inner-loop and sharding tests."""
+    import jax
+    from seal_jax.model.config import preset
+    from seal_jax.model.transformer import init_params
+    return init_params(jax.random.PRNGKey(0), preset("tiny"))

@@ -11,7 +11,6 @@ from seal_jax.inner import (InnerConfig, batch_loss, epoch_order, inner_train_ed
                             summarize, tokenize_document, train_in_chunks)
 from seal_jax.model.config import preset
 from seal_jax.model.lora import LoraSpec, init_lora
-from seal_jax.model.transformer import init_params
 
 CFG = preset("tiny")
 ICFG = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v", "down")), batch_size=2, loss_chunk=8)
@@ -23,11 +22,6 @@ def _examples(rng, n_docs, max_len=16):
         n = int(rng.integers(4, max_len))
         out.append((list(rng.integers(3, CFG.vocab_size, n)), [1] * n))
     return out
-
-
-@pytest.fixture(scope="module")
-def base():
-    return init_params(jax.random.PRNGKey(0), CFG)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from seal_jax import sharding
 from seal_jax.inner import InnerConfig, pack_edits, train_in_chunks
 from seal_jax.model.config import preset
 from seal_jax.model.lora import LoraSpec
-from seal_jax.model.transformer import init_params
 from seal_jax.sampling import SamplingConfig, generate
 
 CFG = preset("tiny")
@@ -20,11 +19,6 @@ MESHES = [(8, 1, 1), (4, 2, 1), (2, 2, 2)]
 
 def test_eight_fake_devices():
     assert len(jax.devices()) == 8, "tests/conftest.py must set XLA_FLAGS before jax is imported"
-
-
-@pytest.fixture(scope="module")
-def base():
-    return init_params(jax.random.PRNGKey(0), CFG)
 
 
 @pytest.fixture(scope="module")
