@@ -93,6 +93,8 @@ def sha256(path: str) -> str:
 
 def write_atomically(out: str, overwrite: bool, fill) -> None:
     """Call fill(tmp_dir), then move tmp_dir to `out` (replacing it only with overwrite)."""
+    if os.path.exists(out) and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     parent = os.path.dirname(os.path.abspath(out)) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".absorb-", dir=parent)
@@ -121,8 +123,11 @@ def absorb(model: str, docs_path: str, out: str, *, prompt="implications", sampl
     from seal_jax.sampling import SamplingConfig, generate_in_batches
     from seal_jax.weights import load_model, save_hf_checkpoint, save_peft_adapter
 
-    if os.path.exists(out) and not overwrite and not dry_run:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if merge and per_doc:
+        raise ValueError("--merge needs one adapter (drop --per_doc)")
+    for target in [out] + ([merge] if merge else []):  # refuse before any work, not after training
+        if os.path.exists(target) and not overwrite and not dry_run:
+            raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
     sources = read_documents(docs_path)
     cfg, params, tok = load_model(model)
     cfg = cfg.replace(remat="none")
@@ -169,8 +174,6 @@ def absorb(model: str, docs_path: str, out: str, *, prompt="implications", sampl
     write_atomically(out, overwrite, fill)
     log(f"adapter written to {out} ({len(passages)} passages, {packed.train_tokens()} trained tokens)")
     if merge:
-        if per_doc:
-            raise ValueError("--merge needs one adapter (drop --per_doc)")
         write_atomically(merge, overwrite, lambda tmp: save_hf_checkpoint(tmp, cfg, merge_lora(params, loras[0],
                                                                                               icfg.lora), tok))
         log(f"merged model written to {merge}")

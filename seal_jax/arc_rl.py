@@ -9,6 +9,7 @@ solved their task (loss on the JSON only), merged into the generator.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Sequence
 
@@ -18,10 +19,12 @@ import numpy as np
 from seal_jax.domains import arc as A
 from seal_jax.inner import InnerConfig, pack_edits, summarize, tokenize_document, train_in_chunks
 from seal_jax.model.lora import LoraSpec
-from seal_jax.outer import keep_best, outer_update
+from seal_jax.outer import keep_successful, outer_update
 from seal_jax.sampling import SamplingConfig, generate, generate_in_batches
 from seal_jax.tokenizer import chat_prompt
 from seal_jax.workdir import Workdir
+
+log = logging.getLogger(__name__)
 
 
 def inner_config(c) -> InnerConfig:
@@ -139,16 +142,20 @@ def run_iteration(it: int, params, cfg, tok, tasks: Sequence[A.ArcTask], c, wd: 
                  "ok": r["ok"], "reason": r["reason"], "attempts": r["attempts"]} for r in results]
         wd.append_records(rows)
         records += rows
-    kept = keep_best(records, "task_id", c.rl.threshold, c.rl.min_reward)
+    kept = keep_successful(sorted(records, key=lambda r: (r["task_id"], r["sample"])), c.rl.min_reward)
     metrics = {"reward_mean": float(np.mean([r["reward"] for r in records])),
                "valid_fraction": float(np.mean([r["parsed"] is not None for r in records])),
                "tasks_solved": len({r["task_id"] for r in records if r["reward"] >= 1}),
-               "kept_fraction": len(kept) / max(1, len(chosen)), "e_step_s": time.perf_counter() - t0}
+               "kept": len(kept), "kept_fraction": len(kept) / max(1, len(records)),
+               "e_step_s": time.perf_counter() - t0}
     if kept:
-        by_id = {t.id: t for t in chosen}
-        examples = [(chat_prompt(tok, A.self_edit_prompt(by_id[r["task_id"]])), r["self_edit"]) for r in kept]
+        by_id = {t.id: t for t in chosen}  # target: the self-edit's JSON alone, not the prose around it
+        examples = [(chat_prompt(tok, A.self_edit_prompt(by_id[r["task_id"]])), A.SelfEdit.from_record(r["parsed"]).to_json())
+                    for r in kept]
         params, s = outer_update(params, cfg, tok, examples, c.rl, k_outer)
         metrics.update(m_step_first_loss=s["first_loss"], m_step_last_loss=s["last_loss"])
+    else:
+        log.warning("iteration %d: no self-edit solved its task; the M-step is skipped, the generator unchanged", it)
     metrics["iteration_s"] = time.perf_counter() - t0
     return params, metrics
 

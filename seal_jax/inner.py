@@ -13,6 +13,10 @@ epoch t // steps-per-epoch, in an order shuffled per epoch with the edit's key. 
 count, or that hold no loss tokens, or that follow a non-finite loss, keep LoRA *and* optimiser state
 unchanged (Adam would otherwise move on momentum alone). `inner_train_edits` vmaps it over edits with the
 frozen base broadcast; `train_in_chunks` runs it chunk by chunk so memory is bounded whatever E is.
+
+The scan length is bucketed (a multiple of 8) so different step counts share one compiled program; the
+steps past the longest edit's count (`horizon`, unbatched under vmap) are skipped by a real `lax.cond`,
+so the bucket costs no compute.
 """
 from __future__ import annotations
 
@@ -201,16 +205,23 @@ def batch_loss(lora, base, tokens, loss_mask, *, cfg: ModelConfig, icfg: InnerCo
     return -jnp.sum(lp) / jnp.maximum(n, 1), n
 
 
-def inner_train_one(base, edit, key, hparams, *, cfg: ModelConfig, icfg: InnerConfig, steps: int):
+def total_steps(seq_valid, epochs, batch_size: int):  # seq_valid: bool [..., N], epochs: int [...]
+    """(optimiser steps per epoch, total optimiser steps) of each edit."""
+    n_docs = jnp.sum(seq_valid, axis=-1).astype(jnp.int32)
+    per_epoch = jnp.maximum((n_docs + batch_size - 1) // batch_size, 1)
+    return per_epoch, per_epoch * epochs * (n_docs > 0)
+
+
+def inner_train_one(base, edit, key, hparams, horizon=None, *, cfg: ModelConfig, icfg: InnerConfig, steps: int):
     """Train one self-edit's LoRA. edit: tokens/loss_mask [N, S], seq_valid [N]; hparams: lr [], epochs [].
 
+    horizon: int [] (not batched under vmap), steps t >= horizon are skipped outright; None runs all `steps`.
     Returns (lora, metrics) with metrics: loss [steps] (0 where inactive), active bool [steps], ok bool [].
     """
     tokens, loss_mask, seq_valid = edit["tokens"], edit["loss_mask"], edit["seq_valid"]
     N, bs = seq_valid.shape[0], icfg.batch_size
     n_docs = jnp.sum(seq_valid).astype(jnp.int32)
-    per_epoch = jnp.maximum((n_docs + bs - 1) // bs, 1)
-    total = per_epoch * hparams["epochs"] * (n_docs > 0)
+    per_epoch, total = total_steps(seq_valid, hparams["epochs"], bs)
     k_init, k_shuffle = jax.random.split(key)
     lora = init_lora(k_init, cfg, icfg.lora)
     opt = optimizer(icfg)
@@ -231,15 +242,28 @@ def inner_train_one(base, edit, key, hparams, *, cfg: ModelConfig, icfg: InnerCo
         lora, opt_state = keep_if(active & finite, (new_lora, new_state), (lora, opt_state))
         return (lora, opt_state, ok & (finite | ~active)), (jnp.where(active, loss, 0.0), active)
 
-    (lora, _, ok), (losses, active) = jax.lax.scan(step, (lora, opt.init(lora), jnp.bool_(True)), jnp.arange(steps))
+    def skip(carry, t):
+        return carry, (jnp.float32(0.0), jnp.bool_(False))
+
+    def maybe_step(carry, t):
+        if horizon is None:
+            return step(carry, t)
+        return jax.lax.cond(t < horizon, step, skip, carry, t)
+
+    init = (lora, opt.init(lora), jnp.bool_(True))
+    (lora, _, ok), (losses, active) = jax.lax.scan(maybe_step, init, jnp.arange(steps))
     return lora, {"loss": losses, "active": active, "ok": ok}
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "icfg", "steps"))
 def inner_train_edits(base, edits, keys, hparams, *, cfg: ModelConfig, icfg: InnerConfig, steps: int):
-    """vmap of `inner_train_one` over the leading edit axis of edits/keys/hparams; the base is shared."""
+    """vmap of `inner_train_one` over the leading edit axis of edits/keys/hparams; the base is shared.
+
+    Steps past every edit's own count are skipped (the horizon is the longest edit's step count).
+    """
     one = functools.partial(inner_train_one, cfg=cfg, icfg=icfg, steps=steps)
-    return jax.vmap(one, in_axes=(None, 0, 0, 0))(base, edits, keys, hparams)
+    horizon = jnp.max(total_steps(edits["seq_valid"], hparams["epochs"], icfg.batch_size)[1])
+    return jax.vmap(one, in_axes=(None, 0, 0, 0, None))(base, edits, keys, hparams, horizon)
 
 
 def train_in_chunks(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits, keys,

@@ -33,8 +33,24 @@ def test_write_atomically_leaves_nothing_on_crash(tmp_path):
         write_atomically(str(out), False, crash)
     assert not out.exists() and os.listdir(tmp_path) == []
     write_atomically(str(out), False, lambda tmp: open(os.path.join(tmp, "x"), "w").write("1"))
+    with pytest.raises(FileExistsError, match="--overwrite"):  # never replaced without overwrite
+        write_atomically(str(out), False, lambda tmp: open(os.path.join(tmp, "y"), "w").write("2"))
+    assert os.listdir(out) == ["x"]
     write_atomically(str(out), True, lambda tmp: open(os.path.join(tmp, "y"), "w").write("2"))
     assert os.listdir(out) == ["y"] and sorted(os.listdir(tmp_path)) == ["adapter"]
+
+
+def test_absorb_refuses_existing_outputs_before_any_work(tmp_path):
+    from seal_jax.absorb import absorb
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "keep.txt").write_text("mine")
+    # the documents path does not exist: a refusal must come first, before reading or loading anything
+    with pytest.raises(FileExistsError, match="merged exists"):
+        absorb("no-such-model", str(tmp_path / "nodocs"), str(tmp_path / "adapter"), merge=str(tmp_path / "merged"))
+    with pytest.raises(ValueError, match="--per_doc"):
+        absorb("no-such-model", str(tmp_path / "nodocs"), str(tmp_path / "a2"), merge=str(tmp_path / "m2"),
+               per_doc=True)
+    assert (tmp_path / "merged" / "keep.txt").read_text() == "mine"
 
 
 def test_absorb_then_ask_learns_invented_facts(tmp_path, smollm_hf):

@@ -37,6 +37,8 @@ def test_grid_round_trip_and_rejections():
         np.testing.assert_array_equal(back, g)
     assert A.parse_grid("12\n3\nEND")[1].startswith("ragged rows")
     assert "non-digit" in A.parse_grid("1a\n22")[1]
+    assert "non-digit" in A.parse_grid("\u00b2\u00b2\n11")[1]   # superscript two: str.isdigit() says True
+    assert "non-digit" in A.parse_grid("\u0661\u0662")[1]        # Arabic-Indic digits are not grid cells
     assert A.parse_grid("  \nEND")[1] == "empty output"
     assert "exceeds" in A.parse_grid("\n".join(["1" * 31] * 2))[1]
     g, why = A.parse_grid("12\n34\nEND\n99999 trailing junk")
@@ -56,9 +58,11 @@ GOOD = '{"augmentations": ["basic", "size"], "loss": "output", "learning_rate": 
     (GOOD.replace("0.0001", '"fast"'), "learning_rate must be"),
     (GOOD.replace(": 3", ": 1000"), "epochs must be"),
     (GOOD.replace(": 3", ": 2.5"), "epochs must be"),
+    ('{"a": ' + "[" * 100000 + "]" * 100000 + "}", "malformed JSON"),   # hostile nesting: no RecursionError
+    ('{"augmentations": ["basic"], "loss": "out', "malformed or truncated JSON"),
     (GOOD.replace(": 3", ": true"), "epochs must be"),
     ('{"augmentations": "basic", "learning_rate": 1e-4, "epochs": 1}', None),
-    ("{" * 10000, "no JSON object"),
+    ("{" * 10000, "malformed or truncated JSON"),
     ('{"augmentations": [{"$ne": 1}], "learning_rate": 1e-4, "epochs": 1}', "list of names"),
 ])
 def test_parse_self_edit(text, reason):
@@ -145,6 +149,10 @@ def test_arc_iteration_trains_valid_self_edits_and_records_invalid(tmp_path, mon
                 GOOD.replace("0.0001", "0.5")]
     monkeypatch.setattr(arc_rl, "sample_self_edits", lambda p, cf, t, ts, k, c_, key: [scripted[:k]] * len(ts))
     c.rl.samples = 3
+    seen = []
+    real_update = arc_rl.outer_update
+    monkeypatch.setattr(arc_rl, "outer_update", lambda p, cf, t, ex, rl, key: (seen.extend(ex),
+                                                                               real_update(p, cf, t, ex, rl, key))[1])
     wd = Workdir(str(tmp_path))
     new_params, metrics = arc_rl.run_iteration(0, params, cfg, tok, tasks, c, wd, jax.random.PRNGKey(0))
     rows = wd.records(iteration=0)
@@ -154,6 +162,10 @@ def test_arc_iteration_trains_valid_self_edits_and_records_invalid(tmp_path, mon
     assert all(r["reason"] == "no JSON object in the self-edit" for r in by_sample[1])
     assert all("learning_rate must be" in r["reason"] for r in by_sample[2])
     assert metrics["valid_fraction"] == pytest.approx(1 / 3) and "m_step_last_loss" in metrics
+    # every kept self-edit (all valid ones here, min_reward 0) is trained on, as its JSON alone
+    assert len(seen) == metrics["kept"] == c.rl.contexts
+    assert all(json.loads(target) == {"augmentations": ["basic"], "loss": "output", "learning_rate": 0.0001,
+                                      "epochs": 1} for _, target in seen)
     changed = jax.tree.map(lambda a, b: float(abs(a - b).max()), new_params, params)
     assert max(jax.tree.leaves(changed)) > 0  # the generator was updated
 

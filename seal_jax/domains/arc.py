@@ -70,7 +70,7 @@ def parse_grid(text: str, max_size: int = 30) -> tuple[Optional[np.ndarray], Opt
     rows = [r.strip() for r in body.splitlines() if r.strip()]
     if not rows:
         return None, "empty output"
-    bad = next((r for r in rows if not r.isdigit()), None)
+    bad = next((r for r in rows if not re.fullmatch(r"[0-9]+", r)), None)  # ASCII digits only ('²'.isdigit())
     if bad is not None:
         return None, f"non-digit characters in row {bad[:20]!r}"
     if len({len(r) for r in rows}) != 1:
@@ -144,6 +144,15 @@ class SelfEdit:
     lr: float
     epochs: int
 
+    @classmethod
+    def from_record(cls, d: dict) -> "SelfEdit":  # a record's "parsed" field, after a JSON round trip
+        return cls(tuple(d["augmentations"]), d["loss"], float(d["lr"]), int(d["epochs"]))
+
+    def to_json(self) -> str:
+        """The self-edit in the prompt's JSON format: what ReST-EM trains the generator to write."""
+        return json.dumps({"augmentations": list(self.augmentations), "loss": self.loss,
+                           "learning_rate": self.lr, "epochs": self.epochs})
+
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
@@ -181,8 +190,12 @@ def parse_self_edit(text: str, limits: Limits = Limits()) -> tuple[Optional[Self
             break
         except json.JSONDecodeError as e:
             error = error or e.msg
+        except (RecursionError, ValueError):  # hostile nesting, or numbers too long to convert
+            error = error or "nested too deeply or a number too large"
     if obj is None:
-        return None, f"malformed JSON ({error})" if error and "}" in text else "no JSON object in the self-edit"
+        if error is None:
+            return None, "no JSON object in the self-edit"
+        return None, f"malformed JSON ({error})" if "}" in text else f"malformed or truncated JSON object ({error})"
     augs = obj.get("augmentations", [])
     if isinstance(augs, str):
         augs = [augs]
