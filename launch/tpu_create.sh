@@ -4,7 +4,7 @@
 # Variables: TPU_NAME, ZONE, ACCELERATOR (v4-8, v5litepod-8, v4-32, ...), RUNTIME (default tpu-ubuntu2204-base),
 # PROJECT (optional, else gcloud's default). Extra flags go to `gcloud compute tpus tpu-vm create`.
 source "$(dirname "$0")/common.sh"
-if want_help "$@"; then sed -n '2,6p' "$0"; exit 0; fi
+if want_help "$@"; then usage; fi
 need TPU_NAME ZONE ACCELERATOR
 run gcloud compute tpus tpu-vm create "$TPU_NAME" --zone="$ZONE" --accelerator-type="$ACCELERATOR" \
   --version="${RUNTIME:-tpu-ubuntu2204-base}" ${PROJECT:+--project="$PROJECT"} "$@"

@@ -13,6 +13,7 @@ updates one passage after another, merged into the weights, and records accuracy
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Optional, Sequence
 
@@ -21,6 +22,8 @@ import numpy as np
 
 from seal_jax.domains import knowledge as K
 from seal_jax.knowledge_rl import adapt_and_grade, baseline, doc_options, inner_config, sample_self_edits
+
+log = logging.getLogger(__name__)
 
 CONDITIONS = ("base", "passage", "self_edit", "file")
 
@@ -79,12 +82,19 @@ def accuracy_of(learner, cfg, tok, passages, docs, c, key, mode: str = "single",
                  for i, j in enumerate(range(0, len(passages), n))]
     else:
         raise ValueError(f"mode {mode!r}; choose single or cpt")
-    scores, weights = [], []
+    scores, weights, judge_failures = [], [], 0
     for chunk in adapt_and_grade(learner, cfg, tok, items, icfg, c.inner, c.eval, key, desc):
         for r in chunk:
             scores.append(r["reward"])
             weights.append(sum(len(p.questions) for p in r["item"]["passages"]))
+            judge_failures += r["judge_failures"]
+    warn_judge_failures(judge_failures, desc)
     return float(np.average(scores, weights=weights))
+
+
+def warn_judge_failures(n: int, what: str) -> None:
+    if n:
+        log.warning("%s: %d judge calls failed (endpoint down or no yes/no reply); those answers count as wrong", what, n)
 
 
 def run_conditions(learner, generator, cfg, tok, passages, c, key, conditions=("base", "passage", "self_edit"),
@@ -95,6 +105,7 @@ def run_conditions(learner, generator, cfg, tok, passages, c, key, conditions=("
         k = jax.random.fold_in(key, i)
         if cond == "base":
             base = baseline(learner, cfg, tok, passages, c.eval)
+            warn_judge_failures(sum(b["judge_failures"] for b in base.values()), "eval: base")
             out[cond] = float(np.average([base[p.id]["accuracy"] for p in passages],
                                          weights=[len(p.questions) for p in passages]))
             continue

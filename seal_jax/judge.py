@@ -1,8 +1,9 @@
 """LLM judges: is a predicted answer correct for the question, given the gold answer? (yes/no)
 
 Two backends share one prompt and one parser: a seal-jax model (batched greedy decoding) or any
-OpenAI-compatible chat endpoint (`POST {url}/chat/completions`) with retries and a timeout. A judge call that
-still fails after its retries counts the answer as wrong and is counted in `failures`.
+OpenAI-compatible chat endpoint (`POST {url}/chat/completions`) with retries and a timeout. Both return
+(scores, failed): a judge call that still fails after its retries, or a reply that is neither yes nor no,
+scores the answer as wrong and is flagged in `failed`, so callers can count failures per record and per run.
 """
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ class HttpJudge:
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             return json.loads(resp.read())["choices"][0]["message"]["content"]
 
-    def __call__(self, questions: Sequence[str], preds: Sequence[str], golds: Sequence[str]) -> tuple[list[float], int]:
-        scores, failures = [], 0
+    def __call__(self, questions: Sequence[str], preds: Sequence[str],
+                 golds: Sequence[str]) -> tuple[list[float], list[bool]]:
+        scores, failed = [], []
         for q, p, g in zip(questions, preds, golds):
             verdict = None
             for attempt in range(self.retries):
@@ -53,9 +55,9 @@ class HttpJudge:
                     break
                 except (urllib.error.URLError, TimeoutError, OSError, KeyError, ValueError):
                     time.sleep(min(2.0, 0.25 * 2 ** attempt))
-            failures += verdict is None
+            failed.append(verdict is None)
             scores.append(float(bool(verdict)))
-        return scores, failures
+        return scores, failed
 
 
 class ModelJudge:
@@ -71,4 +73,4 @@ class ModelJudge:
                    for q, p, g in zip(questions, preds, golds)]
         out = generate(self.params, self.cfg, self.tok, prompts, SamplingConfig(max_new_tokens=4))
         verdicts = [parse_verdict(t) for t in out.texts]
-        return [float(bool(v)) for v in verdicts], sum(v is None for v in verdicts)
+        return [float(bool(v)) for v in verdicts], [v is None for v in verdicts]

@@ -13,6 +13,7 @@ The merged model is the next generator and the next inner-loop learner.
 from __future__ import annotations
 
 import logging
+import functools
 import time
 from typing import Sequence
 
@@ -54,14 +55,29 @@ def sample_self_edits(params, cfg, tok, passages: Sequence[K.Passage], k: int, s
     return [texts[i * k:(i + 1) * k] for i in range(len(passages))]
 
 
-def grade_answers(ev, questions: Sequence[str], preds: Sequence[str], golds: Sequence[str]) -> tuple[list[float], int]:
-    """Scores in [0, 1] and the number of judge failures, by `ev.grader` (a string grader or judge-http)."""
+@functools.lru_cache(maxsize=1)
+def model_judge(path: str):
+    """A seal-jax model as judge, loaded once per process (the one cache in this module)."""
+    from seal_jax.judge import ModelJudge
+    from seal_jax.weights import load_model
+    cfg, params, tok = load_model(path)
+    return ModelJudge(params, cfg, tok)
+
+
+def grade_answers(ev, questions: Sequence[str], preds: Sequence[str],
+                  golds: Sequence[str]) -> tuple[list[float], list[bool]]:
+    """Scores in [0, 1] and per-answer judge-failure flags, by `ev.grader`: a string grader, judge-http (an
+    OpenAI-compatible endpoint) or judge-model (a seal-jax model path or name as the judge)."""
+    if ev.grader in ("judge-http", "judge-model") and not ev.judge_model:
+        raise ValueError(f"grader {ev.grader} needs --config.eval.judge_model")
     if ev.grader == "judge-http":
         from seal_jax.judge import HttpJudge
-        if not ev.judge_url or not ev.judge_model:
-            raise ValueError("grader judge-http needs --config.eval.judge_url and --config.eval.judge_model")
+        if not ev.judge_url:
+            raise ValueError("grader judge-http needs --config.eval.judge_url")
         return HttpJudge(ev.judge_url, ev.judge_model)(questions, preds, golds)
-    return K.grade(preds, golds, ev.grader), 0
+    if ev.grader == "judge-model":
+        return model_judge(ev.judge_model)(questions, preds, golds)
+    return K.grade(preds, golds, ev.grader), [False] * len(preds)
 
 
 def baseline(params, cfg, tok, passages: Sequence[K.Passage], ev) -> dict[str, dict]:
@@ -69,12 +85,13 @@ def baseline(params, cfg, tok, passages: Sequence[K.Passage], ev) -> dict[str, d
     qs = [(p, q, a) for p in passages for q, a in p.questions]
     out = answer_questions(params, cfg, tok, [K.QUESTION_TEMPLATE.format(title=p.title, question=q) for p, q, _ in qs],
                            max_new_tokens=ev.max_new_tokens)
-    scores, _ = grade_answers(ev, [q for _, q, _ in qs], out.texts, [a for _, _, a in qs])
+    scores, failed = grade_answers(ev, [q for _, q, _ in qs], out.texts, [a for _, _, a in qs])
     res: dict[str, dict] = {}
-    for (p, _, _), text, s in zip(qs, out.texts, scores):
-        r = res.setdefault(p.id, {"answers": [], "scores": []})
+    for (p, _, _), text, s, f in zip(qs, out.texts, scores, failed):
+        r = res.setdefault(p.id, {"answers": [], "scores": [], "judge_failures": 0})
         r["answers"].append(text)
         r["scores"].append(s)
+        r["judge_failures"] += int(f)
     for r in res.values():
         r["accuracy"] = float(np.mean(r["scores"]))
     return res
@@ -103,13 +120,14 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, 
         out = answer_questions(params, cfg, tok, [K.QUESTION_TEMPLATE.format(title=p.title, question=q) for _, p, q, _ in rows],
                                max_new_tokens=ev.max_new_tokens, lora=lora, lora_scale=icfg.lora.scale,
                                row_lora=[r for r, _, _, _ in rows])
-        scores, judge_failures = grade_answers(ev, [q for _, _, q, _ in rows], out.texts, [a for *_, a in rows])
+        scores, failed = grade_answers(ev, [q for _, _, q, _ in rows], out.texts, [a for *_, a in rows])
         summary = summarize(metrics)
         per_edit: dict[int, dict] = {}
-        for (r, *_), text, s in zip(rows, out.texts, scores):
-            e = per_edit.setdefault(r, {"answers": [], "scores": []})
+        for (r, *_), text, s, f in zip(rows, out.texts, scores, failed):
+            e = per_edit.setdefault(r, {"answers": [], "scores": [], "judge_failures": 0})
             e["answers"].append(text)
             e["scores"].append(s)
+            e["judge_failures"] += int(f)
         results = []
         for j in range(0, stop - start, reps):
             it = flat[start + j][0]
@@ -119,7 +137,7 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, 
                             "train_tokens": take_edits(packed, start + j, start + j + reps).train_tokens(),
                             "ok": not failed, "reason": failed[0] if failed else None,
                             "final_loss": summary[j]["last_loss"], "truncated_docs": packed.truncated,
-                            "judge_failures": judge_failures})
+                            "judge_failures": sum(per_edit[j + r]["judge_failures"] for r in range(reps))})
         bar.update(len(results))
         yield results
     bar.close()
@@ -149,7 +167,7 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
                  "baseline": base[r["item"]["passages"][0].id]["accuracy"],
                  "gain": r["reward"] - base[r["item"]["passages"][0].id]["accuracy"], "answers": r["answers"],
                  "ok": r["ok"], "reason": r["reason"], "final_loss": r["final_loss"],
-                 "judge_failures_in_chunk": r["judge_failures"]} for r in results]
+                 "judge_failures": r["judge_failures"]} for r in results]
         wd.append_records(rows)
         records += rows
     inner_s = time.perf_counter() - t_inner
@@ -162,7 +180,9 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
                "adapted_accuracy": float(np.mean([r["reward"] for r in records])),
                "kept_fraction": len(kept) / max(1, len(chosen)), "e_step_s": t_e,
                "inner_tokens_per_s": inner_tokens / max(1e-9, inner_s),
-               "failed_edits": sum(not r["ok"] for r in records)}
+               "failed_edits": sum(not r["ok"] for r in records),
+               "judge_failures": sum(r.get("judge_failures", 0) for r in records)
+               + sum(b["judge_failures"] for b in base.values())}
     if kept:
         examples = [(self_edit_prompt(tok, by_id[r["passage_id"]], c.self_edit.prompt), r["self_edit"]) for r in kept]
         with tqdm(total=1, desc=f"iter {it} M-step ({len(kept)} examples)", leave=False) as bar:

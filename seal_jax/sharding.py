@@ -39,8 +39,9 @@ def initialize() -> None:
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], int(os.environ["JAX_NUM_PROCESSES"]),
                                    int(os.environ["JAX_PROCESS_ID"]))
-    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
-        jax.distributed.initialize()
+    elif (os.environ.get("SEAL_JAX_DISTRIBUTED") == "1" or os.environ.get("TPU_WORKER_HOSTNAMES")
+          or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS")):
+        jax.distributed.initialize()  # auto-detected cluster (TPU VM metadata, SLURM); launch/tpu_run.sh sets it
 
 
 def make_mesh(edit: int = -1, fsdp: int = 1, tp: int = 1, devices=None) -> Mesh:

@@ -106,8 +106,8 @@ def run(c, workdir: str) -> dict:
     for it in range(start, c.rl.iterations):
         params, metrics = domain.run_iteration(it, params, cfg, tok, train, c, wd, key, mesh=mesh)
         sharding.check_processes_agree(metrics, f"iteration {it}")
+        wd.log_metrics(it, metrics)  # before the checkpoint: a kill in between re-runs the M-step, loses nothing
         wd.save(it + 1, {"params": params, "key": np.asarray(key)})
-        wd.log_metrics(it, metrics)
         say(f"iteration {it}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
     result = {"iterations": c.rl.iterations}
     if c.eval.final_eval:

@@ -24,6 +24,10 @@ def is_writer() -> bool:
 
 class Workdir:
     def __init__(self, path: str):
+        if "://" in path:
+            raise ValueError(f"workdir {path!r}: records are appended and fsynced line by line, which object stores "
+                             "(gs://, s3://) cannot do. Mount the bucket on every host (e.g. `gcsfuse --implicit-dirs "
+                             "BUCKET /mnt/seal`) or use NFS, and pass the mounted path")
         self.path = os.path.abspath(path)
         os.makedirs(self.path, exist_ok=True)
         self.records_path = os.path.join(self.path, "records.jsonl")
@@ -66,10 +70,18 @@ class Workdir:
         from seal_jax.sharding import broadcast_json
         return [r for r in broadcast_json(rows) if all(r.get(k) == v for k, v in match.items())]
 
+    def logged_steps(self) -> set:
+        if not os.path.exists(self.metrics_path):
+            return set()
+        with open(self.metrics_path) as f:
+            return {json.loads(line)["step"] for line in f if line.strip()}
+
     def log_metrics(self, step: int, metrics: dict) -> None:
-        self._append(self.metrics_path, [{"step": step, **metrics}])
-        if not is_writer():
+        """One metrics.jsonl row (and TensorBoard scalars) per step; a step already logged before a restart
+        is not logged twice."""
+        if not is_writer() or step in self.logged_steps():
             return
+        self._append(self.metrics_path, [{"step": step, **metrics}])
         if self._tb is None:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(os.path.join(self.path, "tb"))

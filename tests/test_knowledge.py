@@ -197,13 +197,26 @@ def test_http_judge_against_local_server():
     try:
         judge = HttpJudge(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", timeout=5, retries=3)
         scores, failures = judge(["When?", "When?"], ["1873", "1901"], ["1873", "1873"])
-        assert scores == [1.0, 0.0] and failures == 0 and calls["n"] == 3
+        assert scores == [1.0, 0.0] and failures == [False, False] and calls["n"] == 3
     finally:
         server.shutdown()
     down = HttpJudge(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", timeout=1, retries=2)
     scores, failures = down(["When?"], ["1873"], ["1873"])  # endpoint down: wrong, and counted
-    assert scores == [0.0] and failures == 1
+    assert scores == [0.0] and failures == [True]
     assert parse_verdict("**Yes**") is True and parse_verdict("No, it is not") is False and parse_verdict("maybe") is None
+
+
+def test_model_judge_is_a_grader_and_failures_are_flagged():
+    """grader=judge-model: the real SmolLM2 judges through the same prompt and parser as the HTTP judge."""
+    import ml_collections
+    from seal_jax.knowledge_rl import grade_answers
+    ev = ml_collections.ConfigDict(dict(grader="judge-model", judge_model="smollm2-135m", judge_url=""))
+    scores, failed = grade_answers(ev, ["When was the bridge built?"] * 2, ["1873", "in 1873"], ["1873", "1873"])
+    assert len(scores) == 2 and all(s in (0.0, 1.0) for s in scores) and all(isinstance(f, bool) for f in failed)
+    assert all(s == 0.0 for s, f in zip(scores, failed) if f)  # no verdict: wrong, and flagged
+    ev.judge_model = ""
+    with pytest.raises(ValueError, match="judge_model"):
+        grade_answers(ev, ["q"], ["a"], ["a"])
 
 
 def test_evaluate_conditions_cpt_continual_and_file(tmp_path):

@@ -196,6 +196,10 @@ def test_loader_errors_name_the_problem(tiny, tmp_path):
     json.dump(dict(conf, model_type="gpt2"), open(bad / "config.json", "w"))
     with pytest.raises(ValueError, match="unsupported architecture model_type='gpt2'"):
         load_hf_checkpoint(str(bad))
+    for flag in ("attention_bias", "mlp_bias"):  # Llama biases this decoder does not model: refused, not dropped
+        json.dump(dict(conf, model_type="llama", **{flag: True}), open(bad / "config.json", "w"))
+        with pytest.raises(ValueError, match=f"{flag}=true"):
+            load_hf_checkpoint(str(bad))
     json.dump(conf, open(bad / "config.json", "w"))
     os.remove(bad / "model.safetensors")
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):

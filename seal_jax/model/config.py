@@ -98,6 +98,9 @@ def from_hf_config(hf: Mapping[str, Any], **overrides) -> ModelConfig:
     model_type = hf.get("model_type", "")
     if model_type not in ("llama", "qwen2"):
         raise ValueError(f"unsupported architecture model_type={model_type!r} (supported: llama, qwen2)")
+    for flag in ("attention_bias", "mlp_bias"):  # Llama variants with biases on q/k/v/o or the MLP: not modelled
+        if model_type == "llama" and hf.get(flag):
+            raise ValueError(f"unsupported Llama variant: {flag}=true (this decoder has no o_proj / MLP biases)")
     rope = dict(hf.get("rope_parameters") or {})
     rope.update(hf.get("rope_scaling") or {})
     rope_type = rope.get("rope_type", rope.get("type", "default"))
@@ -116,7 +119,7 @@ def from_hf_config(hf: Mapping[str, Any], **overrides) -> ModelConfig:
         rope_theta=float(hf.get("rope_theta", rope.get("rope_theta", 10000.0))), rope_scaling=scaling,
         rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        qkv_bias=(model_type == "qwen2") or bool(hf.get("attention_bias", False)),
+        qkv_bias=(model_type == "qwen2"),
         max_position_embeddings=int(hf.get("max_position_embeddings", 4096)), model_type=model_type,
     )
     return cfg.replace(**overrides)

@@ -37,6 +37,9 @@ def load_gguf(path: str, dtype=np.float32) -> tuple[ModelConfig, dict]:
         raise FileNotFoundError(f"GGUF file not found: {path}")
     reader = gguf.GGUFReader(path)
     tensors = {t.name: t for t in reader.tensors}
+    if "rope_freqs.weight" in tensors:  # Llama-3.1+ GGUFs carry their RoPE scaling as a tensor
+        raise ValueError(f"{path}: Llama-3 RoPE scaling (rope_freqs.weight) is not read from GGUF files; "
+                         "load the model's HF checkpoint directory instead (its config.json has rope_scaling)")
     cfg = from_gguf_fields(_field_values(reader), has_output_tensor="output.weight" in tensors)
 
     def get(name: str, shape: tuple) -> np.ndarray:
