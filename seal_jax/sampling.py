@@ -20,7 +20,8 @@ from seal_jax.model import kv_cache
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import rows_lora
 from seal_jax.model.transformer import forward, logits_from_hidden, positions_from_mask
-from seal_jax.sharding import place_batch, to_host
+from seal_jax.inner import round_up
+from seal_jax.sharding import batch_multiple, place_batch, to_host
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +124,7 @@ def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     n = len(prompts)
-    B, P = bucket(n, min_batch), bucket(max(len(p) for p in prompts), min_prompt)
+    B, P = round_up(bucket(n, min_batch), batch_multiple(params)), bucket(max(len(p) for p in prompts), min_prompt)
     tokens = np.zeros((B, P), np.int32)
     mask = np.zeros((B, P), bool)
     for i, p in enumerate(prompts):

@@ -97,15 +97,25 @@ def batch_sharded(tree, mesh: Mesh):
                         tree)
 
 
+def batch_multiple(params) -> int:
+    """Rows a batch must be a multiple of to shard over ("edit", "fsdp") where `params` live; 1 off a mesh."""
+    mesh = _params_mesh(params)
+    return 1 if mesh is None else mesh.shape["edit"] * mesh.shape["fsdp"]
+
+
+def _params_mesh(params) -> Optional[Mesh]:
+    sharding = getattr(jax.tree.leaves(params)[0], "sharding", None)
+    if not isinstance(sharding, NamedSharding) or "edit" not in sharding.mesh.axis_names:
+        return None
+    return sharding.mesh
+
+
 def place_batch(tree, params):
     """Put batch inputs' leading axis on ("edit", "fsdp") when `params` live on a mesh; else leave them.
 
     Sampling, scoring and full fine-tuning call this, so callers only choose where the weights go."""
-    leaf = jax.tree.leaves(params)[0]
-    sharding = getattr(leaf, "sharding", None)
-    if not isinstance(sharding, NamedSharding) or "edit" not in sharding.mesh.axis_names:
-        return tree
-    return batch_sharded(tree, sharding.mesh)
+    mesh = _params_mesh(params)
+    return tree if mesh is None else batch_sharded(tree, mesh)
 
 
 def to_host(x) -> np.ndarray:

@@ -12,6 +12,12 @@ def test_split_and_read(tmp_path):
     text = "# Varnholt\n\n" + "\n\n".join(["word " * 60] * 5)
     ps = split_passages(text, "file", 150)
     assert ps[0].title == "Varnholt" and len(ps) == 3 and all(len(p.context.split()) <= 150 for p in ps)
+    one_paragraph = " ".join(f"Sentence {i} says something about the lake." for i in range(100))  # 700 words
+    ps = split_passages(one_paragraph, "file", 150, source="1")
+    assert len(ps) == 5 and all(len(p.context.split()) <= 150 for p in ps) and ps[0].id == "1:file#0"
+    assert all(p.context.endswith(".") for p in ps)  # cut on sentence ends
+    assert " ".join(p.context for p in ps) == one_paragraph
+    assert [len(p.context.split()) for p in split_passages("w " * 400, "f", 150)] == [150, 150, 100]
     (tmp_path / "a.md").write_text("hello")
     (tmp_path / "skip.json").write_text("{}")
     assert [os.path.basename(p) for p, _ in read_documents(str(tmp_path))] == ["a.md"]

@@ -57,16 +57,36 @@ def test_param_specs_follow_the_rules(base):
         sharding.make_mesh(3, 2, 1)
 
 
+def _spy(monkeypatch, module, name, arg):
+    """Record the sharding of argument `arg` of every call to module.name."""
+    seen, real = [], getattr(module, name)
+
+    def wrapper(*a, **kw):
+        out = real(*a, **kw)
+        seen.append(getattr(out[arg] if name == "place_batch" else a[arg], "sharding", None))
+        return out
+    monkeypatch.setattr(module, name, wrapper)
+    return seen
+
+
+ROWS = jax.sharding.PartitionSpec(("edit", "fsdp"))
+
+
 @pytest.mark.parametrize("shape", MESHES, ids=str)
-def test_sampling_and_outer_step_sharded_equal_single_device(base, shape):
+def test_sampling_and_outer_step_sharded_equal_single_device(base, shape, monkeypatch):
     from ml_collections import ConfigDict
+    from seal_jax import outer, sampling
     from seal_jax.outer import outer_update
     mesh = sharding.make_mesh(*shape)
     sharded = sharding.shard_params(base, mesh)
     prompts = [[5, 6, 7], [9, 10], [11, 12, 13, 14], [3, 4]]
     s = SamplingConfig(max_new_tokens=6)
+    seen = _spy(monkeypatch, sampling, "_generate", 3)  # the token batch fed to the jitted sampler
     assert (generate(sharded, CFG, None, prompts, s, stop_ids=[-1]).tokens
             == generate(base, CFG, None, prompts, s, stop_ids=[-1]).tokens)
+    # 4 prompts on 8 / 4 x 2 / 2 x 2 devices: padded to a multiple of edit x fsdp, rows really sharded
+    assert seen[0].spec[0] == ROWS[0] and not seen[0].is_fully_replicated
+    seen_outer = _spy(monkeypatch, outer, "place_batch", 0)
 
     class Tok:  # the outer step only encodes completions
         eos_token_id = 2
@@ -82,6 +102,8 @@ def test_sampling_and_outer_step_sharded_equal_single_device(base, shape):
         got, _ = outer_update(sharded, CFG, Tok(), examples, rl, jax.random.PRNGKey(0))
         jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-3),
                      got, ref)
+    full_mode_rows = [x for x in seen_outer if x is not None]  # the full-mode batches of the sharded run
+    assert full_mode_rows and all(x.spec[0] == ROWS[0] and not x.is_fully_replicated for x in full_mode_rows)
     # batches follow the weights onto the mesh: rows over ("edit", "fsdp"), replicated without a mesh
     placed = sharding.place_batch(np.zeros((8, 5), np.int32), sharded)
     assert placed.sharding.spec == jax.sharding.PartitionSpec(("edit", "fsdp"), None)
