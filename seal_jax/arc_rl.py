@@ -123,7 +123,8 @@ def run_iteration(it: int, params, cfg, tok, tasks: Sequence[A.ArcTask], c, wd: 
     k_sample, k_inner, k_outer = jax.random.split(jax.random.fold_in(key, it), 3)
     records = wd.records(iteration=it)  # scored before a restart; this iteration's rows are added as they come
     done = {(r["task_id"], r["sample"]) for r in records}
-    texts = sample_self_edits(params, cfg, tok, chosen, c.rl.samples, c, k_sample)
+    texts = wd.cached_json(f"samples/{it}.json", lambda: sample_self_edits(params, cfg, tok, chosen, c.rl.samples, c,
+                                                                           k_sample))
     items, invalid = [], []
     for i, task in enumerate(chosen):
         for s, text in enumerate(texts[i]):

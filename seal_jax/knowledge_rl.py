@@ -151,7 +151,8 @@ def run_iteration(it: int, params, cfg, tok, train: Sequence[K.Passage], c, wd: 
     k_sample, k_inner, k_outer = jax.random.split(jax.random.fold_in(key, it), 3)
     records = wd.records(iteration=it)  # scored before a restart; this iteration's rows are added as they come
     done = {(r["passage_id"], r["sample"]) for r in records}
-    edits = sample_self_edits(params, cfg, tok, chosen, c.rl.samples, c.self_edit, k_sample)
+    edits = wd.cached_json(f"samples/{it}.json", lambda: sample_self_edits(params, cfg, tok, chosen, c.rl.samples,
+                                                                           c.self_edit, k_sample))
     base = baseline(params, cfg, tok, chosen, c.eval)
     items = [{"passages": [p], "sample": s, "self_edit": edits[i][s], "uid": i * c.rl.samples + s,
               "docs": K.self_edit_documents(p, edits[i][s], c.self_edit.prompt, doc_options(c.self_edit))}

@@ -2,6 +2,7 @@
 
     DIR/records.jsonl    one line per scored self-edit, written (and fsynced) as soon as it exists
     DIR/metrics.jsonl    one line per iteration (and per evaluation)
+    DIR/samples/N.json   iteration N's sampled self-edits (reused on resume)
     DIR/tb/              TensorBoard scalars
     DIR/checkpoints/N/   generator params + RNG after iteration N's M-step (orbax)
 
@@ -89,6 +90,25 @@ class Workdir:
             if isinstance(v, (int, float)) and np.isfinite(v):
                 self._tb.add_scalar(k, v, step)
         self._tb.flush()
+
+    def cached_json(self, name: str, compute):
+        """The JSON value stored under `name` (process 0's view), or compute(), store it and return it.
+
+        E-steps keep the iteration's sampled self-edits here, so a resumed run neither samples them again nor
+        depends on sampling being bit-for-bit repeatable."""
+        from seal_jax.sharding import broadcast_json
+        path = os.path.join(self.path, name)
+        stored = None
+        if is_writer() and os.path.exists(path):
+            with open(path) as f:
+                stored = json.load(f)
+        stored = broadcast_json({"value": stored})["value"]
+        if stored is not None:
+            return stored
+        value = compute()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.write_json(name, value)
+        return value
 
     def write_json(self, name: str, obj) -> str:
         path = os.path.join(self.path, name)

@@ -125,9 +125,16 @@ def test_smoke_end_to_end_and_resume_after_kill(tmp_path):
     proc.wait()
     n_before = len(rec.read_text().splitlines())
     assert 0 < n_before < len(expected), "the kill should land mid-run"
+    sampled = killed / "samples" / "1.json"  # the kill lands in iteration 1's E-step, after its sampling
+    stamp = sampled.stat().st_mtime_ns
     out = subprocess.run(_train_cmd(killed, *flags), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert _records(killed) == expected
+    assert sampled.stat().st_mtime_ns == stamp  # finished sampling is reused, not redone
+    assert json.loads(sampled.read_text()) == json.loads((full / "samples" / "1.json").read_text())
+    resumed = [json.loads(line) for line in open(killed / "metrics.jsonl")]
+    assert [m["step"] for m in resumed] == [0, 1]  # each iteration logged once
+    assert [m["reward_mean"] for m in resumed] == [m["reward_mean"] for m in metrics]
     # a different config in the same workdir is refused, not mixed in
     out = subprocess.run(_train_cmd(killed, *flags, "--config.rl.samples=3"), cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
