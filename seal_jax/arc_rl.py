@@ -53,12 +53,15 @@ def adapt_and_solve(params, cfg, tok, items: Sequence[dict], c, key, desc="TTT",
     icfg = inner_config(c.inner)
     if not items:
         return
-    examples = []
+    examples, too_long = [], []
     for it in items:
         rng = np.random.default_rng([c.seed, it["uid"]])
         docs = A.ttt_examples(it["task"], it["edit"], rng, leave_two_out=c.ttt.leave_two_out,
                               colour_perms=c.ttt.colour_perms, max_examples=c.ttt.max_examples)
-        examples.append([tokenize_document(tok, d, it["edit"].loss) for d in docs])
+        toks = [tokenize_document(tok, d, it["edit"].loss) for d in docs]
+        # an example cut at max_len would lose its output grid, the part that is trained: drop it instead
+        examples.append([t for t in toks if len(t[0]) <= c.inner.max_len])
+        too_long.append(len(toks) - len(examples[-1]))
     packed = pack_edits(examples, [it["edit"].lr for it in items], [it["edit"].epochs for it in items],
                         batch_size=icfg.batch_size, max_len=c.inner.max_len)
     keys = np.stack([np.asarray(jax.random.fold_in(key, it["uid"])) for it in items])
@@ -79,7 +82,8 @@ def adapt_and_solve(params, cfg, tok, items: Sequence[dict], c, key, desc="TTT",
             ok = summary[j]["ok"]
             results.append({"item": it, "ok": ok, "reason": summary[j]["reason"],
                             "solved": bool(ok and A.solved(attempts, it["task"].test_output)),
-                            "attempts": [a.tolist() for a in attempts], "train_examples": len(examples[start + j])})
+                            "attempts": [a.tolist() for a in attempts], "train_examples": len(examples[start + j]),
+                            "dropped_too_long": too_long[start + j]})
         bar.update(len(results))
         yield results
     bar.close()
@@ -140,7 +144,8 @@ def run_iteration(it: int, params, cfg, tok, tasks: Sequence[A.ArcTask], c, wd: 
     records += invalid
     for results in adapt_and_solve(params, cfg, tok, items, c, k_inner, f"iter {it} TTT", mesh):
         rows = [{**r["item"]["record"], "parsed": r["item"]["edit"].__dict__, "reward": float(r["solved"]),
-                 "ok": r["ok"], "reason": r["reason"], "attempts": r["attempts"]} for r in results]
+                 "ok": r["ok"], "reason": r["reason"], "attempts": r["attempts"], "train_examples": r["train_examples"],
+                 "dropped_too_long": r["dropped_too_long"]} for r in results]
         wd.append_records(rows)
         records += rows
     kept = keep_successful(sorted(records, key=lambda r: (r["task_id"], r["sample"])), c.rl.min_reward)

@@ -159,6 +159,7 @@ def test_arc_iteration_trains_valid_self_edits_and_records_invalid(tmp_path, mon
     assert len(rows) == c.rl.contexts * 3
     by_sample = {s: [r for r in rows if r["sample"] == s] for s in range(3)}
     assert all(r["parsed"]["augmentations"] == ["basic"] and r["ok"] and r["reward"] in (0.0, 1.0) for r in by_sample[0])
+    assert all(r["train_examples"] > 0 and r["dropped_too_long"] == 0 for r in by_sample[0])
     assert all(r["reason"] == "no JSON object in the self-edit" for r in by_sample[1])
     assert all("learning_rate must be" in r["reason"] for r in by_sample[2])
     assert metrics["valid_fraction"] == pytest.approx(1 / 3) and "m_step_last_loss" in metrics
@@ -168,6 +169,22 @@ def test_arc_iteration_trains_valid_self_edits_and_records_invalid(tmp_path, mon
                                       "epochs": 1} for _, target in seen)
     changed = jax.tree.map(lambda a, b: float(abs(a - b).max()), new_params, params)
     assert max(jax.tree.leaves(changed)) > 0  # the generator was updated
+
+
+def test_ttt_examples_longer_than_max_len_are_dropped_not_cut():
+    """A cut example would lose its output grid (the trained part): it is dropped and counted."""
+    import jax
+    from seal_jax import arc_rl
+    from seal_jax.train import build_model
+    c = _smoke_config()
+    cfg, params, tok = build_model(c.model)
+    tasks, _ = arc_rl.load_data(c)
+    item = {"uid": 0, "task": tasks[0], "edit": A.DEFAULT_SELF_EDIT}
+    full = [r for ch in arc_rl.adapt_and_solve(params, cfg, tok, [item], c, jax.random.PRNGKey(0)) for r in ch][0]
+    c.inner.max_len = 40  # shorter than any leave-one-out example of a 3x3 task
+    short = [r for ch in arc_rl.adapt_and_solve(params, cfg, tok, [item], c, jax.random.PRNGKey(0)) for r in ch][0]
+    assert full["dropped_too_long"] == 0 and full["train_examples"] > 0
+    assert short["train_examples"] == 0 and short["dropped_too_long"] == full["train_examples"]
 
 
 def test_arc_smoke_preset_end_to_end(tmp_path):
