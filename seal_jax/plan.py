@@ -2,9 +2,12 @@
 
 Estimates (bytes per device), from the model shape alone, no weights loaded:
   base weights        params x dtype bytes / (fsdp x tp)                  (replicated across "edit")
-  per edit            LoRA + gradient + two Adam moments (f32) + activations of one step with the remat policy
+  gathered layer      one layer's weights / tp, all-gathered over fsdp while it runs (0 without fsdp)
+  per edit            LoRA + gradient + two Adam moments (f32) + activations of one step with the remat policy,
+                      divided by tp only: an edit's rows are not split over fsdp, so its activations may not be
   KV cache            2 x L x batch x (prompt + new) x kv_dim x dtype bytes / (edit x fsdp)
-and the largest edits-per-chunk that fits the device after the base and the sampling cache.
+and the largest edits-per-chunk that fits the device after the base, the gathered layer and the sampling cache.
+These are estimates from the model shape (no XLA buffer assignment): keep 10-20% headroom.
 """
 from __future__ import annotations
 
@@ -55,15 +58,18 @@ def activation_bytes(cfg: ModelConfig, seq: int, remat: str, batch: int = 1, chu
 def plan(cfg: ModelConfig, spec: LoraSpec, *, edit: int, fsdp: int, tp: int, device_gib: float, seq_len: int,
          batch: int, weight_bytes: int, sample_batch: int, sample_len: int) -> dict:
     base = cfg.num_params() * weight_bytes / (fsdp * tp)
+    embed = cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_embeddings else 2)
+    gathered = 0 if fsdp == 1 else (cfg.num_params() - embed) / cfg.num_layers * weight_bytes / tp
     lora = lora_params(cfg, spec) * 4
-    per_edit = 4 * lora + activation_bytes(cfg, seq_len, cfg.remat, batch) / (fsdp * tp)
+    activations = activation_bytes(cfg, seq_len, cfg.remat, batch) / tp
+    per_edit = 4 * lora + activations
     cache = 2 * cfg.num_layers * sample_batch * sample_len * cfg.kv_dim * weight_bytes / (edit * fsdp)
-    free = device_gib * GiB - base - cache
+    free = device_gib * GiB - base - gathered - cache
     per_device_edits = max(0, int(free // per_edit))
     return {"params": cfg.num_params(), "mesh": {"edit": edit, "fsdp": fsdp, "tp": tp}, "remat": cfg.remat,
             "base_weights_gib": round(base / GiB, 3), "lora_per_edit_mib": round(lora / 2 ** 20, 2),
             "lora_adam_grad_per_edit_mib": round(4 * lora / 2 ** 20, 2),
-            "activations_per_edit_gib": round(activation_bytes(cfg, seq_len, cfg.remat, batch) / (fsdp * tp) / GiB, 3),
+            "gathered_layer_gib": round(gathered / GiB, 3), "activations_per_edit_gib": round(activations / GiB, 3),
             "kv_cache_gib": round(cache / GiB, 3), "device_gib": device_gib,
             "max_edits_per_chunk": per_device_edits * edit, "fits": per_device_edits > 0}
 
