@@ -144,6 +144,7 @@ def absorb(model: str, docs_path: str, out: str, *, prompt="implications", sampl
     from seal_jax.model.lora import LoraSpec, merge_lora
     from seal_jax.sampling import SamplingConfig, generate_in_batches
     from seal_jax.weights import load_model, save_hf_checkpoint, save_peft_adapter
+    from tqdm.auto import tqdm
 
     if merge and per_doc:
         raise ValueError("--merge needs one adapter (drop --per_doc)")
@@ -176,9 +177,13 @@ def absorb(model: str, docs_path: str, out: str, *, prompt="implications", sampl
                         [epochs] * len(groups), max_len=1024)
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(groups))
     loras, summaries = [], []
-    for _, _, lora, metrics in train_in_chunks(params, cfg, icfg, packed, keys, edits_per_chunk=min(4, len(groups))):
-        loras += [jax.tree.map(lambda x, i=i: x[i], lora) for i in range(jax.tree.leaves(lora)[0].shape[0])]
+    bar = tqdm(total=len(groups), desc=f"training {len(groups)} adapter(s)", leave=False)
+    for start, stop, lora, metrics in train_in_chunks(params, cfg, icfg, packed, keys,
+                                                      edits_per_chunk=min(4, len(groups))):
+        loras += [jax.tree.map(lambda x, i=i: x[i], lora) for i in range(stop - start)]
         summaries += summarize(metrics)
+        bar.update(stop - start)
+    bar.close()
     if not all(s["ok"] for s in summaries):
         raise FloatingPointError("the update diverged (non-finite loss); lower --lr")
     manifest = {"model": model, "sources": [{"path": os.path.abspath(p), "sha256": sha256(p)} for p, _ in sources],

@@ -35,12 +35,21 @@ def load_completions(path: str) -> dict[str, list[str]]:
     try:
         records = json.loads(text)
     except json.JSONDecodeError:
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            try:
+                records.append(json.loads(line)) if line.strip() else None
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {n} is not JSON ({e.msg}); expected a JSON list or JSON lines") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a list of records, got {type(records).__name__}")
     out = {}
     for i, r in enumerate(records):
-        if not isinstance(r.get("completions"), list):
+        if not isinstance(r, dict) or not isinstance(r.get("completions"), list):
             raise ValueError(f"{path}: record {i} has no 'completions' list")
-        out[r.get("context", "").strip()] = [str(x) for x in r["completions"]]
+        if not str(r.get("context", "")).strip():
+            raise ValueError(f"{path}: record {i} has no 'context' (the passage its completions are about)")
+        out[str(r["context"]).strip()] = [str(x) for x in r["completions"]]
     return out
 
 

@@ -67,6 +67,23 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         K.load_passages(str(bad))
     with pytest.raises(FileNotFoundError, match="no such file"):
         K.load_passages(str(tmp_path / "missing.json"))
+    lines = tmp_path / "passages.jsonl"
+    lines.write_text(json.dumps(good) + "\n" + json.dumps(good)[:-3] + "\n")
+    with pytest.raises(ValueError, match="line 2 is not readable as JSON"):
+        K.load_passages(str(lines))
+    # SEAL synthetic-data files for the `file` condition
+    from seal_jax.evaluate import load_completions
+    comp = tmp_path / "completions.jsonl"
+    comp.write_text(json.dumps({"context": "c", "completions": ["x"]}) + "\n{broken\n")
+    with pytest.raises(ValueError, match="line 2 is not JSON"):
+        load_completions(str(comp))
+    for records, why in [(["just a string"], "record 0 has no 'completions' list"),
+                         ([{"completions": ["x"]}], "record 0 has no 'context'"), ({"a": 1}, "expected a list")]:
+        comp.write_text(json.dumps(records))
+        with pytest.raises(ValueError, match=why):
+            load_completions(str(comp))
+    comp.write_text(json.dumps([{"context": " c ", "completions": ["x", 2]}]))
+    assert load_completions(str(comp)) == {"c": ["x", "2"]}
 
 
 def test_demo_corpus_is_shipped_and_valid():

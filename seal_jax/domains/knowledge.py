@@ -97,6 +97,13 @@ def _read_json_records(path: str) -> list[dict]:
         raise ValueError(f"{path}: not readable as JSON (expected a list of records or JSON lines)")
     datasets.disable_progress_bars()
     kw = {"field": "data"} if head.startswith("{") and '"data"' in head[:200] else {}
+    if head.startswith("{") and not kw:  # JSON lines: name the first bad line (datasets' error does not)
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    json.loads(line) if line.strip() else None
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: line {n} is not readable as JSON ({e.msg})") from None
     try:
         ds = datasets.load_dataset("json", data_files=path, split="train", **kw)
     except (DatasetGenerationError, ValueError, json.JSONDecodeError) as e:
