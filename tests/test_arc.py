@@ -200,3 +200,18 @@ def test_arc_smoke_preset_end_to_end(tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "records.jsonl")]
     assert len(rows) == 2 * 2 and all(r["reason"] for r in rows if not r["ok"])
     assert (tmp_path / "eval.png").stat().st_size > 0
+
+
+def test_arc_evaluate_cli(tmp_path):
+    """`python -m seal_jax.evaluate --config=configs/arc_eval.py:smoke`: every condition, JSON and plot."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-m", "seal_jax.evaluate", "--config=configs/arc_eval.py:smoke",
+                          f"--out={tmp_path}"], cwd=root, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.load(open(tmp_path / "eval.json"))
+    assert set(result["success"]) == {"icl", "ttt_default", "oracle", "self_edit"}
+    assert all(0.0 <= v <= 1.0 for v in result["success"].values()) and len(result["tasks"]) == 3
+    assert (tmp_path / "conditions.png").stat().st_size > 0
