@@ -119,14 +119,21 @@ def _records(workdir):
 
 
 def test_smoke_end_to_end_and_resume_after_kill(tmp_path):
-    """An uninterrupted :smoke run, and one killed mid-run then restarted, end with the same records."""
-    flags = ["--config.eval.final_eval=False"]
+    """An uninterrupted :smoke run, and one killed mid-run then restarted, end with the same records; the
+    final held-out evaluation writes eval.json and the plots."""
+    flags = []
     full = tmp_path / "full"
     out = subprocess.run(_train_cmd(full, *flags), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "iteration 1:" in out.stdout
-    metrics = [json.loads(line) for line in open(full / "metrics.jsonl")]
+    assert "iteration 1:" in out.stdout and "held-out results" in out.stdout
+    final = json.load(open(full / "eval.json"))
+    assert set(final) >= {"base", "passage_only", "self_edit_before_rl", "self_edit_after_rl"}
+    assert all(0.0 <= final[k] <= 1.0 for k in ("base", "passage_only", "self_edit_before_rl", "self_edit_after_rl"))
+    assert (full / "eval.png").stat().st_size > 0 and (full / "rl.png").stat().st_size > 0
+    rows = [json.loads(line) for line in open(full / "metrics.jsonl")]
+    metrics = [m for m in rows if "reward_mean" in m]
     assert [m["step"] for m in metrics] == [0, 1] and all("m_step_last_loss" in m for m in metrics)
+    assert [m["step"] for m in rows if "eval/base" in m] == [2]  # the final evaluation, after 2 iterations
     assert sorted(os.listdir(full / "checkpoints")) == ["1", "2"]
     expected = _records(full)
     assert len(expected) == 2 * 3 * 2  # iterations x contexts x samples
@@ -149,7 +156,7 @@ def test_smoke_end_to_end_and_resume_after_kill(tmp_path):
     assert _records(killed) == expected
     assert sampled.stat().st_mtime_ns == stamp  # finished sampling is reused, not redone
     assert json.loads(sampled.read_text()) == json.loads((full / "samples" / "1.json").read_text())
-    resumed = [json.loads(line) for line in open(killed / "metrics.jsonl")]
+    resumed = [m for m in map(json.loads, open(killed / "metrics.jsonl")) if "reward_mean" in m]
     assert [m["step"] for m in resumed] == [0, 1]  # each iteration logged once
     assert [m["reward_mean"] for m in resumed] == [m["reward_mean"] for m in metrics]
     # a different config in the same workdir is refused, not mixed in
