@@ -14,9 +14,12 @@ count, or that hold no loss tokens, or that follow a non-finite loss, keep LoRA 
 unchanged (Adam would otherwise move on momentum alone). `inner_train_edits` vmaps it over edits with the
 frozen base broadcast; `train_in_chunks` runs it chunk by chunk so memory is bounded whatever E is.
 
-The scan length is bucketed (a multiple of 8) so different step counts share one compiled program; the
-steps past the longest edit's count (`horizon`, unbatched under vmap) are skipped by a real `lax.cond`,
-so the bucket costs no compute.
+Two things keep padding from costing compute. The scan length is bucketed (a multiple of 8) so different step
+counts share one compiled program, and each step's sequence length is bucketed too: before the scan,
+`step_plan` finds, for every step, the longest document any edit trains on then, and picks the shortest of
+`length_buckets` prefix lengths that holds it (or "skip" past every edit's step count). The step runs under a
+`lax.switch` on that unbatched index, on `tokens[:, :S_k]`: exact, since right padding past the last loss
+token changes no loss (causal attention), and a short-document step no longer pays for the longest document.
 """
 from __future__ import annotations
 
@@ -54,12 +57,15 @@ class InnerConfig:
     adam_b2: float = 0.999
     adam_eps: float = 1e-8
     loss_chunk: Optional[int] = 128  # positions per log-softmax chunk; None for one pass
+    length_buckets: int = 4         # per-step sequence lengths S/n, 2S/n, ..., S (1: every step at full S)
 
     def __post_init__(self):
         if self.schedule not in ("linear", "cosine", "constant"):
             raise ValueError(f"inner schedule {self.schedule!r}; choose linear, cosine or constant")
         if self.batch_size < 1:
             raise ValueError(f"inner batch_size must be >= 1, got {self.batch_size}")
+        if self.length_buckets < 1:
+            raise ValueError(f"inner length_buckets must be >= 1, got {self.length_buckets}")
 
 
 # ---- packing (host side, numpy) -------------------------------------------------------------------
@@ -212,28 +218,58 @@ def total_steps(seq_valid, epochs, batch_size: int):  # seq_valid: bool [..., N]
     return per_epoch, per_epoch * epochs * (n_docs > 0)
 
 
-def inner_train_one(base, edit, key, hparams, horizon=None, *, cfg: ModelConfig, icfg: InnerConfig, steps: int):
+def step_docs(k_shuffle, seq_valid, t, batch_size: int):  # -> idx int [bs], real bool [bs]
+    """The documents an edit trains on at step t: batch t mod steps-per-epoch of epoch t // steps-per-epoch."""
+    N, n_docs = seq_valid.shape[0], jnp.sum(seq_valid).astype(jnp.int32)
+    per_epoch = total_steps(seq_valid, 1, batch_size)[0]
+    order = epoch_order(k_shuffle, seq_valid, t // per_epoch)
+    slot = (t % per_epoch) * batch_size + jnp.arange(batch_size)   # [bs] positions in this epoch's order
+    return order[jnp.minimum(slot, N - 1)], slot < n_docs
+
+
+def length_buckets(S: int, n: int) -> tuple[int, ...]:
+    """Prefix lengths a step may run at: S/n, 2S/n, ..., S, rounded up to multiples of 16."""
+    return tuple(sorted({min(S, round_up(-(-S * k // n), 16)) for k in range(1, n + 1)}))
+
+
+def step_plan(edits, keys, hparams, *, icfg: InnerConfig, steps: int):  # -> int32 [steps]
+    """Per step, the index of the shortest length bucket that holds every document trained then, or -1 where
+    no edit has a step left. Computed over all edits, so the index is not batched under the edits' vmap."""
+    S = edits["tokens"].shape[-1]
+    sizes = jnp.asarray(length_buckets(S, icfg.length_buckets))
+    lengths = jnp.max(jnp.where(edits["loss_mask"] > 0, jnp.arange(S), -1), -1) + 1   # [E, N] to the last loss token
+    total = total_steps(edits["seq_valid"], hparams["epochs"], icfg.batch_size)[1]       # [E]
+
+    def need(key, seq_valid, length, total_e):  # one edit -> [steps] tokens needed (0 when inactive)
+        k_shuffle = jax.random.split(key)[1]
+        def at(t):
+            idx, real = step_docs(k_shuffle, seq_valid, t, icfg.batch_size)
+            return jnp.where(t < total_e, jnp.max(jnp.where(real, length[idx], 0)), -1)
+        return jax.vmap(at)(jnp.arange(steps))
+
+    longest = jnp.max(jax.vmap(need)(keys, edits["seq_valid"], lengths, total), axis=0)   # [steps]
+    return jnp.where(longest < 0, -1, jnp.searchsorted(sizes, longest)).astype(jnp.int32)
+
+
+def inner_train_one(base, edit, key, hparams, plan=None, *, cfg: ModelConfig, icfg: InnerConfig, steps: int):
     """Train one self-edit's LoRA. edit: tokens/loss_mask [N, S], seq_valid [N]; hparams: lr [], epochs [].
 
-    horizon: int [] (not batched under vmap), steps t >= horizon are skipped outright; None runs all `steps`.
-    Returns (lora, metrics) with metrics: loss [steps] (0 where inactive), active bool [steps], ok bool [].
+    plan: int [steps] from `step_plan` (not batched under vmap): the length bucket of each step, -1 to skip it;
+    None runs every step at full length. Returns (lora, metrics) with metrics: loss [steps] (0 where
+    inactive), active bool [steps], ok bool [].
     """
     tokens, loss_mask, seq_valid = edit["tokens"], edit["loss_mask"], edit["seq_valid"]
-    N, bs = seq_valid.shape[0], icfg.batch_size
-    n_docs = jnp.sum(seq_valid).astype(jnp.int32)
-    per_epoch, total = total_steps(seq_valid, hparams["epochs"], bs)
+    total = total_steps(seq_valid, hparams["epochs"], icfg.batch_size)[1]
     k_init, k_shuffle = jax.random.split(key)
     lora = init_lora(k_init, cfg, icfg.lora)
     opt = optimizer(icfg)
     loss_and_grad = jax.value_and_grad(functools.partial(batch_loss, cfg=cfg, icfg=icfg), has_aux=True)
 
-    def step(carry, t):
+    def step(carry, t, S: int):
         lora, opt_state, ok = carry
-        order = epoch_order(k_shuffle, seq_valid, t // per_epoch)
-        slot = (t % per_epoch) * bs + jnp.arange(bs)                   # [bs] positions in this epoch's order
-        idx = order[jnp.minimum(slot, N - 1)]
-        mask = loss_mask[idx] * (slot < n_docs)[:, None]
-        (loss, n), grads = loss_and_grad(lora, base, tokens[idx], mask)
+        idx, real = step_docs(k_shuffle, seq_valid, t, icfg.batch_size)
+        mask = loss_mask[idx, :S] * real[:, None]
+        (loss, n), grads = loss_and_grad(lora, base, tokens[idx, :S], mask)
         updates, new_state = opt.update(grads, opt_state, lora)
         lr = hparams["lr"] * lr_multiplier(icfg, t, total)
         new_lora = jax.tree.map(lambda p, u: p - lr * u, lora, updates)
@@ -245,13 +281,16 @@ def inner_train_one(base, edit, key, hparams, horizon=None, *, cfg: ModelConfig,
     def skip(carry, t):
         return carry, (jnp.float32(0.0), jnp.bool_(False))
 
-    def maybe_step(carry, t):
-        if horizon is None:
-            return step(carry, t)
-        return jax.lax.cond(t < horizon, step, skip, carry, t)
+    S = tokens.shape[-1]
+    branches = [skip] + [functools.partial(step, S=s) for s in length_buckets(S, icfg.length_buckets)]
+
+    def planned_step(carry, t):
+        if plan is None:
+            return step(carry, t, S)
+        return jax.lax.switch(plan[t] + 1, branches, carry, t)
 
     init = (lora, opt.init(lora), jnp.bool_(True))
-    (lora, _, ok), (losses, active) = jax.lax.scan(maybe_step, init, jnp.arange(steps))
+    (lora, _, ok), (losses, active) = jax.lax.scan(planned_step, init, jnp.arange(steps))
     return lora, {"loss": losses, "active": active, "ok": ok}
 
 
@@ -259,11 +298,11 @@ def inner_train_one(base, edit, key, hparams, horizon=None, *, cfg: ModelConfig,
 def inner_train_edits(base, edits, keys, hparams, *, cfg: ModelConfig, icfg: InnerConfig, steps: int):
     """vmap of `inner_train_one` over the leading edit axis of edits/keys/hparams; the base is shared.
 
-    Steps past every edit's own count are skipped (the horizon is the longest edit's step count).
+    One `step_plan` for all edits picks each step's length bucket and skips steps past every edit's count.
     """
     one = functools.partial(inner_train_one, cfg=cfg, icfg=icfg, steps=steps)
-    horizon = jnp.max(total_steps(edits["seq_valid"], hparams["epochs"], icfg.batch_size)[1])
-    return jax.vmap(one, in_axes=(None, 0, 0, 0, None))(base, edits, keys, hparams, horizon)
+    plan = step_plan(edits, keys, hparams, icfg=icfg, steps=steps)
+    return jax.vmap(one, in_axes=(None, 0, 0, 0, None))(base, edits, keys, hparams, plan)
 
 
 def train_in_chunks(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits, keys,
