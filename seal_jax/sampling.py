@@ -1,8 +1,8 @@
 """Batched generation with a KV cache: one jitted prefill + `lax.while_loop` decode.
 
 Prompts of different lengths are left-padded into one `[B, P]` batch, so every row writes the same cache
-slot at every step. B and P are rounded up to buckets (powers of two) and `max_new_tokens` is static, so a
-run that keeps its settings compiles once. Rows stop independently on any stop token; the loop ends when
+slot at every step. B and P are rounded up to buckets (B: 1, 2, 4, then multiples of 4; P: powers of two) and
+`max_new_tokens` is static, so a run that keeps its settings compiles once. Rows stop independently on any stop token; the loop ends when
 all rows have stopped. An optional LoRA is either shared by all rows or picked per row from a stack of
 adapters (`row_lora`: the index of each prompt's adapter), which is how E self-edits are scored at once.
 """
@@ -41,6 +41,12 @@ class Generation:
 def bucket(n: int, minimum: int = 1) -> int:
     """Next power of two >= max(n, minimum): the shapes one run compiles for."""
     return max(minimum, 1 << max(0, int(n) - 1).bit_length())
+
+
+def row_bucket(n: int) -> int:
+    """Batch rows compiled for n prompts: 1, 2, 4, then multiples of 4 (12 questions run as 12 rows, not 16:
+    a filler row costs a full row of prefill and decode, and a few more shapes compile once each)."""
+    return bucket(n) if n <= 4 else round_up(n, 4)
 
 
 def _pick(logits, key, temperature, top_p, greedy: bool):  # logits: f32 [B, V] -> int32 [B]
@@ -124,7 +130,8 @@ def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     n = len(prompts)
-    B, P = round_up(bucket(n, min_batch), batch_multiple(params)), bucket(max(len(p) for p in prompts), min_prompt)
+    B = round_up(row_bucket(max(n, min_batch)), batch_multiple(params))
+    P = bucket(max(len(p) for p in prompts), min_prompt)
     tokens = np.zeros((B, P), np.int32)
     mask = np.zeros((B, P), bool)
     for i, p in enumerate(prompts):

@@ -18,7 +18,7 @@ from seal_jax.model.lora import rows_lora
 from seal_jax.model.transformer import sequence_logprobs
 from seal_jax.inner import round_up
 from seal_jax.sharding import batch_multiple, place_batch, to_host
-from seal_jax.sampling import Generation, SamplingConfig, bucket, generate
+from seal_jax.sampling import Generation, SamplingConfig, generate, row_bucket
 from seal_jax.tokenizer import chat_prompt
 
 
@@ -53,7 +53,7 @@ def answer_logprobs(params, cfg: ModelConfig, tok, questions: Sequence[str], ans
     for prompt, answer in zip(question_prompts(tok, questions, template), answers):
         a = tok.encode(answer, add_special_tokens=False)
         seqs.append((prompt + a, [0] * len(prompt) + [1] * len(a)))
-    B, S = round_up(bucket(n), batch_multiple(params)), max(16, -(-max(len(t) for t, _ in seqs) // 16) * 16)
+    B, S = round_up(row_bucket(n), batch_multiple(params)), max(16, -(-max(len(t) for t, _ in seqs) // 16) * 16)
     tokens, mask = np.zeros((B, S), np.int32), np.zeros((B, S), np.int32)
     for i, (t, m) in enumerate(seqs):
         tokens[i, :len(t)], mask[i, :len(m)] = t, m

@@ -10,7 +10,7 @@ import torch
 from seal_jax.model.config import preset
 from seal_jax.model.lora import LoraSpec, init_lora, stack_loras
 from seal_jax.model.transformer import forward, init_params, logits_from_hidden
-from seal_jax.sampling import SamplingConfig, _generate, bucket, generate
+from seal_jax.sampling import SamplingConfig, _generate, bucket, generate, row_bucket
 from seal_jax.tokenizer import chat_prompt
 
 
@@ -53,6 +53,7 @@ def test_batched_ragged_prompts_equal_one_at_a_time_and_compile_once():
     generate(params, cfg, None, [[3] * 17], sampling, stop_ids=[-1])  # P bucket 32: one new program
     assert _generate._cache_size() == compiled + 1
     assert bucket(3) == 4 and bucket(11, 16) == 16 and bucket(17, 16) == 32
+    assert [row_bucket(n) for n in (1, 2, 3, 4, 5, 8, 9, 12, 13)] == [1, 2, 4, 4, 8, 8, 12, 12, 16]
 
 
 def test_per_row_stop_tokens():
