@@ -27,7 +27,8 @@ def get_config(arg: str = "demo"):
                        lr_min=1e-6, lr_max=1e-2, epochs_max=10, max_steps=400)
     # SEAL's ARC TTT: LoRA r=128, alpha=16 on q,v,gate,up,down; batch 2; cosine schedule.
     c.inner = dict(lora_rank=128, lora_alpha=16.0, targets="q_proj,v_proj,gate_proj,up_proj,down_proj",
-                   batch_size=2, schedule="cosine", edits_per_chunk=4, max_len=2048)
+                   batch_size=2, schedule="cosine", edits_per_chunk=4, max_len=2048,
+                   length_buckets=4)  # steps run at S/4..S tokens, whichever holds their documents (1: always S)
     c.ttt = dict(leave_two_out=True, colour_perms=1, max_examples=64, views=8, attempts=2, max_new_tokens=1024)
     c.eval = dict(final_eval=True, self_edits=5, oracle_augmentations="basic,size,chain,repeat",
                   oracle_loss="output", oracle_lr=1e-4, oracle_epochs=3)

@@ -24,7 +24,8 @@ def get_config(arg: str = "demo"):
                        split_lines=True, drop_preamble=True, prefix_title=True, append_passage=True)
     # SEAL's TTT settings for knowledge: LoRA r=32, alpha=64 on q,v; lr 1e-3; 10 epochs; batch 1; linear decay.
     c.inner = dict(lora_rank=32, lora_alpha=64.0, targets="q_proj,v_proj", lr=1e-3, epochs=10, batch_size=1,
-                   schedule="linear", edits_per_chunk=4, max_len=256)
+                   schedule="linear", edits_per_chunk=4, max_len=256,
+                   length_buckets=4)  # steps run at S/4..S tokens, whichever holds their documents (1: always S)
     # grader: exact | contains | f1 | judge-http (an OpenAI-compatible endpoint: judge_url + judge_model names the
     # endpoint's model) | judge-model (judge_model: a seal-jax model path or name, e.g. smollm2-135m)
     c.eval = dict(grader="contains", judge_url="", judge_model="", max_new_tokens=64, eval_repeats=1,

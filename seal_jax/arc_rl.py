@@ -17,19 +17,13 @@ import jax
 import numpy as np
 
 from seal_jax.domains import arc as A
-from seal_jax.inner import InnerConfig, pack_edits, summarize, tokenize_document, train_in_chunks
-from seal_jax.model.lora import LoraSpec
+from seal_jax.inner import inner_config, pack_edits, summarize, tokenize_document, train_in_chunks
 from seal_jax.outer import keep_successful, outer_update
 from seal_jax.sampling import SamplingConfig, generate, generate_in_batches
 from seal_jax.tokenizer import chat_prompt
 from seal_jax.workdir import Workdir
 
 log = logging.getLogger(__name__)
-
-
-def inner_config(c) -> InnerConfig:
-    return InnerConfig(lora=LoraSpec(c.lora_rank, float(c.lora_alpha), tuple(c.targets.split(","))),
-                       batch_size=c.batch_size, schedule=c.schedule)
 
 
 def limits(c) -> A.Limits:

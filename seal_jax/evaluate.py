@@ -21,7 +21,8 @@ import jax
 import numpy as np
 
 from seal_jax.domains import knowledge as K
-from seal_jax.knowledge_rl import adapt_and_grade, baseline, doc_options, inner_config, sample_self_edits
+from seal_jax.inner import inner_config
+from seal_jax.knowledge_rl import adapt_and_grade, baseline, doc_options, sample_self_edits
 
 log = logging.getLogger(__name__)
 

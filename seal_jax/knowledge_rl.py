@@ -22,8 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from seal_jax.domains import knowledge as K
-from seal_jax.inner import InnerConfig, pack_edits, summarize, take_edits, tokenize_document, train_in_chunks
-from seal_jax.model.lora import LoraSpec
+from seal_jax.inner import (InnerConfig, inner_config, pack_edits, summarize, take_edits, tokenize_document,
+                            train_in_chunks)
 from seal_jax.outer import keep_best, outer_update
 from seal_jax.sampling import SamplingConfig, generate_in_batches
 from seal_jax.scoring import answer_questions
@@ -31,11 +31,6 @@ from seal_jax.tokenizer import chat_prompt
 from seal_jax.workdir import Workdir
 
 log = logging.getLogger(__name__)
-
-
-def inner_config(c) -> InnerConfig:
-    return InnerConfig(lora=LoraSpec(c.lora_rank, float(c.lora_alpha), tuple(c.targets.split(","))),
-                       batch_size=c.batch_size, schedule=c.schedule)
 
 
 def doc_options(c) -> K.DocOptions:

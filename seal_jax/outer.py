@@ -50,7 +50,8 @@ def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], rl
     if mode != "lora":
         raise ValueError(f"rl.mode {mode!r}; choose lora or full")
     ocfg = InnerConfig(lora=LoraSpec(rl.lora_rank, float(rl.lora_alpha), tuple(rl.targets.split(","))),
-                       batch_size=rl.batch_size, schedule="linear")
+                       batch_size=rl.batch_size, schedule="linear",
+                       length_buckets=1)  # one edit, compiled anew each iteration: buckets would cost more than save
     packed = pack_edits([docs], [rl.lr], [rl.epochs], batch_size=rl.batch_size, max_len=rl.max_len)
     edits, hp = packed.arrays()
     lora, metrics = inner_train_edits(params, edits, jnp.asarray(key)[None], hp, cfg=cfg, icfg=ocfg, steps=packed.steps)
