@@ -187,14 +187,18 @@ def test_ttt_examples_longer_than_max_len_are_dropped_not_cut():
     assert short["train_examples"] == 0 and short["dropped_too_long"] == full["train_examples"]
 
 
-def test_arc_smoke_preset_end_to_end(tmp_path):
+def _run_cli(*args):
+    """`python -m seal_jax.<args>` from the repo root; it must succeed."""
     import os
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-m", "seal_jax.train", "--config=configs/arc.py:smoke",
-                          f"--workdir={tmp_path}"], cwd=root, capture_output=True, text=True, timeout=900)
+    out = subprocess.run([sys.executable, "-m", *args], cwd=root, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_arc_smoke_preset_end_to_end(tmp_path):
+    _run_cli("seal_jax.train", "--config=configs/arc.py:smoke", f"--workdir={tmp_path}")
     result = json.load(open(tmp_path / "eval.json"))
     assert set(result) == {"icl", "ttt_default", "oracle", "self_edit_before_rl", "self_edit_after_rl"}
     rows = [json.loads(line) for line in open(tmp_path / "records.jsonl")]
@@ -204,13 +208,7 @@ def test_arc_smoke_preset_end_to_end(tmp_path):
 
 def test_arc_evaluate_cli(tmp_path):
     """`python -m seal_jax.evaluate --config=configs/arc_eval.py:smoke`: every condition, JSON and plot."""
-    import os
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-m", "seal_jax.evaluate", "--config=configs/arc_eval.py:smoke",
-                          f"--out={tmp_path}"], cwd=root, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+    _run_cli("seal_jax.evaluate", "--config=configs/arc_eval.py:smoke", f"--out={tmp_path}")
     result = json.load(open(tmp_path / "eval.json"))
     assert set(result["success"]) == {"icl", "ttt_default", "oracle", "self_edit"}
     assert all(0.0 <= v <= 1.0 for v in result["success"].values()) and len(result["tasks"]) == 3
