@@ -142,7 +142,7 @@ def run_iteration(it: int, params, cfg, tok, tasks: Sequence[A.ArcTask], c, wd: 
                  "dropped_too_long": r["dropped_too_long"]} for r in results]
         wd.append_records(rows)
         records += rows
-    kept = keep_successful(sorted(records, key=lambda r: (r["task_id"], r["sample"])), c.rl.min_reward)
+    kept = keep_successful(records, "task_id", c.rl.min_reward)
     metrics = {"reward_mean": float(np.mean([r["reward"] for r in records])),
                "valid_fraction": float(np.mean([r["parsed"] is not None for r in records])),
                "tasks_solved": len({r["task_id"] for r in records if r["reward"] >= 1}),

@@ -36,12 +36,7 @@ def load_completions(path: str) -> dict[str, list[str]]:
     try:
         records = json.loads(text)
     except json.JSONDecodeError:
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            try:
-                records.append(json.loads(line)) if line.strip() else None
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {n} is not JSON ({e.msg}); expected a JSON list or JSON lines") from None
+        records = K.json_lines(text, path)
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a list of records, got {type(records).__name__}")
     out = {}

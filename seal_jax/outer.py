@@ -29,9 +29,9 @@ def keep_best(records: Sequence[dict], group: str, threshold: float, min_reward:
             and r["reward"] >= min_reward]
 
 
-def keep_successful(records: Sequence[dict], min_reward: float) -> list[dict]:
+def keep_successful(records: Sequence[dict], group: str, min_reward: float) -> list[dict]:
     """Every ok self-edit with reward >= min_reward, in (group, sample) order (ARC: all that solved the task)."""
-    return [r for r in records if r["ok"] and r["reward"] >= min_reward]
+    return [r for r in sorted(records, key=lambda r: (r[group], r["sample"])) if r["ok"] and r["reward"] >= min_reward]
 
 
 def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], rl, key):

@@ -75,7 +75,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     from seal_jax.evaluate import load_completions
     comp = tmp_path / "completions.jsonl"
     comp.write_text(json.dumps({"context": "c", "completions": ["x"]}) + "\n{broken\n")
-    with pytest.raises(ValueError, match="line 2 is not JSON"):
+    with pytest.raises(ValueError, match="line 2 is not readable as JSON"):
         load_completions(str(comp))
     for records, why in [(["just a string"], "record 0 has no 'completions' list"),
                          ([{"completions": ["x"]}], "record 0 has no 'context'"), ({"a": 1}, "expected a list")]:

@@ -84,6 +84,18 @@ def load_passages(source: str = "demo", limit: Optional[int] = None) -> list[Pas
     return passages[:limit] if limit else passages
 
 
+def json_lines(text: str, path: str) -> list:
+    """The values of a JSON-lines text; a bad line is an error naming its number."""
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {n} is not readable as JSON ({e.msg})") from None
+    return rows
+
+
 def _read_json_records(path: str) -> list[dict]:
     """Records of a local JSON (a list, or {"data": [...]}) or JSONL file, read through `datasets`."""
     import datasets
@@ -99,11 +111,7 @@ def _read_json_records(path: str) -> list[dict]:
     kw = {"field": "data"} if head.startswith("{") and '"data"' in head[:200] else {}
     if head.startswith("{") and not kw:  # JSON lines: name the first bad line (datasets' error does not)
         with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                try:
-                    json.loads(line) if line.strip() else None
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {n} is not readable as JSON ({e.msg})") from None
+            json_lines(f.read(), path)
     try:
         ds = datasets.load_dataset("json", data_files=path, split="train", **kw)
     except (DatasetGenerationError, ValueError, json.JSONDecodeError) as e:
