@@ -102,8 +102,41 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
 
 
+WORKLOAD_FIELDS = {"lora": dict, "epochs": int, "lr": (int, float), "batch_size": int, "max_new_tokens": int,
+                   "question_prompt": str, "edits": list}
+
+
+def load_workload(path: str) -> dict:
+    """Read and check an inner-loop workload file, naming the first problem before any model is loaded."""
+    try:
+        with open(path) as f:
+            workload = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"cannot read workload {path}: {e}")
+    if not isinstance(workload, dict):
+        raise SystemExit(f"workload {path}: expected a JSON object, got {type(workload).__name__}")
+    problems = [f"'{k}' should be {t.__name__ if isinstance(t, type) else 'a number'}"
+                for k, t in WORKLOAD_FIELDS.items() if not isinstance(workload.get(k), t)]
+    problems += [f"lora.{k} is missing" for k in ("rank", "alpha", "targets") if k not in (workload.get("lora") or {})]
+    edits = workload.get("edits") if isinstance(workload.get("edits"), list) else []
+    for i, e in enumerate(edits):
+        if not (isinstance(e, dict) and e.get("train") and all(isinstance(t, str) for t in e["train"])):
+            problems.append(f"edits[{i}].train should be a non-empty list of strings")
+        elif not (e.get("questions") and all(isinstance(q, dict) and isinstance(q.get("question"), str)
+                                             for q in e["questions"])):
+            problems.append(f"edits[{i}].questions should be a non-empty list of {{\"question\": ...}} objects")
+    if isinstance(workload.get("edits"), list) and not edits:
+        problems.append("'edits' is empty")
+    if problems:
+        raise SystemExit(f"workload {path}: " + "; ".join(problems))
+    return workload
+
+
 def run_inner_workload(params, cfg, tok, workload: dict, edits_per_chunk: int, seed: int = 0):
-    """The workload's work in seal-jax: pack, train all edits (vmapped, chunked), answer all questions."""
+    """The workload's work in seal-jax: pack, train all edits (vmapped, chunked), answer all questions.
+
+    Returns (answers [[str]] per edit, packed edits, {"train_s", "answer_s"}: wall time of each phase).
+    """
     import jax
     from seal_jax.inner import InnerConfig, pack_edits, tokenize_document, train_in_chunks
     from seal_jax.model.lora import LoraSpec
@@ -117,20 +150,25 @@ def run_inner_workload(params, cfg, tok, workload: dict, edits_per_chunk: int, s
                         [workload["lr"]] * len(edits), [workload["epochs"]] * len(edits),
                         batch_size=icfg.batch_size)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(edits))
-    answers, t_train, t_answer = [], 0.0, 0.0
-    for start, stop, lora, _ in train_in_chunks(params, cfg, icfg, packed, keys, edits_per_chunk):
+    answers, phases = [], {"train_s": 0.0, "answer_s": 0.0}
+    chunks = train_in_chunks(params, cfg, icfg, packed, keys, edits_per_chunk)
+    while True:
         t0 = time.perf_counter()
+        chunk = next(chunks, None)
+        if chunk is None:
+            break
+        start, stop, lora, _ = chunk
         jax.block_until_ready(lora)
         t1 = time.perf_counter()
         rows = [(i - start, q["question"]) for i in range(start, stop) for q in edits[i]["questions"]]
         out = answer_questions(params, cfg, tok, [q for _, q in rows], template=workload["question_prompt"],
                                max_new_tokens=workload["max_new_tokens"], lora=lora, lora_scale=icfg.lora.scale,
                                row_lora=[r for r, _ in rows])
-        t_answer += time.perf_counter() - t1
-        t_train += t1 - t0
+        phases["train_s"] += t1 - t0
+        phases["answer_s"] += time.perf_counter() - t1
         it = iter(out.texts)
         answers += [[next(it) for _ in edits[i]["questions"]] for i in range(start, stop)]
-    return answers, packed
+    return answers, packed, phases
 
 
 def bench_inner(args) -> dict:
@@ -138,8 +176,7 @@ def bench_inner(args) -> dict:
     import jax.numpy as jnp
     from seal_jax.weights import load_model, resolve_model_path
 
-    with open(args.workload) as f:
-        workload = json.load(f)
+    workload = load_workload(args.workload)
     cfg, params, tok = load_model(args.model, dtype=jnp.dtype(args.dtype))
     cfg = cfg.replace(remat=args.remat)
     peer_model = None
@@ -147,16 +184,16 @@ def bench_inner(args) -> dict:
         from seal_jax.bench_peer import run_hf_peft
         peer_model = load_hf_torch_model(resolve_model_path(args.model), args.dtype)
     run = lambda: run_inner_workload(params, cfg, tok, workload, args.edits_per_chunk)
-    (answers, packed), cold = _timed(run)
+    _, cold = _timed(run)
     # Rounds alternate seal-jax and the peer, so a burst of load on a shared machine hits both; best of each.
-    warms, peers = [], []
+    rounds, peers = [], []
     for _ in range(args.repeats):
-        (answers, packed), t = _timed(run)
-        warms.append(t)
+        (answers, packed, phases), t = _timed(run)
+        rounds.append((t, phases))
         if peer_model is not None:
             peer = run_hf_peft(peer_model, tok, workload)
             peers.append(peer["seconds"])
-    warm = min(warms)
+    warm, phases = min(rounds, key=lambda r: r[0])
     tokens = packed.train_tokens()
     mean_len = tokens / max(1, int((packed.seq_valid.sum(-1) * packed.epochs).sum()))
     train_flops = 2 * cfg.flops_per_token(int(mean_len)) * tokens  # forward + backward to activations
@@ -164,14 +201,12 @@ def bench_inner(args) -> dict:
     result = {"bench": "inner", "model": args.model, "backend": jax.default_backend(), "remat": cfg.remat,
               "dtype": args.dtype, "edits": len(workload["edits"]), "edits_per_chunk": args.edits_per_chunk,
               "train_tokens": tokens, "padded_shape": list(packed.tokens.shape), "steps": packed.steps,
-              "cold_s": round(cold, 2), "warm_s": round(warm, 2), "warm_s_rounds": [round(t, 2) for t in warms],
+              "cold_s": round(cold, 2), "warm_s": round(warm, 2), "warm_s_rounds": [round(t, 2) for t, _ in rounds],
+              "train_s": round(phases["train_s"], 2), "answer_s": round(phases["answer_s"], 2),
               "answers": answers,
-              "matmul_peak_gflops": round(peak, 1), "train_model_gflop": round(train_flops / 1e9, 1)}
-    # MFU of the training phase alone, from a third run split into phases
-    import seal_jax.bench as me
-    t_train = me._train_only_seconds(params, cfg, tok, workload, args.edits_per_chunk)
-    result["train_s"] = round(t_train, 2)
-    result["train_mfu"] = round(train_flops / t_train / (peak * 1e9), 3)
+              "matmul_peak_gflops": round(peak, 1), "train_model_gflop": round(train_flops / 1e9, 1),
+              # model FLOPs utilisation of the training phase of the best warm round
+              "train_mfu": round(train_flops / phases["train_s"] / (peak * 1e9), 3)}
     if peers:
         result["peer_hf_peft_s"] = round(min(peers), 2)
         result["peer_s_rounds"] = [round(t, 2) for t in peers]
@@ -180,23 +215,6 @@ def bench_inner(args) -> dict:
         result["answers_equal_peer"] = sum(a == b for x, y in zip(answers, peer["answers"]) for a, b in zip(x, y))
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result
-
-
-def _train_only_seconds(params, cfg, tok, workload, edits_per_chunk) -> float:
-    import jax
-    from seal_jax.inner import InnerConfig, pack_edits, tokenize_document, train_in_chunks
-    from seal_jax.model.lora import LoraSpec
-    lw = workload["lora"]
-    icfg = InnerConfig(lora=LoraSpec(lw["rank"], float(lw["alpha"]), tuple(lw["targets"])),
-                       batch_size=workload["batch_size"])
-    edits = workload["edits"]
-    packed = pack_edits([[tokenize_document(tok, t) for t in e["train"]] for e in edits],
-                        [workload["lr"]] * len(edits), [workload["epochs"]] * len(edits), batch_size=icfg.batch_size)
-    keys = jax.random.split(jax.random.PRNGKey(0), len(edits))
-    t0 = time.perf_counter()
-    for _, _, lora, _ in train_in_chunks(params, cfg, icfg, packed, keys, edits_per_chunk):
-        jax.block_until_ready(lora)
-    return time.perf_counter() - t0
 
 
 def main(argv=None):

@@ -1,0 +1,52 @@
+"""`python -m seal_jax.bench inner`: the reported work is the workload's, and the answers match the peer's.
+
+The peer (HF transformers + PEFT, one edit at a time) is the trusted reference: trained the same way and
+decoding greedily, its answers must equal ours.
+"""
+import json
+
+import pytest
+
+from seal_jax import bench
+
+WORKLOAD = {
+    "lora": {"rank": 8, "alpha": 16, "targets": ["q_proj", "v_proj"]}, "epochs": 2, "lr": 1e-3, "batch_size": 1,
+    "max_new_tokens": 6, "question_prompt": "Answer briefly.\nQuestion: {question}",
+    "edits": [
+        {"train": ["Zorblax is the capital of Quintaria.", "Quintaria exports blue salt."],
+         "questions": [{"question": "What is the capital of Quintaria?", "answer": "Zorblax"}]},
+        {"train": ["The Vellum river flows north."],
+         "questions": [{"question": "Which way does the Vellum river flow?", "answer": "north"},
+                       {"question": "Name a river.", "answer": "Vellum"}]},
+    ],
+}
+
+
+def test_bench_inner_reports_the_workload_and_matches_the_peer(tmp_path, capsys, smollm):
+    path = tmp_path / "workload.json"
+    path.write_text(json.dumps(WORKLOAD))
+    bench.main(["inner", "--workload", str(path), "--repeats", "1", "--edits-per-chunk", "1"])
+    out = json.loads(capsys.readouterr().out)
+    tok = smollm[2]
+    docs = [t for e in WORKLOAD["edits"] for t in e["train"]]
+    assert out["train_tokens"] == WORKLOAD["epochs"] * sum(len(tok.encode(t, add_special_tokens=False)) + 1 for t in docs)
+    assert out["edits"] == 2 and [len(a) for a in out["answers"]] == [1, 2]
+    assert out["answers"] == out["peer_answers"] and out["answers_equal_peer"] == 3
+    assert 0 < out["train_s"] + out["answer_s"] <= out["warm_s"] and out["speedup_vs_peer"] > 0
+    assert 0 < out["train_mfu"] < 1 and out["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"lr": "fast"}, "'lr' should be a number"),
+    ({"lora": {"rank": 8}}, "lora.alpha is missing"),
+    ({"edits": []}, "'edits' is empty"),
+    ({"edits": [{"train": ["x"], "questions": []}]}, "edits[0].questions should be a non-empty list"),
+])
+def test_bad_workload_is_named_before_any_model_loads(tmp_path, change, message):
+    path = tmp_path / "workload.json"
+    path.write_text(json.dumps({**WORKLOAD, **change}))
+    with pytest.raises(SystemExit, match=message.replace("[", r"\[").replace("]", r"\]")):
+        bench.main(["inner", "--workload", str(path), "--model", str(tmp_path / "no-such-model")])
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(SystemExit, match="cannot read workload"):
+        bench.main(["inner", "--workload", str(tmp_path / "broken.json")])
