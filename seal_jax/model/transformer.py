@@ -99,30 +99,46 @@ def _proj(x, p: dict, lora: Optional[dict], scale: float):
     return y
 
 
+def attend(q, k, v, mask):
+    """Grouped-query attention. q: [B, S, Hq, Dh]; k, v: [B, Hkv, T, Dh]; mask: bool [B, S, T] -> [B, S, Hq*Dh].
+
+    Query head i reads key/value head i // (Hq / Hkv), as HF's `repeat_kv`. Keys are head-major, the KV
+    cache's layout, so neither einsum needs a transposed copy. Scores and softmax are float32.
+    """
+    B, S, Hq, Dh = q.shape
+    Hkv = k.shape[1]
+    qg = q.reshape(B, S, Hkv, Hq // Hkv, Dh)
+    scores = jnp.einsum("bskgd,bktd->bkgst", qg, k, preferred_element_type=jnp.float32) / jnp.sqrt(Dh)
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)  # a row with no key: uniform
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgst,bktd->bkgsd", probs, v)  # [B, Hkv, G, S, Dh]: v stays the contiguous operand
+    return out.transpose(0, 3, 1, 2, 4).reshape(B, S, Hq * Dh)
+
+
 def _layer(cfg: ModelConfig, lora_scale: float, h, lp, lora, kv, positions, key_valid, q_slot, inv_freq):
-    """One decoder layer. h: [B, S, D]; kv: None or (k, v) cache [B, T, Hkv, Dh] to write at q_slot[0]."""
+    """One decoder layer. h: [B, S, D]. kv: None, or (k, v, layer, index) with the whole cache k, v
+    [L, B, Hkv, T, Dh]: this step's keys/values are written at slot `index` of `layer`, in place."""
     B, S, _ = h.shape
     lo = lambda name: None if lora is None else lora.get(name)
+    heads_first = lambda t: t.reshape(B, S, cfg.num_kv_heads, cfg.head_dim).transpose(0, 2, 1, 3)
     x = rms_norm(h, lp["attn_norm"], cfg.rms_norm_eps)
     q = _proj(x, lp["q_proj"], lo("q_proj"), lora_scale).reshape(B, S, cfg.num_heads, cfg.head_dim)
     k = _proj(x, lp["k_proj"], lo("k_proj"), lora_scale).reshape(B, S, cfg.num_kv_heads, cfg.head_dim)
-    v = _proj(x, lp["v_proj"], lo("v_proj"), lora_scale).reshape(B, S, cfg.num_kv_heads, cfg.head_dim)
-    q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-    if kv is not None:  # write this step's keys/values into the cache, attend over the whole cache
-        k = jax.lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), q_slot[0], axis=1)
-        v = jax.lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), q_slot[0], axis=1)
-        new_kv = (k, v)
-    else:
-        new_kv = None
-    k_slot = jnp.arange(k.shape[1])
-    mask = (k_slot[None, :] <= q_slot[:, None])[None, None] & key_valid[:, None, None, :]  # [B, 1, S, T]
-    attn = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)
-    h = h + _proj(attn.reshape(B, S, cfg.q_dim), lp["o_proj"], lo("o_proj"), lora_scale)
+    v = heads_first(_proj(x, lp["v_proj"], lo("v_proj"), lora_scale))
+    q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq).transpose(0, 2, 1, 3)
+    if kv is not None:  # write into the cache, attend over this layer's whole cache
+        k_all, v_all, layer, index = kv
+        k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, 0, index, 0))
+        v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, 0, index, 0))
+        k, v, kv = k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), (k_all, v_all)
+    k_slot = jnp.arange(k.shape[2])
+    mask = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]  # [B, S, T]
+    h = h + _proj(attend(q, k, v, mask), lp["o_proj"], lo("o_proj"), lora_scale)
     x = rms_norm(h, lp["mlp_norm"], cfg.rms_norm_eps)
     gate = _proj(x, lp["gate_proj"], lo("gate_proj"), lora_scale)
     up = _proj(x, lp["up_proj"], lo("up_proj"), lora_scale)
     h = h + _proj(jax.nn.silu(gate) * up, lp["down_proj"], lo("down_proj"), lora_scale)
-    return h, new_kv
+    return h, kv
 
 
 def _remat(fn, policy: str):
@@ -147,22 +163,26 @@ def forward(params: dict, cfg: ModelConfig, tokens, positions, token_mask, *, lo
     h = params["embed"][tokens]
     inv_freq = rope_inv_freq(cfg)
     if cache is None:
-        q_slot = jnp.arange(S)
-        key_valid, kv_xs = token_mask, None
+        q_slot, key_valid = jnp.arange(S), token_mask
     else:
         q_slot = cache["index"] + jnp.arange(S)
         key_valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], token_mask, cache["index"], axis=1)
-        kv_xs = (cache["k"], cache["v"])
-
-    def body(h, xs):
-        lp, lo, kv = xs
-        return _layer(cfg, lora_scale, h, lp, lo, kv, positions, key_valid, q_slot, inv_freq)
-
-    h, new_kv = jax.lax.scan(_remat(body, cfg.remat), h, (params["layers"], lora, kv_xs))
-    h = rms_norm(h, params["final_norm"], cfg.rms_norm_eps)
+    layer_fn = lambda h, lp, lo, kv: _layer(cfg, lora_scale, h, lp, lo, kv, positions, key_valid, q_slot, inv_freq)
     if cache is None:
-        return h, None
-    return h, {"k": new_kv[0], "v": new_kv[1], "valid": key_valid, "index": cache["index"] + S}
+        h, _ = jax.lax.scan(_remat(lambda h, xs: (layer_fn(h, *xs, None)[0], None), cfg.remat), h,
+                            (params["layers"], lora))
+    else:  # the cache rides in the carry, so each layer updates it in place
+
+        def body(carry, xs):
+            h, k_all, v_all = carry
+            lp, lo, layer = xs
+            h, (k_all, v_all) = layer_fn(h, lp, lo, (k_all, v_all, layer, cache["index"]))
+            return (h, k_all, v_all), None
+
+        (h, k_all, v_all), _ = jax.lax.scan(body, (h, cache["k"], cache["v"]),
+                                            (params["layers"], lora, jnp.arange(cfg.num_layers)))
+        cache = {"k": k_all, "v": v_all, "valid": key_valid, "index": cache["index"] + S}
+    return rms_norm(h, params["final_norm"], cfg.rms_norm_eps), cache
 
 
 def logits_from_hidden(params: dict, hidden):  # hidden [..., D] -> float32 [..., V]
