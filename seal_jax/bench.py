@@ -1,7 +1,7 @@
 """Benchmarks that print one JSON line each, peers measured in the same process run.
 
     python -m seal_jax.bench generate [--model smollm2-135m] [--max-new-tokens 64]
-    python -m seal_jax.bench inner --workload ../shared/bench/inner_workload.json [--edits-per-chunk 4]
+    python -m seal_jax.bench inner --workload ../shared/bench/inner_workload.json [--edits-per-chunk 4] [--profile DIR]
 
 Speed on a shared machine is noisy, so every figure that matters is a ratio against a peer timed in the
 same run (HF transformers on torch, when torch is installed).
@@ -194,6 +194,15 @@ def bench_inner(args) -> dict:
             peer = run_hf_peft(peer_model, tok, workload)
             peers.append(peer["seconds"])
     warm, phases = min(rounds, key=lambda r: r[0])
+    profile = None
+    if args.profile:  # one more seal-jax round under jax.profiler: where its wall-clock time goes
+        from seal_jax.profiling import wall_breakdown, xla_op_events
+        jax.profiler.start_trace(args.profile)
+        try:
+            run()
+        finally:
+            jax.profiler.stop_trace()
+        profile = {"trace_dir": args.profile, **wall_breakdown(xla_op_events(args.profile))}
     tokens = packed.train_tokens()
     mean_len = tokens / max(1, int((packed.seq_valid.sum(-1) * packed.epochs).sum()))
     train_flops = 2 * cfg.flops_per_token(int(mean_len)) * tokens  # forward + backward to activations
@@ -213,6 +222,8 @@ def bench_inner(args) -> dict:
         result["speedup_vs_peer"] = round(min(peers) / warm, 2)
         result["peer_answers"] = peer["answers"]
         result["answers_equal_peer"] = sum(a == b for x, y in zip(answers, peer["answers"]) for a, b in zip(x, y))
+    if profile is not None:
+        result["profile"] = profile
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result
 
@@ -234,6 +245,8 @@ def main(argv=None):
                    help="base weights and compute, for seal-jax and the peer alike (LoRA and Adam stay float32)")
     i.add_argument("--repeats", type=int, default=2, help="warm rounds, alternating seal-jax and the peer; best of each")
     i.add_argument("--no-peer", action="store_true", help="skip the HF transformers + PEFT peer")
+    i.add_argument("--profile", metavar="DIR", help="trace one more seal-jax round into DIR (jax.profiler) and "
+                   "report its wall-clock time by jitted function and kind of XLA op")
     args = parser.parse_args(argv)
     result = {"generate": bench_generate, "inner": bench_inner}[args.which](args)
     print(json.dumps(result), flush=True)

@@ -25,7 +25,8 @@ WORKLOAD = {
 def test_bench_inner_reports_the_workload_and_matches_the_peer(tmp_path, capsys, smollm):
     path = tmp_path / "workload.json"
     path.write_text(json.dumps(WORKLOAD))
-    bench.main(["inner", "--workload", str(path), "--repeats", "1", "--edits-per-chunk", "1"])
+    bench.main(["inner", "--workload", str(path), "--repeats", "1", "--edits-per-chunk", "1",
+                "--profile", str(tmp_path / "trace")])
     out = json.loads(capsys.readouterr().out)
     tok = smollm[2]
     docs = [t for e in WORKLOAD["edits"] for t in e["train"]]
@@ -34,6 +35,10 @@ def test_bench_inner_reports_the_workload_and_matches_the_peer(tmp_path, capsys,
     assert out["answers"] == out["peer_answers"] and out["answers_equal_peer"] == 3
     assert 0 < out["train_s"] + out["answer_s"] <= out["warm_s"] and out["speedup_vs_peer"] > 0
     assert 0 < out["train_mfu"] < 1 and out["peak_rss_mb"] > 0
+    prof = out["profile"]  # the traced round: both jitted phases seen, shares add up to the traced wall time
+    assert {"jit_inner_train_edits", "jit__generate"} <= set(prof["by_module"])
+    assert abs(sum(prof["by_kind"].values()) + prof["idle_ms"] - prof["wall_ms"]) < 0.01 * prof["wall_ms"] + 1
+    assert prof["by_kind"]["matmul"] > 0
 
 
 @pytest.mark.parametrize("change, message", [
@@ -50,3 +55,14 @@ def test_bad_workload_is_named_before_any_model_loads(tmp_path, change, message)
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(SystemExit, match="cannot read workload"):
         bench.main(["inner", "--workload", str(tmp_path / "broken.json")])
+
+
+def test_wall_breakdown_shares_overlapping_ops_against_closed_form():
+    from seal_jax.profiling import wall_breakdown
+    # A [0, 10) and B [5, 15) overlap for 5 us; nothing runs in [15, 20); C [20, 30)
+    events = [("jit_train", "ynn_fusion.3", 0.0, 10.0), ("jit_train", "copy.1", 5.0, 10.0),
+              ("jit__generate", "dynamic-slice_fusion", 20.0, 10.0)]
+    out = wall_breakdown([(m, o, t * 1e3, d * 1e3) for m, o, t, d in events])  # us -> reported in ms
+    assert out["wall_ms"] == 30.0 and out["idle_ms"] == 5.0
+    assert out["by_module"] == {"jit_train": 15.0, "jit__generate": 10.0}
+    assert out["by_kind"] == {"weight or cache slice": 10.0, "matmul": 7.5, "copy or transpose": 7.5}
