@@ -128,7 +128,8 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, 
             it = flat[start + j][0]
             accs = [float(np.mean(per_edit[j + r]["scores"])) if summary[j + r]["ok"] else 0.0 for r in range(reps)]
             failed = [summary[j + r]["reason"] for r in range(reps) if not summary[j + r]["ok"]]
-            results.append({"item": it, "reward": float(np.mean(accs)), "answers": per_edit[j]["answers"],
+            results.append({"item": it, "reward": float(np.mean(accs)), "repeat_rewards": accs,
+                            "answers": per_edit[j]["answers"],
                             "train_tokens": take_edits(packed, start + j, start + j + reps).train_tokens(),
                             "ok": not failed, "reason": failed[0] if failed else None,
                             "final_loss": summary[j]["last_loss"], "truncated_docs": packed.truncated,

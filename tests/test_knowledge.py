@@ -321,3 +321,36 @@ def test_evaluate_cli_and_every_cli_defines_its_flags(tmp_path):
     result = json.load(open(tmp_path / "eval.json"))
     assert result["passages"] == 2 and set(result["accuracy"]) == {"base", "passage"}
     assert (tmp_path / "conditions.png").stat().st_size > 0
+
+
+def test_eval_repeats_average_independent_trainings(monkeypatch):
+    """eval_repeats=2: repeat 0 is the eval_repeats=1 training (same key), and the reward is the mean."""
+    import importlib.util
+    from seal_jax import knowledge_rl as KR
+    from seal_jax.inner import inner_config
+    from seal_jax.train import build_model
+    spec = importlib.util.spec_from_file_location("kn", os.path.join(ROOT, "configs", "knowledge.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config("smoke")
+    cfg, params, tok = build_model(c.model)
+    # a grade that depends on the answer text, so a repeat's accuracy follows its own answers
+    monkeypatch.setattr(KR, "grade_answers", lambda ev, qs, preds, golds: (
+        [sum(map(ord, p)) % 7 / 6 for p in preds], [False] * len(preds)))
+    passages = [K.Passage(f"p{i}", f"Place {i}", f"Place {i} was founded in {1800 + i}.",
+                          ((f"When was Place {i} founded?", str(1800 + i)), ("Who lives there?", "Nobody")))
+                for i in range(3)]
+    items = [{"uid": i, "docs": [f"Place {i} is old.", p.context], "passages": [p]} for i, p in enumerate(passages)]
+
+    def run(reps):
+        ev = c.eval.copy_and_resolve_references()
+        ev.eval_repeats = reps
+        return [r for chunk in KR.adapt_and_grade(params, cfg, tok, items, inner_config(c.inner), c.inner, ev,
+                                                 jax.random.PRNGKey(3), "test") for r in chunk]
+
+    one, two = run(1), run(2)
+    assert [r["item"]["uid"] for r in two] == [0, 1, 2]
+    for a, b in zip(one, two):
+        assert len(b["repeat_rewards"]) == 2 and b["repeat_rewards"][0] == pytest.approx(a["reward"])
+        assert b["reward"] == pytest.approx(np.mean(b["repeat_rewards"]))
+        assert b["answers"] == a["answers"] and b["train_tokens"] == 2 * a["train_tokens"]
