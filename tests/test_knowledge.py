@@ -250,16 +250,21 @@ def test_model_judge_is_a_grader_and_failures_are_flagged():
         grade_answers(ev, ["q"], ["a"], ["a"])
 
 
-def test_evaluate_conditions_cpt_continual_and_file(tmp_path):
-    """The evaluation paths on a tiny random model: every condition runs, shapes and plots are right."""
-    from seal_jax import evaluate as E
-    from seal_jax.train import build_model
+def smoke_config_and_model(config_file: str):
+    """The `smoke` preset of configs/<config_file> and its tiny random model: (config, (cfg, params, tok))."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("kc", os.path.join(ROOT, "configs", "knowledge_eval.py"))
+    from seal_jax.train import build_model
+    spec = importlib.util.spec_from_file_location(config_file[:-3], os.path.join(ROOT, "configs", config_file))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = mod.get_config("smoke")
-    cfg, params, tok = build_model(c.model)
+    return c, build_model(c.model)
+
+
+def test_evaluate_conditions_cpt_continual_and_file(tmp_path):
+    """The evaluation paths on a tiny random model: every condition runs, shapes and plots are right."""
+    from seal_jax import evaluate as E
+    c, (cfg, params, tok) = smoke_config_and_model("knowledge_eval.py")
     passages = [K.Passage(f"p{i}", f"Place {i}", f"Place {i} was founded in {1800 + i} by Ada Vell.",
                           ((f"When was Place {i} founded?", str(1800 + i)), ("Who founded it?", "Ada Vell")))
                 for i in range(3)]
@@ -325,15 +330,9 @@ def test_evaluate_cli_and_every_cli_defines_its_flags(tmp_path):
 
 def test_eval_repeats_average_independent_trainings(monkeypatch):
     """eval_repeats=2: repeat 0 is the eval_repeats=1 training (same key), and the reward is the mean."""
-    import importlib.util
     from seal_jax import knowledge_rl as KR
     from seal_jax.inner import inner_config
-    from seal_jax.train import build_model
-    spec = importlib.util.spec_from_file_location("kn", os.path.join(ROOT, "configs", "knowledge.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config("smoke")
-    cfg, params, tok = build_model(c.model)
+    c, (cfg, params, tok) = smoke_config_and_model("knowledge.py")
     # a grade that depends on the answer text, so a repeat's accuracy follows its own answers
     monkeypatch.setattr(KR, "grade_answers", lambda ev, qs, preds, golds: (
         [sum(map(ord, p)) % 7 / 6 for p in preds], [False] * len(preds)))
