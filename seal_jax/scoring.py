@@ -53,7 +53,7 @@ def answer_logprobs(params, cfg: ModelConfig, tok, questions: Sequence[str], ans
     for prompt, answer in zip(question_prompts(tok, questions, template), answers):
         a = tok.encode(answer, add_special_tokens=False)
         seqs.append((prompt + a, [0] * len(prompt) + [1] * len(a)))
-    B, S = round_up(row_bucket(n), batch_multiple(params)), max(16, -(-max(len(t) for t, _ in seqs) // 16) * 16)
+    B, S = round_up(row_bucket(n), batch_multiple(params)), round_up(max(len(t) for t, _ in seqs), 16)
     tokens, mask = np.zeros((B, S), np.int32), np.zeros((B, S), np.int32)
     for i, (t, m) in enumerate(seqs):
         tokens[i, :len(t)], mask[i, :len(m)] = t, m

@@ -120,17 +120,18 @@ def _layer(cfg: ModelConfig, lora_scale: float, h, lp, lora, kv, positions, key_
     [L, B, Hkv, T, Dh]: this step's keys/values are written at slot `index` of `layer`, in place."""
     B, S, _ = h.shape
     lo = lambda name: None if lora is None else lora.get(name)
-    heads_first = lambda t: t.reshape(B, S, cfg.num_kv_heads, cfg.head_dim).transpose(0, 2, 1, 3)
+    heads_first = lambda t: t.transpose(0, 2, 1, 3)  # [B, S, H, Dh] -> [B, H, S, Dh]
     x = rms_norm(h, lp["attn_norm"], cfg.rms_norm_eps)
     q = _proj(x, lp["q_proj"], lo("q_proj"), lora_scale).reshape(B, S, cfg.num_heads, cfg.head_dim)
     k = _proj(x, lp["k_proj"], lo("k_proj"), lora_scale).reshape(B, S, cfg.num_kv_heads, cfg.head_dim)
-    v = heads_first(_proj(x, lp["v_proj"], lo("v_proj"), lora_scale))
-    q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq).transpose(0, 2, 1, 3)
+    v = _proj(x, lp["v_proj"], lo("v_proj"), lora_scale).reshape(B, S, cfg.num_kv_heads, cfg.head_dim)
+    q, k, v = apply_rope(q, positions, inv_freq), heads_first(apply_rope(k, positions, inv_freq)), heads_first(v)
+    new_kv = None
     if kv is not None:  # write into the cache, attend over this layer's whole cache
         k_all, v_all, layer, index = kv
         k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, 0, index, 0))
         v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, 0, index, 0))
-        k, v, kv = k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), (k_all, v_all)
+        k, v, new_kv = k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), (k_all, v_all)
     k_slot = jnp.arange(k.shape[2])
     mask = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]  # [B, S, T]
     h = h + _proj(attend(q, k, v, mask), lp["o_proj"], lo("o_proj"), lora_scale)
@@ -138,7 +139,7 @@ def _layer(cfg: ModelConfig, lora_scale: float, h, lp, lora, kv, positions, key_
     gate = _proj(x, lp["gate_proj"], lo("gate_proj"), lora_scale)
     up = _proj(x, lp["up_proj"], lo("up_proj"), lora_scale)
     h = h + _proj(jax.nn.silu(gate) * up, lp["down_proj"], lo("down_proj"), lora_scale)
-    return h, kv
+    return h, new_kv
 
 
 def _remat(fn, policy: str):
