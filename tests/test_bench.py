@@ -33,7 +33,8 @@ def test_bench_inner_reports_the_workload_and_matches_the_peer(tmp_path, capsys,
     assert out["train_tokens"] == WORKLOAD["epochs"] * sum(len(tok.encode(t, add_special_tokens=False)) + 1 for t in docs)
     assert out["edits"] == 2 and [len(a) for a in out["answers"]] == [1, 2]
     assert out["answers"] == out["peer_answers"] and out["answers_equal_peer"] == 3
-    assert 0 < out["train_s"] + out["answer_s"] <= out["warm_s"] and out["speedup_vs_peer"] > 0
+    # the phases lie inside the timed round; each figure is rounded to 0.01 s, hence the 0.015 s slack
+    assert 0 < out["train_s"] + out["answer_s"] <= out["warm_s"] + 0.015 and out["speedup_vs_peer"] > 0
     assert 0 < out["train_mfu"] < 1 and out["peak_rss_mb"] > 0
     prof = out["profile"]  # the traced round: both jitted phases seen, shares add up to the traced wall time
     assert {"jit_inner_train_edits", "jit__generate"} <= set(prof["by_module"])
