@@ -118,14 +118,15 @@ def load_workload(path: str) -> dict:
     problems = [f"'{k}' should be {t.__name__ if isinstance(t, type) else 'a number'}"
                 for k, t in WORKLOAD_FIELDS.items() if not isinstance(workload.get(k), t)]
     problems += [f"lora.{k} is missing" for k in ("rank", "alpha", "targets") if k not in (workload.get("lora") or {})]
-    edits = workload.get("edits") if isinstance(workload.get("edits"), list) else []
+    raw_edits = workload.get("edits")
+    edits = raw_edits if isinstance(raw_edits, list) else []  # not a list: named by the field check above
     for i, e in enumerate(edits):
         if not (isinstance(e, dict) and e.get("train") and all(isinstance(t, str) for t in e["train"])):
             problems.append(f"edits[{i}].train should be a non-empty list of strings")
         elif not (e.get("questions") and all(isinstance(q, dict) and isinstance(q.get("question"), str)
                                              for q in e["questions"])):
             problems.append(f"edits[{i}].questions should be a non-empty list of {{\"question\": ...}} objects")
-    if isinstance(workload.get("edits"), list) and not edits:
+    if raw_edits == []:
         problems.append("'edits' is empty")
     if problems:
         raise SystemExit(f"workload {path}: " + "; ".join(problems))

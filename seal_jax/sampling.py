@@ -3,8 +3,9 @@
 Prompts of different lengths are left-padded into one `[B, P]` batch, so every row writes the same cache
 slot at every step. B and P are rounded up to buckets (B: 1, 2, 4, then multiples of 4; P: powers of two)
 and `max_new_tokens` is static, so a run that keeps its settings compiles once. Rows stop independently on
-any stop token; the loop ends when all rows have stopped. An optional LoRA is either shared by all rows or picked per row from a stack of
-adapters (`row_lora`: the index of each prompt's adapter), which is how E self-edits are scored at once.
+any stop token; the loop ends when all rows have stopped. An optional LoRA is either shared by all rows or
+picked per row from a stack of adapters (`row_lora`: the index of each prompt's adapter), which is how E
+self-edits are scored at once.
 """
 from __future__ import annotations
 
