@@ -139,10 +139,10 @@ def absorb(model: str, docs_path: str, out: str, *, prompt="implications", sampl
            epochs=6, seed=0, dry_run=False, overwrite=False, merge: Optional[str] = None, log=print) -> dict:
     import jax
     from seal_jax.domains import knowledge as K
-    from seal_jax.inner import InnerConfig, pack_edits, summarize, tokenize_document, train_in_chunks
+    from seal_jax.engine.inner import InnerConfig, pack_edits, summarize, tokenize_document, train_in_chunks
     from seal_jax.knowledge_rl import self_edit_prompt
     from seal_jax.model.lora import LoraSpec, merge_lora
-    from seal_jax.sampling import SamplingConfig, generate_in_batches
+    from seal_jax.engine.sampling import SamplingConfig, generate_in_batches
     from seal_jax.weights import load_model, save_hf_checkpoint, save_peft_adapter
     from tqdm.auto import tqdm
 

@@ -17,11 +17,11 @@ import jax
 import numpy as np
 
 from seal_jax.domains import arc as A
-from seal_jax.inner import inner_config, pack_edits, summarize, tokenize_document, train_in_chunks
-from seal_jax.outer import keep_successful, outer_update
-from seal_jax.sampling import SamplingConfig, generate, generate_in_batches
+from seal_jax.engine.inner import inner_config, pack_edits, summarize, tokenize_document, train_in_chunks
+from seal_jax.engine.outer import keep_successful, outer_update
+from seal_jax.engine.sampling import SamplingConfig, generate, generate_in_batches
 from seal_jax.tokenizer import chat_prompt
-from seal_jax.workdir import Workdir
+from seal_jax.runtime.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def adapt_and_solve(params, cfg, tok, items: Sequence[dict], c, key, desc="TTT",
         prompts = [tok.encode(p, add_special_tokens=False) for v in vs for p, _ in v]
         rows = [j for j, v in enumerate(vs) for _ in v]
         out = generate(params, cfg, tok, prompts, SamplingConfig(c.ttt.max_new_tokens), lora=lora,
-                       lora_scale=icfg.lora.scale, row_lora=rows)
+                       lora_scale=icfg.lora.scale, adapter_of_row=rows)
         results, pos = [], 0
         for j, v in enumerate(vs):
             texts = out.texts[pos:pos + len(v)]

@@ -22,7 +22,7 @@ def answers(model: str, adapters: list[str], questions: list[str], compare: bool
     """{label: [answer per question]}: 'adapted' (all adapters stacked), plus 'base' and each adapter with compare."""
     import os
     from seal_jax.model.lora import merge_lora
-    from seal_jax.scoring import answer_questions
+    from seal_jax.engine.answering import answer_questions
     from seal_jax.weights import load_model, load_peft_adapter
     cfg, params, tok = load_model(model)
     loaded = []

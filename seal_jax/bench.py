@@ -35,7 +35,7 @@ def _timed(fn):
 
 def bench_generate(args) -> dict:
     import jax
-    from seal_jax.sampling import SamplingConfig, generate
+    from seal_jax.engine.sampling import SamplingConfig, generate
     from seal_jax.tokenizer import encode_prompts
     from seal_jax.weights import load_model, resolve_model_path
 
@@ -139,9 +139,9 @@ def run_inner_workload(params, cfg, tok, workload: dict, edits_per_chunk: int, s
     Returns (answers [[str]] per edit, packed edits, {"train_s", "answer_s"}: wall time of each phase).
     """
     import jax
-    from seal_jax.inner import InnerConfig, pack_edits, tokenize_document, train_in_chunks
+    from seal_jax.engine.inner import InnerConfig, pack_edits, tokenize_document, train_in_chunks
     from seal_jax.model.lora import LoraSpec
-    from seal_jax.scoring import answer_questions
+    from seal_jax.engine.answering import answer_questions
 
     lw = workload["lora"]
     icfg = InnerConfig(lora=LoraSpec(lw["rank"], float(lw["alpha"]), tuple(lw["targets"])),
@@ -159,7 +159,7 @@ def run_inner_workload(params, cfg, tok, workload: dict, edits_per_chunk: int, s
         rows = [(i - start, q["question"]) for i in range(start, stop) for q in edits[i]["questions"]]
         out = answer_questions(params, cfg, tok, [q for _, q in rows], template=workload["question_prompt"],
                                max_new_tokens=workload["max_new_tokens"], lora=lora, lora_scale=icfg.lora.scale,
-                               row_lora=[r for r, _ in rows])
+                               adapter_of_row=[r for r, _ in rows])
         phases["train_s"] += t1 - t0
         phases["answer_s"] += time.perf_counter() - t1
         it = iter(out.texts)
@@ -193,7 +193,7 @@ def bench_inner(args) -> dict:
     warm, phases = min(rounds, key=lambda r: r[0])
     profile = None
     if args.profile:  # one more seal-jax round under jax.profiler: where its wall-clock time goes
-        from seal_jax.profiling import wall_breakdown, xla_op_events
+        from seal_jax.runtime.profiling import wall_breakdown, xla_op_events
         jax.profiler.start_trace(args.profile)
         try:
             run()

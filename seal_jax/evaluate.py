@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from seal_jax.domains import knowledge as K
-from seal_jax.inner import inner_config
+from seal_jax.engine.inner import inner_config
 from seal_jax.knowledge_rl import adapt_and_grade, baseline, doc_options, sample_self_edits
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def run_conditions(learner, generator, cfg, tok, passages, c, key, conditions=("
 
 def continual(params, cfg, tok, passages, docs, c, key) -> np.ndarray:
     """Sequential updates merged into the weights; acc[i, j] = accuracy on passage j after update i (j <= i)."""
-    from seal_jax.inner import inner_train_edits, pack_edits, tokenize_document
+    from seal_jax.engine.inner import inner_train_edits, pack_edits, tokenize_document
     from seal_jax.model.lora import merge_lora
     icfg = inner_config(c.inner)
     n = len(passages)
@@ -210,7 +210,7 @@ def main(argv):
     del argv
     from absl import flags
     from seal_jax.train import build_model, restore_generator
-    from seal_jax.workdir import Workdir
+    from seal_jax.runtime.workdir import Workdir
     c = flags.FLAGS.config
     out_dir = flags.FLAGS.out
     os.makedirs(out_dir, exist_ok=True)
@@ -251,7 +251,7 @@ def main(argv):
 
 def _main_arc(c, out_dir, cfg, params, tok, generator):
     from seal_jax import arc_rl
-    from seal_jax.workdir import Workdir
+    from seal_jax.runtime.workdir import Workdir
     _, tasks = arc_rl.load_data(c)
     conditions = tuple(x.strip() for x in c.eval.conditions.split(","))
     acc = arc_rl.evaluate(params, cfg, tok, tasks, c, jax.random.PRNGKey(c.seed), generator, conditions)

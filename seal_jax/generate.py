@@ -26,7 +26,7 @@ def define_flags() -> None:
 def main(argv):
     del argv
     import jax
-    from seal_jax.sampling import SamplingConfig, generate
+    from seal_jax.engine.sampling import SamplingConfig, generate
     from seal_jax.tokenizer import encode_prompts
     from seal_jax.weights import load_model, load_peft_adapter
 

@@ -67,7 +67,7 @@ class ModelJudge:
         self.params, self.cfg, self.tok = params, cfg, tok
 
     def __call__(self, questions, preds, golds):
-        from seal_jax.sampling import SamplingConfig, generate
+        from seal_jax.engine.sampling import SamplingConfig, generate
         from seal_jax.tokenizer import chat_prompt
         prompts = [chat_prompt(self.tok, JUDGE_PROMPT.format(question=q, gold=g, pred=p))
                    for q, p, g in zip(questions, preds, golds)]

@@ -22,13 +22,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from seal_jax.domains import knowledge as K
-from seal_jax.inner import (InnerConfig, inner_config, pack_edits, summarize, take_edits, tokenize_document,
+from seal_jax.engine.inner import (InnerConfig, inner_config, pack_edits, summarize, take_edits, tokenize_document,
                             train_in_chunks)
-from seal_jax.outer import keep_best, outer_update
-from seal_jax.sampling import SamplingConfig, generate_in_batches
-from seal_jax.scoring import answer_questions
+from seal_jax.engine.outer import keep_best, outer_update
+from seal_jax.engine.sampling import SamplingConfig, generate_in_batches
+from seal_jax.engine.answering import answer_questions
 from seal_jax.tokenizer import chat_prompt
-from seal_jax.workdir import Workdir
+from seal_jax.runtime.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[dict], icfg: InnerConfig, 
         rows = [(i - start, p, q, a) for i in range(start, stop) for p in flat[i][0]["passages"] for q, a in p.questions]
         out = answer_questions(params, cfg, tok, [K.QUESTION_TEMPLATE.format(title=p.title, question=q) for _, p, q, _ in rows],
                                max_new_tokens=ev.max_new_tokens, lora=lora, lora_scale=icfg.lora.scale,
-                               row_lora=[r for r, _, _, _ in rows])
+                               adapter_of_row=[r for r, _, _, _ in rows])
         scores, failed = grade_answers(ev, [q for _, _, q, _ in rows], out.texts, [a for *_, a in rows])
         summary = summarize(metrics)
         per_edit: dict[int, dict] = {}

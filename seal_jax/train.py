@@ -47,7 +47,7 @@ def restore_generator(workdir: str, params) -> tuple[int, dict]:
     """(RL iterations done, generator params) from a run's newest checkpoint; `params` gives the structure."""
     import jax
     import numpy as np
-    from seal_jax.workdir import Workdir
+    from seal_jax.runtime.workdir import Workdir
     wd = Workdir(workdir)
     step, state = wd.restore({"params": params, "key": np.asarray(jax.random.PRNGKey(0))})
     wd.close()
@@ -75,9 +75,9 @@ def say(text: str) -> None:
 def run(c, workdir: str) -> dict:
     import jax
     import numpy as np
-    from seal_jax import sharding
+    from seal_jax.runtime import sharding
     from seal_jax.evaluate import plot_conditions, plot_rl
-    from seal_jax.workdir import Workdir
+    from seal_jax.runtime.workdir import Workdir
     domain = domain_module(c.domain)
 
     wd = Workdir(workdir)
@@ -127,7 +127,7 @@ def run(c, workdir: str) -> dict:
 
 def main(argv):
     del argv
-    from seal_jax.sharding import initialize
+    from seal_jax.runtime.sharding import initialize
     initialize()  # multi-host: before any other JAX call
     import jax
     if jax.process_index() > 0:  # one terminal's worth of progress: bars and info logs from process 0 only

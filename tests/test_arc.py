@@ -140,7 +140,7 @@ def test_arc_iteration_trains_valid_self_edits_and_records_invalid(tmp_path, mon
     import jax
     from seal_jax import arc_rl
     from seal_jax.train import build_model
-    from seal_jax.workdir import Workdir
+    from seal_jax.runtime.workdir import Workdir
     c = _smoke_config()
     c.rl.min_reward = 0.0  # keep unsolved self-edits too, so the M-step runs
     cfg, params, tok = build_model(c.model)

@@ -59,7 +59,7 @@ def test_bad_workload_is_named_before_any_model_loads(tmp_path, change, message)
 
 
 def test_wall_breakdown_shares_overlapping_ops_against_closed_form():
-    from seal_jax.profiling import wall_breakdown
+    from seal_jax.runtime.profiling import wall_breakdown
     # A [0, 10) and B [5, 15) overlap for 5 us; nothing runs in [15, 20); C [20, 30)
     events = [("jit_train", "ynn_fusion.3", 0.0, 10.0), ("jit_train", "copy.1", 5.0, 10.0),
               ("jit__generate", "dynamic-slice_fusion", 20.0, 10.0)]

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from seal_jax.inner import (InnerConfig, batch_loss, epoch_order, inner_train_edits, pack_edits, pad_edits,
+from seal_jax.engine.inner import (InnerConfig, batch_loss, epoch_order, inner_train_edits, pack_edits, pad_edits,
                             summarize, tokenize_document, train_in_chunks)
 from seal_jax.model.config import preset
 from seal_jax.model.lora import LoraSpec, init_lora
@@ -77,7 +77,7 @@ def test_vmapped_edits_equal_sequential_reference(base, edits):
 def test_length_bucketed_steps_equal_the_sequential_reference(base):
     """Short and long documents mixed: steps run at 16..64 tokens (`step_plan`) and still equal a plain loop
     that trains every document at its full padded length."""
-    from seal_jax.inner import length_buckets, step_plan
+    from seal_jax.engine.inner import length_buckets, step_plan
     rng = np.random.default_rng(7)
     mixed = [[(list(rng.integers(3, CFG.vocab_size, n)), [1] * n) for n in lengths]
              for lengths in ([5, 60, 9], [12, 7, 30, 6])]
@@ -178,7 +178,7 @@ QUESTIONS = [("Who founded the Varnholt Observatory?", "Ilsa Quennigan"),
 def test_inner_update_teaches_smollm2_its_passage(smollm):
     """After the update on a passage's sentences, its answers' log-prob rises; an edit on another passage
     does not raise them nearly as much."""
-    from seal_jax.scoring import answer_logprobs
+    from seal_jax.engine.answering import answer_logprobs
     cfg, params, tok = smollm
     icfg = InnerConfig(lora=LoraSpec(rank=16, alpha=32.0, targets=("q_proj", "v_proj")))
     examples = [[tokenize_document(tok, f"Varnholt Observatory\n{s}") for s in PASSAGE],
@@ -195,7 +195,7 @@ def test_inner_update_teaches_smollm2_its_passage(smollm):
     qs, ans = [q for q, _ in QUESTIONS], [a for _, a in QUESTIONS]
     base_lp = answer_logprobs(params, cfg, tok, qs, ans)
     rows = answer_logprobs(params, cfg, tok, qs * 2, ans * 2, lora=lora, lora_scale=icfg.lora.scale,
-                           row_lora=[0] * 3 + [1] * 3)
+                           adapter_of_row=[0] * 3 + [1] * 3)
     own, other = rows[:3] - base_lp, rows[3:] - base_lp
     assert own.mean() > 0.5, (own, other)
     assert own.mean() > other.mean() + 0.4, (own, other)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from seal_jax.domains import knowledge as K
-from seal_jax.outer import keep_best
+from seal_jax.engine.outer import keep_best
 
 P = K.Passage("p1", "Varnholt Observatory", "The Varnholt Observatory was founded in 1873.",
               (("When was the Varnholt Observatory founded?", "1873"),))
@@ -289,7 +289,7 @@ def test_outer_full_fine_tuning_learns_and_lora_mode_too():
     from ml_collections import ConfigDict
     from seal_jax.model.config import preset
     from seal_jax.model.transformer import init_params, sequence_logprobs
-    from seal_jax.outer import outer_update
+    from seal_jax.engine.outer import outer_update
     cfg = preset("tiny")
     params = init_params(jax.random.PRNGKey(0), cfg)
 
@@ -331,7 +331,7 @@ def test_evaluate_cli_and_every_cli_defines_its_flags(tmp_path):
 def test_eval_repeats_average_independent_trainings(monkeypatch):
     """eval_repeats=2: repeat 0 is the eval_repeats=1 training (same key), and the reward is the mean."""
     from seal_jax import knowledge_rl as KR
-    from seal_jax.inner import inner_config
+    from seal_jax.engine.inner import inner_config
     c, (cfg, params, tok) = smoke_config_and_model("knowledge.py")
     # a grade that depends on the answer text, so a repeat's accuracy follows its own answers
     monkeypatch.setattr(KR, "grade_answers", lambda ev, qs, preds, golds: (

@@ -19,7 +19,7 @@ def test_help_and_missing_variables(script):
 
 
 def test_workdir_refuses_object_store_uris(tmp_path):
-    from seal_jax.workdir import Workdir
+    from seal_jax.runtime.workdir import Workdir
     with pytest.raises(ValueError, match="gcsfuse"):
         Workdir("gs://bucket/run1")
     assert not os.path.exists("gs:")

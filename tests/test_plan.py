@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 from seal_jax import plan as PL
-from seal_jax.inner import InnerConfig, batch_loss
+from seal_jax.engine.inner import InnerConfig, batch_loss
 from seal_jax.model.config import preset
 from seal_jax.model.lora import LoraSpec, init_lora
 from seal_jax.model.transformer import init_params

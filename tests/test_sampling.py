@@ -10,7 +10,7 @@ import torch
 from seal_jax.model.config import preset
 from seal_jax.model.lora import LoraSpec, init_lora, stack_loras
 from seal_jax.model.transformer import forward, init_params, logits_from_hidden
-from seal_jax.sampling import SamplingConfig, _generate, bucket, generate, row_bucket
+from seal_jax.engine.sampling import SamplingConfig, _generate, bucket, generate, row_bucket
 from seal_jax.tokenizer import chat_prompt
 
 
@@ -91,7 +91,7 @@ def test_per_row_lora_generation_equals_separate_runs():
                           init_lora(jax.random.PRNGKey(10 + i), cfg, spec)) for i in range(3)]
     prompts, rows = [[5, 6, 7], [9, 10], [11, 12, 13, 14]], [2, 0, 1]
     s = SamplingConfig(max_new_tokens=6)
-    got = generate(params, cfg, None, prompts, s, lora=stack_loras(loras), lora_scale=spec.scale, row_lora=rows,
+    got = generate(params, cfg, None, prompts, s, lora=stack_loras(loras), lora_scale=spec.scale, adapter_of_row=rows,
                    stop_ids=[-1])
     for p, r, g in zip(prompts, rows, got.tokens):
         one = generate(params, cfg, None, [p], s, lora=loras[r], lora_scale=spec.scale, stop_ids=[-1])
@@ -109,7 +109,7 @@ def test_generate_cli_prints_completion():
 
 
 def test_nucleus_cutoff_matches_sorted_reference():
-    from seal_jax.sampling import nucleus_cutoff
+    from seal_jax.engine.sampling import nucleus_cutoff
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.full(300, 0.3), size=6).astype(np.float32)
     for top_p in (0.1, 0.5, 0.9, 0.95, 1.0):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 
-from seal_jax import sharding
-from seal_jax.inner import InnerConfig, pack_edits, train_in_chunks
+from seal_jax.runtime import sharding
+from seal_jax.engine.inner import InnerConfig, pack_edits, train_in_chunks
 from seal_jax.model.config import preset
 from seal_jax.model.lora import LoraSpec
-from seal_jax.sampling import SamplingConfig, generate
+from seal_jax.engine.sampling import SamplingConfig, generate
 
 CFG = preset("tiny")
 ICFG = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v", "up", "down")), batch_size=2, loss_chunk=8)
@@ -75,8 +75,8 @@ ROWS = jax.sharding.PartitionSpec(("edit", "fsdp"))
 @pytest.mark.parametrize("shape", MESHES, ids=str)
 def test_sampling_and_outer_step_sharded_equal_single_device(base, shape, monkeypatch):
     from ml_collections import ConfigDict
-    from seal_jax import outer, sampling
-    from seal_jax.outer import outer_update
+    from seal_jax.engine import outer, sampling
+    from seal_jax.engine.outer import outer_update
     mesh = sharding.make_mesh(*shape)
     sharded = sharding.shard_params(base, mesh)
     prompts = [[5, 6, 7], [9, 10], [11, 12, 13, 14], [3, 4]]
@@ -111,7 +111,7 @@ def test_sampling_and_outer_step_sharded_equal_single_device(base, shape, monkey
 
 
 def test_checkpoint_restores_onto_another_mesh(base, tmp_path):
-    from seal_jax.workdir import Workdir
+    from seal_jax.runtime.workdir import Workdir
     a, b = sharding.make_mesh(4, 2, 1), sharding.make_mesh(2, 2, 2)
     wd = Workdir(str(tmp_path))
     wd.save(1, {"params": sharding.shard_params(base, a), "key": np.asarray(jax.random.PRNGKey(3))})
@@ -150,7 +150,7 @@ def _launch_two(args):
 def test_two_processes_share_process_zero_view_and_detect_divergence():
     script = """
 import jax
-from seal_jax import sharding
+from seal_jax.runtime import sharding
 sharding.initialize()
 i = jax.process_index()
 assert jax.process_count() == 2 and len(jax.devices()) == 4

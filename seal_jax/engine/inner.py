@@ -37,6 +37,7 @@ import optax
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import LoraSpec, init_lora
 from seal_jax.model.transformer import sequence_logprobs
+from seal_jax.runtime import sharding
 from seal_jax.tokenizer import encode_example
 
 log = logging.getLogger(__name__)
@@ -319,7 +320,6 @@ def train_in_chunks(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdi
     With a mesh, chunks are rounded up to a multiple of its "edit" axis and placed edit-sharded; `base`
     should already be placed (`sharding.shard_params`).
     """
-    from seal_jax import sharding
     keys = np.asarray(keys)
     m = sharding.edit_multiple(mesh)
     width = -(-edits_per_chunk // m) * m

@@ -1,8 +1,9 @@
-"""Scoring adapted models: greedy answers and teacher-forced answer log-probs, one adapter per row.
+"""Answering questions with adapted models: greedy answers and teacher-forced answer log-probs, an adapter per row.
 
-Questions from E self-edits are flattened into rows; `row_lora[i]` names the adapter (from a stack
+Questions from E self-edits are flattened into rows; `adapter_of_row[i]` names the adapter (from a stack
 `[E, L, ...]`) that answers row i, so all E adapted models answer in one batched call. With no adapter the
-base model answers (the baseline, computed once per context by the caller).
+base model answers (the baseline, computed once per context by the caller). `answer_per_edit` does the
+flatten -> one call -> regroup per edit that every caller needs.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import numpy as np
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import rows_lora
 from seal_jax.model.transformer import sequence_logprobs
-from seal_jax.inner import round_up
-from seal_jax.sharding import batch_multiple, place_batch, to_host
-from seal_jax.sampling import Generation, SamplingConfig, generate, row_bucket
+from seal_jax.engine.inner import round_up
+from seal_jax.runtime.sharding import batch_multiple, place_batch, to_host
+from seal_jax.engine.sampling import Generation, SamplingConfig, generate, row_bucket
 from seal_jax.tokenizer import chat_prompt
 
 
@@ -29,11 +30,24 @@ def question_prompts(tok, questions: Sequence[str], template: str = "{question}"
 
 def answer_questions(params, cfg: ModelConfig, tok, questions: Sequence[str], *, template: str = "{question}",
                      max_new_tokens: int = 64, lora=None, lora_scale: float = 0.0,
-                     row_lora: Optional[Sequence[int]] = None) -> Generation:
+                     adapter_of_row: Optional[Sequence[int]] = None) -> Generation:
     """Greedy answers, one per question."""
     return generate(params, cfg, tok, question_prompts(tok, questions, template),
                     SamplingConfig(max_new_tokens=max_new_tokens), lora=lora, lora_scale=lora_scale,
-                    row_lora=row_lora)
+                    adapter_of_row=adapter_of_row)
+
+
+def answer_per_edit(params, cfg: ModelConfig, tok, prompts_per_edit: Sequence[Sequence[Sequence[int]]],
+                    sampling: SamplingConfig, *, lora=None, lora_scale: float = 0.0) -> list[list[str]]:
+    """Every edit's prompts as rows of one `generate` call, regrouped: [edit][prompt] answer texts.
+
+    With a LoRA stack `[E, L, ...]`, edit e's rows are answered by adapter e; without one, by the base model.
+    """
+    prompts = [p for edit in prompts_per_edit for p in edit]
+    adapter_of_row = None if lora is None else [e for e, edit in enumerate(prompts_per_edit) for _ in edit]
+    texts = iter(generate(params, cfg, tok, prompts, sampling, lora=lora, lora_scale=lora_scale,
+                          adapter_of_row=adapter_of_row).texts)
+    return [[next(texts) for _ in edit] for edit in prompts_per_edit]
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "lora_scale"))
@@ -46,7 +60,7 @@ def _mean_logprobs(params, lora, rows, tokens, loss_mask, *, cfg: ModelConfig, l
 
 def answer_logprobs(params, cfg: ModelConfig, tok, questions: Sequence[str], answers: Sequence[str], *,
                     template: str = "{question}", lora=None, lora_scale: float = 0.0,
-                    row_lora: Optional[Sequence[int]] = None) -> np.ndarray:
+                    adapter_of_row: Optional[Sequence[int]] = None) -> np.ndarray:
     """Mean per-token log-prob of each gold answer (EOS excluded) after its chat-formatted question: [Q]."""
     n = len(questions)
     seqs = []
@@ -57,7 +71,7 @@ def answer_logprobs(params, cfg: ModelConfig, tok, questions: Sequence[str], ans
     tokens, mask = np.zeros((B, S), np.int32), np.zeros((B, S), np.int32)
     for i, (t, m) in enumerate(seqs):
         tokens[i, :len(t)], mask[i, :len(m)] = t, m
-    rows = None if row_lora is None else np.pad(np.asarray(row_lora, np.int32), (0, B - n))
+    rows = None if adapter_of_row is None else np.pad(np.asarray(adapter_of_row, np.int32), (0, B - n))
     tokens, mask, rows = place_batch((tokens, mask, rows), params)
     out = _mean_logprobs(params, lora, rows, tokens, mask, cfg=cfg, lora_scale=float(lora_scale))
     return to_host(out)[:n]

@@ -4,7 +4,7 @@ Prompts of different lengths are left-padded into one `[B, P]` batch, so every r
 slot at every step. B and P are rounded up to buckets (B: 1, 2, 4, then multiples of 4; P: powers of two)
 and `max_new_tokens` is static, so a run that keeps its settings compiles once. Rows stop independently on
 any stop token; the loop ends when all rows have stopped. An optional LoRA is either shared by all rows or
-picked per row from a stack of adapters (`row_lora`: the index of each prompt's adapter), which is how E
+picked per row from a stack of adapters (`adapter_of_row`: the index of each prompt's adapter), which is how E
 self-edits are scored at once.
 """
 from __future__ import annotations
@@ -21,8 +21,10 @@ from seal_jax.model import kv_cache
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import rows_lora
 from seal_jax.model.transformer import forward, logits_from_hidden, positions_from_mask
-from seal_jax.inner import round_up
-from seal_jax.sharding import batch_multiple, place_batch, to_host
+from seal_jax.engine.inner import round_up
+from seal_jax.runtime.sharding import batch_multiple, place_batch, to_host
+from seal_jax.runtime.terminal import progress
+from seal_jax.tokenizer import stop_token_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +32,13 @@ class SamplingConfig:
     max_new_tokens: int = 64
     temperature: float = 0.0   # 0 -> greedy
     top_p: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfEditSampling:
+    """How a generator writes self-edits: its decoding settings, and prompts per sampler call."""
+    sampling: SamplingConfig
+    batch: int                 # prompts per `generate` call: one compiled shape for the whole E-step
 
 
 @dataclasses.dataclass
@@ -78,12 +87,12 @@ def nucleus_cutoff(probs, top_p, iters: int = 40):  # probs: f32 [B, V] -> [B, 1
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "greedy", "lora_scale"))
-def _generate(params, lora, row_lora, tokens, mask, stop_ids, key, temperature, top_p, *, cfg: ModelConfig,
+def _generate(params, lora, adapter_of_row, tokens, mask, stop_ids, key, temperature, top_p, *, cfg: ModelConfig,
               max_new_tokens: int, greedy: bool, lora_scale: float):
     """tokens, mask: [B, P] left-padded. Returns (out [B, M] int32, n_generated [B] int32)."""
     B, P = tokens.shape
-    if lora is not None and row_lora is not None:  # stack [E, L, ...] -> per-row [L, B, ...]
-        lora = rows_lora(lora, row_lora)
+    if lora is not None and adapter_of_row is not None:  # stack [E, L, ...] -> per-row [L, B, ...]
+        lora = rows_lora(lora, adapter_of_row)
     cache = kv_cache.init_cache(cfg, B, P + max_new_tokens, params["embed"].dtype)
     positions = positions_from_mask(mask)
     hidden, cache = forward(params, cfg, tokens, positions, mask, lora=lora, lora_scale=lora_scale, cache=cache)
@@ -119,13 +128,12 @@ def is_stop_matrix(out, stop_ids):  # out [B, M] -> bool [B, M]
 
 
 def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int]], sampling: SamplingConfig,
-             *, key=None, lora=None, lora_scale: float = 0.0, row_lora: Optional[Sequence[int]] = None,
+             *, key=None, lora=None, lora_scale: float = 0.0, adapter_of_row: Optional[Sequence[int]] = None,
              stop_ids: Optional[Sequence[int]] = None, min_batch: int = 1, min_prompt: int = 16) -> Generation:
-    """Generate for token-id prompts. `row_lora[i]` picks prompt i's adapter from a stacked `lora`.
+    """Generate for token-id prompts. `adapter_of_row[i]` picks prompt i's adapter from a stacked `lora`.
 
     `tokenizer` decodes the texts and supplies default stop ids; with None, pass `stop_ids` (texts are empty).
     """
-    from seal_jax.tokenizer import stop_token_ids
     if not prompts:
         return Generation([], [], [])
     if any(len(p) == 0 for p in prompts):
@@ -139,11 +147,11 @@ def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int
         tokens[i, P - len(p):], mask[i, P - len(p):] = p, True
     tokens[n:, -1], mask[n:, -1] = tokens[0, -1], True  # filler rows: one real token, results dropped
     rows = None
-    if row_lora is not None:
-        if len(row_lora) != n:
-            raise ValueError(f"row_lora has {len(row_lora)} entries for {n} prompts")
+    if adapter_of_row is not None:
+        if len(adapter_of_row) != n:
+            raise ValueError(f"adapter_of_row has {len(adapter_of_row)} entries for {n} prompts")
         rows = np.zeros((B,), np.int32)
-        rows[:n] = row_lora
+        rows[:n] = adapter_of_row
     if stop_ids is None and tokenizer is None:
         raise ValueError("generate without a tokenizer needs explicit stop_ids")
     stops = np.asarray(stop_ids if stop_ids is not None else stop_token_ids(tokenizer), np.int32)
@@ -166,10 +174,18 @@ def generate_in_batches(params, cfg: ModelConfig, tokenizer, prompts: Sequence[S
 
     Batch i samples with fold_in(key, i), so results depend only on the key and the prompt list.
     """
-    from tqdm.auto import tqdm
     texts: list[str] = []
-    for i in tqdm(range(0, len(prompts), batch), desc=desc, leave=False):
+    for i in progress(range(0, len(prompts), batch), desc=desc):
         out = generate(params, cfg, tokenizer, prompts[i:i + batch], sampling, key=jax.random.fold_in(key, i),
                        min_batch=batch, **kw)
         texts += out.texts
     return texts
+
+
+def sample_self_edits(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int]], k: int,
+                      how: SelfEditSampling, key, desc: str = "sampling self-edits") -> list[list[str]]:
+    """k samples for each prompt, [len(prompts)][k]: each prompt repeated k times in place, `how.batch` rows per
+    call (so the result depends only on the key and the prompts, not on how they split into calls)."""
+    texts = generate_in_batches(params, cfg, tokenizer, [p for p in prompts for _ in range(k)], how.sampling,
+                                how.batch, key, desc)
+    return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]

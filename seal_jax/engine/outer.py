@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seal_jax.inner import InnerConfig, inner_train_edits, pack_edits, round_up, summarize
+from seal_jax.engine.inner import InnerConfig, inner_train_edits, pack_edits, round_up, summarize
 from seal_jax.model.lora import LoraSpec, merge_lora
-from seal_jax.sharding import batch_multiple, place_batch, to_host
+from seal_jax.runtime.sharding import batch_multiple, place_batch, to_host
 
 
 def keep_best(records: Sequence[dict], group: str, threshold: float, min_reward: float) -> list[dict]:

@@ -18,6 +18,8 @@ from typing import Iterable, Optional
 import jax
 import numpy as np
 
+from seal_jax.runtime.sharding import broadcast_json
+
 
 def is_writer() -> bool:
     return jax.process_index() == 0
@@ -68,7 +70,6 @@ class Workdir:
         if is_writer() and os.path.exists(self.records_path):
             with open(self.records_path) as f:
                 rows = [json.loads(line) for line in f if line.strip()]
-        from seal_jax.sharding import broadcast_json
         return [r for r in broadcast_json(rows) if all(r.get(k) == v for k, v in match.items())]
 
     def logged_steps(self) -> set:
@@ -96,7 +97,6 @@ class Workdir:
 
         E-steps keep the iteration's sampled self-edits here, so a resumed run neither samples them again nor
         depends on sampling being bit-for-bit repeatable."""
-        from seal_jax.sharding import broadcast_json
         path = os.path.join(self.path, name)
         stored = None
         if is_writer() and os.path.exists(path):
