@@ -19,7 +19,7 @@ $(VENV)/.installed: setup.py
 # Two ReST-EM iterations on the shipped invented-facts corpus with SmolLM2, then held-out accuracy.
 DEMO_DIR ?= runs/demo
 demo: install
-	$(PY) -m seal_jax.train --config=configs/knowledge.py:demo --workdir=$(DEMO_DIR)
+	$(PY) -m seal_jax.cli.train --config=configs/knowledge.py:demo --workdir=$(DEMO_DIR)
 
 test: install
 	$(PY) -m pytest -q tests

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run seal_jax.train on GPUs (jax[cuda12]). Single host by default; several hosts either under SLURM
+# Run seal_jax.cli.train on GPUs (jax[cuda12]). Single host by default; several hosts either under SLURM
 # (srun sets the process ids) or with an explicit coordinator on every host.
 #   CONFIG=configs/knowledge.py:paper WORKDIR=runs/paper launch/gpu_run.sh --config.rl.iterations=2
 #   NUM_PROCESSES=2 PROCESS_ID=0 COORDINATOR=10.0.0.1:1234 CONFIG=... WORKDIR=... launch/gpu_run.sh  # host 0
@@ -18,4 +18,4 @@ if [ -n "${COORDINATOR:-}" ]; then
   export JAX_COORDINATOR_ADDRESS="$COORDINATOR" JAX_NUM_PROCESSES="$NUM_PROCESSES" JAX_PROCESS_ID="$PROCESS_ID"
 fi
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}"
-run "${PYTHON:-python3}" -m seal_jax.train --config="$CONFIG" --workdir="$WORKDIR" "$@"
+run "${PYTHON:-python3}" -m seal_jax.cli.train --config="$CONFIG" --workdir="$WORKDIR" "$@"

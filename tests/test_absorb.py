@@ -4,20 +4,21 @@ import os
 
 import pytest
 
-from seal_jax.absorb import read_documents, split_passages, write_atomically
-from seal_jax.domains import knowledge as K
+from seal_jax.domains.knowledge.grading import contains
+from seal_jax.domains.knowledge.passages import document_passages, load_passages, read_documents
+from seal_jax.runtime.workdir import write_atomically
 
 
 def test_split_and_read(tmp_path):
     text = "# Varnholt\n\n" + "\n\n".join(["word " * 60] * 5)
-    ps = split_passages(text, "file", 150)
+    ps = document_passages(text, "file", 150)
     assert ps[0].title == "Varnholt" and len(ps) == 3 and all(len(p.context.split()) <= 150 for p in ps)
     one_paragraph = " ".join(f"Sentence {i} says something about the lake." for i in range(100))  # 700 words
-    ps = split_passages(one_paragraph, "file", 150, source="1")
+    ps = document_passages(one_paragraph, "file", 150, source="1")
     assert len(ps) == 5 and all(len(p.context.split()) <= 150 for p in ps) and ps[0].id == "1:file#0"
     assert all(p.context.endswith(".") for p in ps)  # cut on sentence ends
     assert " ".join(p.context for p in ps) == one_paragraph
-    assert [len(p.context.split()) for p in split_passages("w " * 400, "f", 150)] == [150, 150, 100]
+    assert [len(p.context.split()) for p in document_passages("w " * 400, "f", 150)] == [150, 150, 100]
     (tmp_path / "a.md").write_text("hello")
     (tmp_path / "skip.json").write_text("{}")
     assert [os.path.basename(p) for p, _ in read_documents(str(tmp_path))] == ["a.md"]
@@ -47,7 +48,7 @@ def test_write_atomically_leaves_nothing_on_crash(tmp_path):
 
 
 def test_absorb_refuses_existing_outputs_before_any_work(tmp_path):
-    from seal_jax.absorb import absorb
+    from seal_jax.cli.absorb import absorb
     (tmp_path / "merged").mkdir()
     (tmp_path / "merged" / "keep.txt").write_text("mine")
     # the documents path does not exist: a refusal must come first, before reading or loading anything
@@ -60,9 +61,9 @@ def test_absorb_refuses_existing_outputs_before_any_work(tmp_path):
 
 
 def test_absorb_then_ask_learns_invented_facts(tmp_path, smollm_hf):
-    from seal_jax.absorb import absorb
-    from seal_jax.ask import answers
-    passages = K.load_passages("demo")[:3]
+    from seal_jax.cli.absorb import absorb
+    from seal_jax.cli.ask import answers
+    passages = load_passages("demo")[:3]
     docs = tmp_path / "docs"
     docs.mkdir()
     for p in passages:
@@ -78,8 +79,8 @@ def test_absorb_then_ask_learns_invented_facts(tmp_path, smollm_hf):
         absorb("smollm2-135m", str(docs), str(out), log=lambda *_: None)
     qs = [(q, a) for p in passages for q, a in p.questions]
     res = answers("smollm2-135m", [str(out)], [q for q, _ in qs], compare=True)
-    base = sum(K.contains(t, a) for t, (_, a) in zip(res["base"], qs)) / len(qs)
-    adapted = sum(K.contains(t, a) for t, (_, a) in zip(res["adapted"], qs)) / len(qs)
+    base = sum(contains(t, a) for t, (_, a) in zip(res["base"], qs)) / len(qs)
+    adapted = sum(contains(t, a) for t, (_, a) in zip(res["adapted"], qs)) / len(qs)
     print(f"answer-contained accuracy: base {base:.2f}, adapted {adapted:.2f} on {len(qs)} questions")
     assert base <= 0.10 and adapted >= 0.40, (base, adapted)
 

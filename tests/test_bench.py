@@ -1,13 +1,19 @@
-"""`python -m seal_jax.bench inner`: the reported work is the workload's, and the answers match the peer's.
+"""`python -m seal_jax.cli.bench inner`: the reported work is the workload's, and the answers match the peer's.
 
 The peer (HF transformers + PEFT, one edit at a time) is the trusted reference: trained the same way and
 decoding greedily, its answers must equal ours.
 """
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from seal_jax import bench
+from seal_jax.cli import bench
+from seal_jax.cli.bench import BenchOptions
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WORKLOAD = {
     "lora": {"rank": 8, "alpha": 16, "targets": ["q_proj", "v_proj"]}, "epochs": 2, "lr": 1e-3, "batch_size": 1,
@@ -22,12 +28,12 @@ WORKLOAD = {
 }
 
 
-def test_bench_inner_reports_the_workload_and_matches_the_peer(tmp_path, capsys, smollm):
+def test_bench_inner_reports_the_workload_and_matches_the_peer(tmp_path, smollm):
     path = tmp_path / "workload.json"
     path.write_text(json.dumps(WORKLOAD))
-    bench.main(["inner", "--workload", str(path), "--repeats", "1", "--edits-per-chunk", "1",
-                "--profile", str(tmp_path / "trace")])
-    out = json.loads(capsys.readouterr().out)
+    out = bench.bench("inner", BenchOptions(workload=str(path), repeats=1, edits_per_chunk=1,
+                                            profile=str(tmp_path / "trace")))
+    out = json.loads(json.dumps(out))  # what the command prints
     tok = smollm[2]
     docs = [t for e in WORKLOAD["edits"] for t in e["train"]]
     assert out["train_tokens"] == WORKLOAD["epochs"] * sum(len(tok.encode(t, add_special_tokens=False)) + 1 for t in docs)
@@ -52,10 +58,24 @@ def test_bad_workload_is_named_before_any_model_loads(tmp_path, change, message)
     path = tmp_path / "workload.json"
     path.write_text(json.dumps({**WORKLOAD, **change}))
     with pytest.raises(SystemExit, match=message.replace("[", r"\[").replace("]", r"\]")):
-        bench.main(["inner", "--workload", str(path), "--model", str(tmp_path / "no-such-model")])
+        bench.bench("inner", BenchOptions(workload=str(path), model=str(tmp_path / "no-such-model")))
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(SystemExit, match="cannot read workload"):
-        bench.main(["inner", "--workload", str(tmp_path / "broken.json")])
+        bench.bench("inner", BenchOptions(workload=str(tmp_path / "broken.json")))
+
+
+def test_bench_command_line_takes_the_benchmark_as_a_positional_argument(tmp_path):
+    """absl flags around a positional benchmark name; a bad workload is named before any model loads."""
+    (tmp_path / "workload.json").write_text(json.dumps({**WORKLOAD, "lr": "fast"}))
+    run = lambda *args: subprocess.run([sys.executable, "-m", "seal_jax.cli.bench", *args], cwd=ROOT,
+                                       capture_output=True, text=True, timeout=300)
+    out = run("inner", f"--workload={tmp_path / 'workload.json'}", "--edits_per_chunk=12", "--repeats=3",
+              "--model=no-such-model")
+    assert out.returncode != 0 and "'lr' should be a number" in out.stderr, out.stderr[-2000:]
+    out = run("--repeats=3")
+    assert out.returncode != 0 and "usage: python -m seal_jax.cli.bench {generate,inner}" in out.stderr
+    out = run("train")
+    assert out.returncode != 0 and "unknown benchmark 'train'" in out.stderr
 
 
 def test_wall_breakdown_shares_overlapping_ops_against_closed_form():

@@ -11,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seal_jax.domains import knowledge as K
+from seal_jax.domains.knowledge.grading import contains, exact_match, grade, token_f1
+from seal_jax.domains.knowledge.passages import Passage, load_passages, parse_passages, split_passages
+from seal_jax.domains.knowledge.self_edit import DocOptions, parse_self_qa, self_edit_documents
 from seal_jax.engine.outer import keep_best
 
-P = K.Passage("p1", "Varnholt Observatory", "The Varnholt Observatory was founded in 1873.",
-              (("When was the Varnholt Observatory founded?", "1873"),))
+P = Passage("p1", "Varnholt Observatory", "The Varnholt Observatory was founded in 1873.",
+            (("When was the Varnholt Observatory founded?", "1873"),))
 
 
 @pytest.mark.parametrize("pred,gold,em,cont,f1", [
@@ -27,26 +29,25 @@ P = K.Passage("p1", "Varnholt Observatory", "The Varnholt Observatory was founde
     ("", "1873", 0.0, 0.0, 0.0),
 ])
 def test_graders(pred, gold, em, cont, f1):
-    assert K.exact_match(pred, gold) == em
-    assert K.contains(pred, gold) == cont
-    assert K.token_f1(pred, gold) == pytest.approx(f1)
+    assert exact_match(pred, gold) == em
+    assert contains(pred, gold) == cont
+    assert token_f1(pred, gold) == pytest.approx(f1)
     with pytest.raises(ValueError, match="grader 'fuzzy'"):
-        K.grade([pred], [gold], "fuzzy")
+        grade([pred], [gold], "fuzzy")
 
 
 def test_self_edit_documents():
     edit = "Here are the implications:\n1. The observatory is old.\n- It opened in 1873.\n\n"
-    docs = K.self_edit_documents(P, edit)
+    docs = self_edit_documents(P, edit)
     assert docs == ["Varnholt Observatory\nThe observatory is old.", "Varnholt Observatory\nIt opened in 1873.",
                     "Varnholt Observatory\nThe Varnholt Observatory was founded in 1873."]
-    bare = K.self_edit_documents(P, edit, opts=K.DocOptions(split_lines=False, prefix_title=False,
-                                                            append_passage=False))
+    bare = self_edit_documents(P, edit, opts=DocOptions(split_lines=False, prefix_title=False, append_passage=False))
     assert bare == [edit.strip()]
-    keep_pre = K.self_edit_documents(P, edit, opts=K.DocOptions(drop_preamble=False, append_passage=False))
+    keep_pre = self_edit_documents(P, edit, opts=DocOptions(drop_preamble=False, append_passage=False))
     assert len(keep_pre) == 3
     qa = "Question: When was it founded?\nAnswer: 1873\nQ: Who?\nA: Nobody\nstray line"
-    assert K.parse_self_qa(qa) == [("When was it founded?", "1873"), ("Who?", "Nobody")]
-    assert K.self_edit_documents(P, qa, "self-qa", K.DocOptions(append_passage=False)) == [
+    assert parse_self_qa(qa) == [("When was it founded?", "1873"), ("Who?", "Nobody")]
+    assert self_edit_documents(P, qa, "self-qa", DocOptions(append_passage=False)) == [
         "Varnholt Observatory\nQuestion: When was it founded?\nAnswer: 1873",
         "Varnholt Observatory\nQuestion: Who?\nAnswer: Nobody"]
 
@@ -54,25 +55,25 @@ def test_self_edit_documents():
 def test_bad_inputs_are_clear_errors(tmp_path):
     good = {"title": "t", "context": "c", "questions": [{"question": "q", "answer": "a"}]}
     with pytest.raises(ValueError, match="record 1 has an empty 'context'"):
-        K.parse_passages([good, dict(good, context="  ")])
+        parse_passages([good, dict(good, context="  ")])
     with pytest.raises(ValueError, match="record 0 has no questions"):
-        K.parse_passages([dict(good, questions=[])])
+        parse_passages([dict(good, questions=[])])
     with pytest.raises(ValueError, match="record 0 has no 'title' field"):
-        K.parse_passages([{"context": "c", "questions": []}])
+        parse_passages([{"context": "c", "questions": []}])
     with pytest.raises(ValueError, match="question 0 has no 'answer'"):
-        K.parse_passages([dict(good, questions=[{"question": "q"}])])
+        parse_passages([dict(good, questions=[{"question": "q"}])])
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="not readable as JSON"):
-        K.load_passages(str(bad))
+        load_passages(str(bad))
     with pytest.raises(FileNotFoundError, match="no such file"):
-        K.load_passages(str(tmp_path / "missing.json"))
+        load_passages(str(tmp_path / "missing.json"))
     lines = tmp_path / "passages.jsonl"
     lines.write_text(json.dumps(good) + "\n" + json.dumps(good)[:-3] + "\n")
     with pytest.raises(ValueError, match="line 2 is not readable as JSON"):
-        K.load_passages(str(lines))
+        load_passages(str(lines))
     # SEAL synthetic-data files for the `file` condition
-    from seal_jax.evaluate import load_completions
+    from seal_jax.domains.knowledge.evaluation import load_completions
     comp = tmp_path / "completions.jsonl"
     comp.write_text(json.dumps({"context": "c", "completions": ["x"]}) + "\n{broken\n")
     with pytest.raises(ValueError, match="line 2 is not readable as JSON"):
@@ -87,11 +88,11 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 
 
 def test_demo_corpus_is_shipped_and_valid():
-    passages = K.load_passages("demo")
+    passages = load_passages("demo")
     assert len(passages) >= 40
     assert all(4 <= len(p.questions) <= 6 for p in passages)
     assert all(a in p.context for p in passages for _, a in p.questions)
-    train, held = K.split_passages(passages, 8)
+    train, held = split_passages(passages, 8)
     assert len(held) == 8 and not {p.id for p in train} & {p.id for p in held}
 
 
@@ -105,7 +106,7 @@ def test_keep_best_ties_to_earlier_and_threshold():
 
 
 def _train_cmd(workdir, *extra):
-    return [sys.executable, "-m", "seal_jax.train", "--config=configs/knowledge.py:smoke", f"--workdir={workdir}",
+    return [sys.executable, "-m", "seal_jax.cli.train", "--config=configs/knowledge.py:smoke", f"--workdir={workdir}",
             *extra]
 
 
@@ -170,9 +171,10 @@ def _check_export(workdir, out):
     import ml_collections
     import torch
     from transformers import AutoModelForCausalLM
-    from seal_jax.export import export
+    from seal_jax.cli.common import build_model
+    from seal_jax.cli.export import export
     from seal_jax.model.transformer import forward, logits_from_hidden
-    from seal_jax.train import build_model, restore_generator
+    from seal_jax.runtime.workdir import restore_generator
     assert export(str(workdir), str(out)) == 2
     with pytest.raises(FileExistsError, match="--overwrite"):
         export(str(workdir), str(out))
@@ -213,7 +215,7 @@ def _judge_server(handler_fn):
 
 
 def test_http_judge_against_local_server():
-    from seal_jax.judge import HttpJudge, parse_verdict
+    from seal_jax.domains.knowledge.judge import HttpJudge, parse_verdict
     calls = {"n": 0}
 
     def answer(body):
@@ -239,13 +241,13 @@ def test_http_judge_against_local_server():
 
 def test_model_judge_is_a_grader_and_failures_are_flagged():
     """grader=judge-model: the real SmolLM2 judges through the same prompt and parser as the HTTP judge."""
-    import ml_collections
-    from seal_jax.knowledge_rl import grade_answers
-    ev = ml_collections.ConfigDict(dict(grader="judge-model", judge_model="smollm2-135m", judge_url=""))
+    import dataclasses
+    from seal_jax.domains.knowledge.grading import Grading, grade_answers
+    ev = Grading(grader="judge-model", judge_model="smollm2-135m", judge_url="")
     scores, failed = grade_answers(ev, ["When was the bridge built?"] * 2, ["1873", "in 1873"], ["1873", "1873"])
     assert len(scores) == 2 and all(s in (0.0, 1.0) for s in scores) and all(isinstance(f, bool) for f in failed)
     assert all(s == 0.0 for s, f in zip(scores, failed) if f)  # no verdict: wrong, and flagged
-    ev.judge_model = ""
+    ev = dataclasses.replace(ev, judge_model="")
     with pytest.raises(ValueError, match="judge_model"):
         grade_answers(ev, ["q"], ["a"], ["a"])
 
@@ -253,7 +255,7 @@ def test_model_judge_is_a_grader_and_failures_are_flagged():
 def smoke_config_and_model(config_file: str):
     """The `smoke` preset of configs/<config_file> and its tiny random model: (config, (cfg, params, tok))."""
     import importlib.util
-    from seal_jax.train import build_model
+    from seal_jax.cli.common import build_model
     spec = importlib.util.spec_from_file_location(config_file[:-3], os.path.join(ROOT, "configs", config_file))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -263,33 +265,37 @@ def smoke_config_and_model(config_file: str):
 
 def test_evaluate_conditions_cpt_continual_and_file(tmp_path):
     """The evaluation paths on a tiny random model: every condition runs, shapes and plots are right."""
-    from seal_jax import evaluate as E
+    from seal_jax.cli.settings import knowledge_settings
+    from seal_jax.domains.knowledge import evaluation
+    from seal_jax.runtime.plots import plot_conditions, plot_forgetting
     c, (cfg, params, tok) = smoke_config_and_model("knowledge_eval.py")
-    passages = [K.Passage(f"p{i}", f"Place {i}", f"Place {i} was founded in {1800 + i} by Ada Vell.",
-                          ((f"When was Place {i} founded?", str(1800 + i)), ("Who founded it?", "Ada Vell")))
+    settings = knowledge_settings(c)
+    passages = [Passage(f"p{i}", f"Place {i}", f"Place {i} was founded in {1800 + i} by Ada Vell.",
+                        ((f"When was Place {i} founded?", str(1800 + i)), ("Who founded it?", "Ada Vell")))
                 for i in range(3)]
     key = jax.random.PRNGKey(0)
     completions = {p.context: [f"Place {p.id} is old.\nIt has a founder."] for p in passages}
-    res = E.run_conditions(params, (params, cfg, tok), cfg, tok, passages, c, key,
-                           ("base", "passage", "self_edit", "file"), completions)
+    res = evaluation.run_conditions(params, params, cfg, tok, passages, settings, key,
+                                    ("base", "passage", "self_edit", "file"), completions)
     assert set(res) == {"base", "passage", "self_edit", "file"} and all(0 <= v <= 1 for v in res.values())
-    cpt = E.run_conditions(params, (params, cfg, tok), cfg, tok, passages, c, key, ("passage",), mode="cpt", cpt_n=2)
+    cpt = evaluation.run_conditions(params, params, cfg, tok, passages, settings, key, ("passage",), mode="cpt",
+                                    cpt_n=2)
     assert 0 <= cpt["passage"] <= 1
-    docs = E.condition_docs("file", passages, c, completions=completions)
+    docs = evaluation.condition_docs("file", passages, settings, completions=completions)
     assert docs[0] == ["Place 0\nPlace p0 is old.", "Place 0\nIt has a founder.", "Place 0\n" + passages[0].context]
     with pytest.raises(ValueError, match="no completions in the file for passage p1"):
-        E.condition_docs("file", passages, c, completions={passages[0].context: ["x"]})
-    acc = E.continual(params, cfg, tok, passages, docs, c, key)
+        evaluation.condition_docs("file", passages, settings, completions={passages[0].context: ["x"]})
+    acc = evaluation.continual(params, cfg, tok, passages, docs, settings, key)
     assert acc.shape == (3, 3) and np.isnan(acc[0, 1:]).all() and not np.isnan(np.tril(acc)).any()
-    assert os.path.getsize(E.plot_forgetting(acc, str(tmp_path / "f.png"))) > 0
-    assert os.path.getsize(E.plot_conditions(res, str(tmp_path / "c.png"))) > 0
+    assert os.path.getsize(plot_forgetting(acc, str(tmp_path / "f.png"))) > 0
+    assert os.path.getsize(plot_conditions(res, str(tmp_path / "c.png"))) > 0
 
 
 def test_outer_full_fine_tuning_learns_and_lora_mode_too():
-    from ml_collections import ConfigDict
+    from seal_jax.engine.outer import OuterConfig, outer_update
     from seal_jax.model.config import preset
+    from seal_jax.model.lora import LoraSpec
     from seal_jax.model.transformer import init_params, sequence_logprobs
-    from seal_jax.engine.outer import outer_update
     cfg = preset("tiny")
     params = init_params(jax.random.PRNGKey(0), cfg)
 
@@ -307,19 +313,18 @@ def test_outer_full_fine_tuning_learns_and_lora_mode_too():
         tokens[i, :len(ids)], mask[i, len(p):len(ids)] = ids, 1
     nll = lambda prm: -float(sequence_logprobs(prm, cfg, jnp.asarray(tokens), jnp.asarray(mask)).sum())
     for mode in ("full", "lora"):
-        rl = ConfigDict(dict(mode=mode, lora_rank=4, lora_alpha=8.0, targets="all", batch_size=2, lr=1e-2,
-                             epochs=3, max_len=64))
+        rl = OuterConfig(LoraSpec(4, 8.0, ("all",)), lr=1e-2, epochs=3, batch_size=2, max_len=64, mode=mode)
         new, s = outer_update(params, cfg, Tok(), examples, rl, jax.random.PRNGKey(0))
         assert s["ok"] and nll(new) < nll(params) - 1.0, (mode, nll(new), nll(params))
     assert nll(params) == nll(init_params(jax.random.PRNGKey(0), cfg))  # inputs were not donated away
 
 
 def test_evaluate_cli_and_every_cli_defines_its_flags(tmp_path):
-    for module in ("train", "evaluate", "absorb", "ask", "plan", "generate", "export"):
-        out = subprocess.run([sys.executable, "-m", f"seal_jax.{module}", "--help"], cwd=ROOT, capture_output=True,
+    for module in ("train", "evaluate", "absorb", "ask", "plan", "generate", "export", "bench"):
+        out = subprocess.run([sys.executable, "-m", f"seal_jax.cli.{module}", "--help"], cwd=ROOT, capture_output=True,
                              text=True, timeout=120)
         assert "Error" not in out.stderr and "--" in out.stdout + out.stderr, (module, out.stderr[-2000:])
-    out = subprocess.run([sys.executable, "-m", "seal_jax.evaluate", "--config=configs/knowledge_eval.py:smoke",
+    out = subprocess.run([sys.executable, "-m", "seal_jax.cli.evaluate", "--config=configs/knowledge_eval.py:smoke",
                           f"--out={tmp_path}", "--config.eval.conditions=base,passage", "--config.data.offset=44"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -330,26 +335,26 @@ def test_evaluate_cli_and_every_cli_defines_its_flags(tmp_path):
 
 def test_eval_repeats_average_independent_trainings(monkeypatch):
     """eval_repeats=2: repeat 0 is the eval_repeats=1 training (same key), and the reward is the mean."""
-    from seal_jax import knowledge_rl as KR
-    from seal_jax.engine.inner import inner_config
+    import dataclasses
+    from seal_jax.cli.settings import knowledge_settings
+    from seal_jax.domains.knowledge import updates
     c, (cfg, params, tok) = smoke_config_and_model("knowledge.py")
     # a grade that depends on the answer text, so a repeat's accuracy follows its own answers
-    monkeypatch.setattr(KR, "grade_answers", lambda ev, qs, preds, golds: (
+    monkeypatch.setattr(updates, "grade_answers", lambda grading, qs, preds, golds: (
         [sum(map(ord, p)) % 7 / 6 for p in preds], [False] * len(preds)))
-    passages = [K.Passage(f"p{i}", f"Place {i}", f"Place {i} was founded in {1800 + i}.",
-                          ((f"When was Place {i} founded?", str(1800 + i)), ("Who lives there?", "Nobody")))
+    passages = [Passage(f"p{i}", f"Place {i}", f"Place {i} was founded in {1800 + i}.",
+                        ((f"When was Place {i} founded?", str(1800 + i)), ("Who lives there?", "Nobody")))
                 for i in range(3)]
-    items = [{"uid": i, "docs": [f"Place {i} is old.", p.context], "passages": [p]} for i, p in enumerate(passages)]
+    items = [updates.Item(i, (p,), (f"Place {i} is old.", p.context)) for i, p in enumerate(passages)]
 
     def run(reps):
-        ev = c.eval.copy_and_resolve_references()
-        ev.eval_repeats = reps
-        return [r for chunk in KR.adapt_and_grade(params, cfg, tok, items, inner_config(c.inner), c.inner, ev,
-                                                 jax.random.PRNGKey(3), "test") for r in chunk]
+        settings = dataclasses.replace(knowledge_settings(c), repeats=reps)
+        return [r for chunk in updates.adapt_and_grade(params, cfg, tok, items, settings, jax.random.PRNGKey(3),
+                                                       desc="test") for r in chunk]
 
     one, two = run(1), run(2)
-    assert [r["item"]["uid"] for r in two] == [0, 1, 2]
+    assert [r.item.uid for r in two] == [0, 1, 2]
     for a, b in zip(one, two):
-        assert len(b["repeat_rewards"]) == 2 and b["repeat_rewards"][0] == pytest.approx(a["reward"])
-        assert b["reward"] == pytest.approx(np.mean(b["repeat_rewards"]))
-        assert b["answers"] == a["answers"] and b["train_tokens"] == 2 * a["train_tokens"]
+        assert len(b.repeat_rewards) == 2 and b.repeat_rewards[0] == pytest.approx(a.reward)
+        assert b.reward == pytest.approx(np.mean(b.repeat_rewards))
+        assert b.answers == a.answers and b.train_tokens == 2 * a.train_tokens

@@ -101,7 +101,7 @@ def test_per_row_lora_generation_equals_separate_runs():
 
 
 def test_generate_cli_prints_completion():
-    out = subprocess.run([sys.executable, "-m", "seal_jax.generate", "--model", "smollm2-135m", "--prompt",
+    out = subprocess.run([sys.executable, "-m", "seal_jax.cli.generate", "--model", "smollm2-135m", "--prompt",
                           "What is the capital of France?", "--max_new_tokens", "12", "--temperature", "0"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -74,9 +74,8 @@ ROWS = jax.sharding.PartitionSpec(("edit", "fsdp"))
 
 @pytest.mark.parametrize("shape", MESHES, ids=str)
 def test_sampling_and_outer_step_sharded_equal_single_device(base, shape, monkeypatch):
-    from ml_collections import ConfigDict
     from seal_jax.engine import outer, sampling
-    from seal_jax.engine.outer import outer_update
+    from seal_jax.engine.outer import OuterConfig, outer_update
     mesh = sharding.make_mesh(*shape)
     sharded = sharding.shard_params(base, mesh)
     prompts = [[5, 6, 7], [9, 10], [11, 12, 13, 14], [3, 4]]
@@ -94,10 +93,9 @@ def test_sampling_and_outer_step_sharded_equal_single_device(base, shape, monkey
         def encode(self, text, add_special_tokens=False):
             return [3 + (ord(ch) % 200) for ch in text]
 
-    rl = ConfigDict(dict(lora_rank=4, lora_alpha=8.0, targets="all", batch_size=2, lr=1e-2, epochs=2, max_len=64))
     examples = [([5, 6, 7], "abc"), ([9, 10], "de"), ([4], "fgh")]
     for mode in ("lora", "full"):
-        rl.mode = mode
+        rl = OuterConfig(LoraSpec(4, 8.0, ("all",)), lr=1e-2, epochs=2, batch_size=2, max_len=64, mode=mode)
         ref, _ = outer_update(base, CFG, Tok(), examples, rl, jax.random.PRNGKey(0))
         got, _ = outer_update(sharded, CFG, Tok(), examples, rl, jax.random.PRNGKey(0))
         jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-3),
@@ -170,7 +168,7 @@ def test_two_processes_run_one_smoke_iteration(tmp_path):
     """jax.distributed with a local coordinator: 2 processes x 2 CPU devices run one :smoke iteration on a
     (edit=4) mesh; process 0 alone writes one set of records, and it alone talks to the terminal."""
     wd = tmp_path / "run"
-    outs = _launch_two(["-m", "seal_jax.train", "--config=configs/knowledge.py:smoke", f"--workdir={wd}",
+    outs = _launch_two(["-m", "seal_jax.cli.train", "--config=configs/knowledge.py:smoke", f"--workdir={wd}",
                         "--config.rl.iterations=1", "--config.mesh.edit=-1", "--config.eval.final_eval=False"])
     for rc, _, err in outs:
         assert rc == 0, err[-3000:]

@@ -69,12 +69,6 @@ class InnerConfig:
             raise ValueError(f"inner length_buckets must be >= 1, got {self.length_buckets}")
 
 
-def inner_config(c) -> InnerConfig:
-    """InnerConfig from a config's `inner` section (knowledge and ARC share it)."""
-    return InnerConfig(lora=LoraSpec(c.lora_rank, float(c.lora_alpha), tuple(c.targets.split(","))),
-                       batch_size=c.batch_size, schedule=c.schedule, length_buckets=c.get("length_buckets", 4))
-
-
 # ---- packing (host side, numpy) -------------------------------------------------------------------
 
 

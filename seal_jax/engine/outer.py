@@ -1,21 +1,39 @@
 """The outer loop's domain-free half (ReST-EM M-step): filter scored self-edits, SFT the generator on them.
 
-`keep_best` filters E-step records; `outer_update` trains a LoRA on (prompt -> kept self-edit) with loss on
+`keep_best` / `keep_successful` filter E-step records (the domains' keep rules); `outer_update` trains a LoRA on (prompt -> kept self-edit) with loss on
 the self-edit tokens only and merges it into the generator. The update is `inner.inner_train_edits` with one
 "edit" that holds every kept example: one AdamW / schedule / masking implementation serves both loops.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from seal_jax.engine.inner import InnerConfig, inner_train_edits, pack_edits, round_up, summarize
 from seal_jax.model.lora import LoraSpec, merge_lora
+from seal_jax.model.transformer import sequence_logprobs
 from seal_jax.runtime.sharding import batch_multiple, place_batch, to_host
+
+
+@dataclasses.dataclass(frozen=True)
+class OuterConfig:
+    """The M-step: SEAL's LoRA SFT of the generator (mode "lora", merged after) or full fine-tuning ("full")."""
+    lora: LoraSpec                # mode lora
+    lr: float
+    epochs: int
+    batch_size: int
+    max_len: int                  # examples (prompt + self-edit) are cut to this many tokens
+    mode: str = "lora"
+
+    def __post_init__(self):
+        if self.mode not in ("lora", "full"):
+            raise ValueError(f"rl.mode {self.mode!r}; choose lora or full")
 
 
 def keep_best(records: Sequence[dict], group: str, threshold: float, min_reward: float) -> list[dict]:
@@ -34,25 +52,21 @@ def keep_successful(records: Sequence[dict], group: str, min_reward: float) -> l
     return [r for r in sorted(records, key=lambda r: (r[group], r["sample"])) if r["ok"] and r["reward"] >= min_reward]
 
 
-def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], rl, key):
-    """SFT the generator on (prompt token ids -> self-edit text), loss on the self-edit + EOS.
+def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], outer: OuterConfig, key):
+    """SFT the generator on (prompt token ids -> self-edit text), loss on the self-edit + EOS: (params, summary).
 
-    rl.mode "lora" (default): a LoRA trained by the inner-loop machinery, then merged. "full": every weight
-    trained with optax AdamW (linear decay), one jitted step per batch with params and state donated.
+    outer.mode "lora": a LoRA trained by the inner-loop machinery, then merged. "full": every weight trained
+    with optax AdamW (linear decay), one jitted step per batch with params and state donated.
     """
     docs = []
     for prompt_ids, completion in examples:
         c = tok.encode(completion, add_special_tokens=False) + [tok.eos_token_id]
         docs.append((list(prompt_ids) + c, [0] * len(prompt_ids) + [1] * len(c)))
-    mode = rl.get("mode", "lora")
-    if mode == "full":
-        return full_update(params, cfg, docs, rl, key)
-    if mode != "lora":
-        raise ValueError(f"rl.mode {mode!r}; choose lora or full")
-    ocfg = InnerConfig(lora=LoraSpec(rl.lora_rank, float(rl.lora_alpha), tuple(rl.targets.split(","))),
-                       batch_size=rl.batch_size, schedule="linear",
+    if outer.mode == "full":
+        return full_update(params, cfg, docs, outer, key)
+    ocfg = InnerConfig(lora=outer.lora, batch_size=outer.batch_size, schedule="linear",
                        length_buckets=1)  # one edit, compiled anew each iteration: buckets would cost more than save
-    packed = pack_edits([docs], [rl.lr], [rl.epochs], batch_size=rl.batch_size, max_len=rl.max_len)
+    packed = pack_edits([docs], [outer.lr], [outer.epochs], batch_size=outer.batch_size, max_len=outer.max_len)
     edits, hp = packed.arrays()
     lora, metrics = inner_train_edits(params, edits, jnp.asarray(key)[None], hp, cfg=cfg, icfg=ocfg, steps=packed.steps)
     s = summarize(jax.tree.map(to_host, metrics))[0]
@@ -61,16 +75,14 @@ def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], rl
     return merge_lora(params, jax.tree.map(lambda x: x[0], lora), ocfg.lora), s
 
 
-def full_update(params, cfg, docs, rl, key):
+def full_update(params, cfg, docs, outer: OuterConfig, key):
     """Full fine-tuning of the generator on tokenized (tokens, loss_mask) docs: shuffled batches, AdamW."""
-    import optax
-    from seal_jax.model.transformer import sequence_logprobs
-    packed = pack_edits([docs], [rl.lr], [rl.epochs], batch_size=rl.batch_size, max_len=rl.max_len)
+    packed = pack_edits([docs], [outer.lr], [outer.epochs], batch_size=outer.batch_size, max_len=outer.max_len)
     tokens, mask = packed.tokens[0], packed.loss_mask[0]
-    n, bs = len(docs), rl.batch_size
+    n, bs = len(docs), outer.batch_size
     per_epoch = -(-n // bs)
     width = round_up(bs, batch_multiple(params))  # rows shard evenly over ("edit", "fsdp"); pads are masked
-    opt = optax.adamw(optax.linear_schedule(rl.lr, 0.0, per_epoch * rl.epochs), weight_decay=0.0)
+    opt = optax.adamw(optax.linear_schedule(outer.lr, 0.0, per_epoch * outer.epochs), weight_decay=0.0)
 
     def loss_fn(p, t, m):
         lp = sequence_logprobs(p, cfg, t, m)
@@ -85,7 +97,7 @@ def full_update(params, cfg, docs, rl, key):
     params = jax.tree.map(jnp.array, params)  # a private copy: the step donates its input buffers
     state, losses = opt.init(params), []
     rng = np.random.default_rng(np.asarray(key).ravel().tolist())  # a raw uint32 PRNGKey seeds the shuffles
-    for _ in range(rl.epochs):
+    for _ in range(outer.epochs):
         order = rng.permutation(n)
         for b in range(per_epoch):
             idx = order[b * bs:(b + 1) * bs]

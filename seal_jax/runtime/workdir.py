@@ -1,4 +1,5 @@
 """A run's working directory: append-only E-step records, metrics, TensorBoard, orbax checkpoints.
+Also `write_atomically`, for output directories (adapters, exported models) that must appear whole or not at all.
 
     DIR/records.jsonl    one line per scored self-edit, written (and fsynced) as soon as it exists
     DIR/metrics.jsonl    one line per iteration (and per evaluation)
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable, Optional
+import shutil
+import tempfile
+from typing import Callable, Iterable, Optional
 
 import jax
 import numpy as np
@@ -146,3 +149,34 @@ class Workdir:
             self._tb.close()
         if self._ckpt is not None:
             self._ckpt.close()
+
+
+def restore_generator(workdir: str, params) -> tuple[int, dict]:
+    """(RL iterations done, generator params) from a run's newest checkpoint; `params` gives the structure."""
+    wd = Workdir(workdir)
+    step, state = wd.restore({"params": params, "key": np.asarray(jax.random.PRNGKey(0))})
+    wd.close()
+    if step is None:
+        raise FileNotFoundError(f"{workdir} holds no checkpoint to take the generator from")
+    return step, state["params"]
+
+
+def write_atomically(out: str, overwrite: bool, fill: Callable[[str], object]) -> None:
+    """Call fill(tmp_dir), then move tmp_dir to `out` (replacing it only with overwrite)."""
+    if os.path.exists(out) and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    parent = os.path.dirname(os.path.abspath(out)) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".partial-", dir=parent)
+    try:
+        fill(tmp)
+        if os.path.exists(out):
+            old = tmp + ".old"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

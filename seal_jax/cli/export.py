@@ -1,6 +1,6 @@
 """Export the generator a training run produced as a HF checkpoint directory.
 
-    python -m seal_jax.export --workdir=runs/demo --out=runs/demo-generator
+    python -m seal_jax.cli.export --workdir=runs/demo --out=runs/demo-generator
 
 Reads the run's `config.json`, rebuilds its model, restores the newest orbax checkpoint (the generator after
 the last finished RL iteration) and writes config.json + model.safetensors + tokenizer, which transformers
@@ -12,26 +12,27 @@ from __future__ import annotations
 import json
 import os
 
+import ml_collections
 from absl import flags
+
+from seal_jax.cli.common import build_model, run
+from seal_jax.runtime.workdir import restore_generator, write_atomically
+from seal_jax.weights.hf import save_hf_checkpoint
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "A seal_jax.train run directory.", required=True)
+    flags.DEFINE_string("workdir", None, "A seal_jax.cli.train run directory.", required=True)
     flags.DEFINE_string("out", None, "Output HF checkpoint directory.", required=True)
     flags.DEFINE_bool("overwrite", False, "Replace an existing output directory.")
 
 
 def export(workdir: str, out: str, overwrite: bool = False) -> int:
     """Write the newest checkpoint's generator to `out`; returns the number of RL iterations it has had."""
-    import ml_collections
-    from seal_jax.absorb import write_atomically
-    from seal_jax.train import build_model, restore_generator
-    from seal_jax.weights.hf import save_hf_checkpoint
     saved = os.path.join(workdir, "config.json")
     if not os.path.exists(saved):
-        raise FileNotFoundError(f"{workdir} is not a seal_jax.train run directory (no config.json)")
+        raise FileNotFoundError(f"{workdir} is not a seal_jax.cli.train run directory (no config.json)")
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     with open(saved) as f:
@@ -52,5 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from seal_jax.cli import run as run_cli
-    run_cli(main, define_flags)
+    run(main, define_flags)

@@ -1,4 +1,4 @@
-"""Generate text with a model: `python -m seal_jax.generate --model smollm2-135m --prompt "..."`.
+"""Generate text with a model: `python -m seal_jax.cli.generate --model=smollm2-135m --prompt="..."`.
 
 The chat template is applied unless --raw; --adapter adds a PEFT LoRA adapter directory.
 """
@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import time
 
+import jax
 from absl import flags
+
+from seal_jax.cli.common import run
+from seal_jax.engine.sampling import SamplingConfig, generate
+from seal_jax.tokenizer import encode_prompts
+from seal_jax.weights import load_model, load_peft_adapter
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """Command-line flags, defined only when this module is the program (modules import each other)."""
     flags.DEFINE_string("model", "smollm2-135m", "HF checkpoint directory, .gguf file, or a registered name.")
     flags.DEFINE_multi_string("prompt", None, "Prompt text; repeat the flag for a batch.", required=True)
     flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate at most.")
@@ -25,11 +30,6 @@ def define_flags() -> None:
 
 def main(argv):
     del argv
-    import jax
-    from seal_jax.engine.sampling import SamplingConfig, generate
-    from seal_jax.tokenizer import encode_prompts
-    from seal_jax.weights import load_model, load_peft_adapter
-
     cfg, params, tok = load_model(FLAGS.model)
     lora, scale = None, 0.0
     if FLAGS.adapter:
@@ -48,5 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from seal_jax.cli import run as run_cli
-    run_cli(main, define_flags)
+    run(main, define_flags)

@@ -1,8 +1,8 @@
 """Absorb documents into a model: it writes its own fine-tuning data (self-edits) and trains a LoRA on it.
 
-    python -m seal_jax.absorb --model=smollm2-135m --docs=notes/ --out=adapters/notes
-    python -m seal_jax.absorb --model=smollm2-135m --docs=notes/ --out=adapters/notes --dry-run
-    python -m seal_jax.ask --model=smollm2-135m --adapter=adapters/notes "When was X founded?"
+    python -m seal_jax.cli.absorb --model=smollm2-135m --docs=notes/ --out=adapters/notes
+    python -m seal_jax.cli.absorb --model=smollm2-135m --docs=notes/ --out=adapters/notes --dry_run
+    python -m seal_jax.cli.ask --model=smollm2-135m --adapter=adapters/notes "When was X founded?"
 
 Each document (.txt / .md) is split into passages; the model writes self-edits for each passage (the
 knowledge domain's prompts); the self-edits and passages become training documents; the inner update trains
@@ -15,23 +15,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import shutil
-import tempfile
 from typing import Optional
 
+import jax
 from absl import flags
+
+from seal_jax.cli.common import run
+from seal_jax.domains.knowledge.passages import document_passages, read_documents
+from seal_jax.domains.knowledge.self_edit import PROMPTS, passage_document, prompt_text, self_edit_documents
+from seal_jax.engine.inner import InnerConfig, pack_edits, summarize, tokenize_document, train_in_chunks
+from seal_jax.engine.sampling import SamplingConfig, SelfEditSampling, sample_self_edits
+from seal_jax.model.lora import LoraSpec, merge_lora
+from seal_jax.runtime.terminal import progress
+from seal_jax.runtime.workdir import write_atomically
+from seal_jax.tokenizer import chat_prompt
+from seal_jax.weights import load_model, save_hf_checkpoint, save_peft_adapter
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """Command-line flags, defined only when this module is the program (modules import each other)."""
     flags.DEFINE_string("model", "smollm2-135m", "HF checkpoint directory, .gguf file, or a registered name.")
     flags.DEFINE_string("docs", None, "A .txt/.md file or a directory of them.", required=True)
     flags.DEFINE_string("out", None, "Adapter output directory.", required=True)
-    flags.DEFINE_enum("prompt", "implications", ["implications", "implications-long", "implications-very-long",
-                                                 "rewrite", "self-qa"], "Self-edit prompt.")
+    flags.DEFINE_enum("prompt", "implications", list(PROMPTS), "Self-edit prompt.")
     flags.DEFINE_integer("samples", 1, "Self-edits per passage.")
     flags.DEFINE_float("temperature", 0.0, "Self-edit sampling temperature (0: greedy, reproducible).")
     flags.DEFINE_integer("max_new_tokens", 160, "Self-edit length limit.")
@@ -48,104 +55,15 @@ def define_flags() -> None:
     flags.DEFINE_string("merge", None, "Also write the merged model as a HF safetensors directory here.")
 
 
-def read_documents(path: str) -> list[tuple[str, str]]:
-    """[(path, text)] of the .txt/.md files at `path` (a file or a directory, sorted)."""
-    if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith((".txt", ".md")))
-        if not files:
-            raise FileNotFoundError(f"{path}: no .txt or .md files")
-    elif os.path.isfile(path):
-        files = [path]
-    else:
-        raise FileNotFoundError(f"documents {path!r}: no such file or directory")
-    docs = []
-    for f in files:
-        with open(f, encoding="utf-8") as fh:
-            text = fh.read().strip()
-        if not text:
-            raise ValueError(f"{f}: the document is empty")
-        docs.append((f, text))
-    return docs
-
-
-def split_passages(text: str, title: str, words: int, source: str = ""):
-    """Passages of at most about `words` words on paragraph boundaries; a paragraph longer than that is split
-    on sentence boundaries (then on words). A leading markdown heading is the title. Ids are
-    `{source}:{title}#{i}`, so two files with the same heading never share a passage id."""
-    from seal_jax.domains.knowledge import Passage
-    m = re.match(r"^#+\s*(.+)\n", text)
-    if m:
-        title, text = m.group(1).strip(), text[m.end():]
-    paras = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
-    paras = [piece for p in paras for piece in _split_long(p, words)]
-    chunks, cur = [], []
-    for p in paras:
-        if cur and sum(len(x.split()) for x in cur) + len(p.split()) > words:
-            chunks.append(" ".join(cur))
-            cur = []
-        cur.append(p)
-    if cur:
-        chunks.append(" ".join(cur))
-    return [Passage(f"{source}:{title}#{i}" if source else f"{title}#{i}", title, c, ()) for i, c in enumerate(chunks)]
-
-
-def _split_long(paragraph: str, words: int) -> list[str]:
-    """A paragraph of more than `words` words as pieces of at most `words`, on sentence ends where possible."""
-    if len(paragraph.split()) <= words:
-        return [paragraph]
-    pieces, cur = [], []
-    for sentence in re.split(r"(?<=[.!?])\s+", paragraph):
-        w = sentence.split()
-        while len(w) > words:  # one sentence longer than a passage: cut it on words
-            pieces.append(" ".join(w[:words]))
-            w = w[words:]
-        if cur and len(cur) + len(w) > words:
-            pieces.append(" ".join(cur))
-            cur = []
-        cur += w
-    if cur:
-        pieces.append(" ".join(cur))
-    return pieces
-
-
 def sha256(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def write_atomically(out: str, overwrite: bool, fill) -> None:
-    """Call fill(tmp_dir), then move tmp_dir to `out` (replacing it only with overwrite)."""
-    if os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    parent = os.path.dirname(os.path.abspath(out)) or "."
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".absorb-", dir=parent)
-    try:
-        fill(tmp)
-        if os.path.exists(out):
-            old = tmp + ".old"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def absorb(model: str, docs_path: str, out: str, *, prompt="implications", samples=1, temperature=0.0,
            max_new_tokens=160, passage_words=150, per_doc=False, rank=32, alpha=64.0, targets="all", lr=1e-3,
            epochs=6, seed=0, dry_run=False, overwrite=False, merge: Optional[str] = None, log=print) -> dict:
-    import jax
-    from seal_jax.domains import knowledge as K
-    from seal_jax.engine.inner import InnerConfig, pack_edits, summarize, tokenize_document, train_in_chunks
-    from seal_jax.knowledge_rl import self_edit_prompt
-    from seal_jax.model.lora import LoraSpec, merge_lora
-    from seal_jax.engine.sampling import SamplingConfig, generate_in_batches
-    from seal_jax.weights import load_model, save_hf_checkpoint, save_peft_adapter
-    from tqdm.auto import tqdm
-
+    """Documents -> self-edits -> one LoRA (or one per document) -> a PEFT adapter at `out`; its manifest."""
     if merge and per_doc:
         raise ValueError("--merge needs one adapter (drop --per_doc)")
     for target in [out] + ([merge] if merge else []):  # refuse before any work, not after training
@@ -154,13 +72,13 @@ def absorb(model: str, docs_path: str, out: str, *, prompt="implications", sampl
     sources = read_documents(docs_path)
     cfg, params, tok = load_model(model)
     cfg = cfg.replace(remat="none")
-    per_source = [split_passages(text, os.path.splitext(os.path.basename(p))[0], passage_words, str(i))
+    per_source = [document_passages(text, os.path.splitext(os.path.basename(p))[0], passage_words, str(i))
                   for i, (p, text) in enumerate(sources)]
     passages = [p for ps in per_source for p in ps]
-    prompts = [self_edit_prompt(tok, p, prompt) for p in passages for _ in range(samples)]
-    texts = generate_in_batches(params, cfg, tok, prompts, SamplingConfig(max_new_tokens, temperature, 0.95),
-                                8, jax.random.PRNGKey(seed), "writing self-edits")
-    edits = {p.id: texts[i * samples:(i + 1) * samples] for i, p in enumerate(passages)}
+    texts = sample_self_edits(params, cfg, tok, [chat_prompt(tok, prompt_text(p, prompt)) for p in passages], samples,
+                              SelfEditSampling(SamplingConfig(max_new_tokens, temperature, 0.95), batch=8),
+                              jax.random.PRNGKey(seed), "writing self-edits")
+    edits = {p.id: t for p, t in zip(passages, texts)}
     if dry_run:
         for p in passages:
             for e in edits[p.id]:
@@ -168,8 +86,8 @@ def absorb(model: str, docs_path: str, out: str, *, prompt="implications", sampl
         return {"passages": len(passages), "self_edits": edits}
 
     def documents(ps):
-        return [d for p in ps for e in edits[p.id] for d in K.self_edit_documents(p, e, prompt)[:-1]] + \
-               [f"{p.title}\n{p.context}" for p in ps]
+        return [d for p in ps for e in edits[p.id] for d in self_edit_documents(p, e, prompt)[:-1]] + \
+               [passage_document(p) for p in ps]
 
     groups = per_source if per_doc else [passages]
     icfg = InnerConfig(lora=LoraSpec(rank, alpha, tuple(targets.split(","))))
@@ -177,13 +95,12 @@ def absorb(model: str, docs_path: str, out: str, *, prompt="implications", sampl
                         [epochs] * len(groups), max_len=1024)
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(groups))
     loras, summaries = [], []
-    bar = tqdm(total=len(groups), desc=f"training {len(groups)} adapter(s)", leave=False)
-    for start, stop, lora, metrics in train_in_chunks(params, cfg, icfg, packed, keys,
-                                                      edits_per_chunk=min(4, len(groups))):
-        loras += [jax.tree.map(lambda x, i=i: x[i], lora) for i in range(stop - start)]
-        summaries += summarize(metrics)
-        bar.update(stop - start)
-    bar.close()
+    with progress(total=len(groups), desc=f"training {len(groups)} adapter(s)") as bar:
+        for start, stop, lora, metrics in train_in_chunks(params, cfg, icfg, packed, keys,
+                                                          edits_per_chunk=min(4, len(groups))):
+            loras += [jax.tree.map(lambda x, i=i: x[i], lora) for i in range(stop - start)]
+            summaries += summarize(metrics)
+            bar.update(stop - start)
     if not all(s["ok"] for s in summaries):
         raise FloatingPointError("the update diverged (non-finite loss); lower --lr")
     manifest = {"model": model, "sources": [{"path": os.path.abspath(p), "sha256": sha256(p)} for p, _ in sources],
@@ -221,5 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from seal_jax.cli import run as run_cli
-    run_cli(main, define_flags)
+    run(main, define_flags)

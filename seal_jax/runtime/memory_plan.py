@@ -1,4 +1,4 @@
-"""Per-device memory plan for a config and mesh: `python -m seal_jax.plan --config=configs/knowledge.py:paper`.
+"""Per-device memory plan for a model, a LoRA and a mesh (`python -m seal_jax.cli.plan` prints one for a config).
 
 Estimates (bytes per device), from the model shape alone, no weights loaded:
   base weights        params x dtype bytes / (fsdp x tp)                  (replicated across "edit")
@@ -11,34 +11,10 @@ These are estimates from the model shape (no XLA buffer assignment): keep 10-20%
 """
 from __future__ import annotations
 
-import json
-
-from absl import flags
-from ml_collections import config_flags
-
-from seal_jax.model.config import ModelConfig, preset
+from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import LoraSpec, target_shape
 
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-    """Command-line flags, defined only when this module is the program (modules import each other)."""
-    config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py[:preset]).", lock_config=True)
-    flags.DEFINE_string("preset", None, "Model preset when the config names a checkpoint (e.g. qwen2p5_7b).")
-    flags.DEFINE_integer("edit", 1, "Mesh edit axis.")
-    flags.DEFINE_integer("fsdp", 1, "Mesh fsdp axis.")
-    flags.DEFINE_integer("tp", 1, "Mesh tp axis.")
-    flags.DEFINE_float("device_gib", 16.0, "Memory per device (GiB), e.g. 16 v5e, 32 v4, 80 H100.")
-    flags.DEFINE_integer("seq_len", 2048, "Training sequence bucket.")
-    flags.DEFINE_integer("weight_bytes", 2, "Bytes per base weight (2 for bf16 on accelerators).")
-    flags.DEFINE_integer("sample_batch", 64, "Sampling batch (rows).")
-    flags.DEFINE_integer("sample_len", 2048, "Prompt + new tokens in the KV cache.")
-
-
 GiB = 1024 ** 3
-_MODEL_PRESETS = {"Qwen/Qwen2.5-7B": "qwen2p5_7b", "meta-llama/Llama-3.2-1B-Instruct": "llama3p2_1b",
-                  "smollm2-135m": "smollm2_135m", "random:tiny": "tiny"}
 
 
 def lora_params(cfg: ModelConfig, spec: LoraSpec) -> int:
@@ -72,21 +48,3 @@ def plan(cfg: ModelConfig, spec: LoraSpec, *, edit: int, fsdp: int, tp: int, dev
             "gathered_layer_gib": round(gathered / GiB, 3), "activations_per_edit_gib": round(activations / GiB, 3),
             "kv_cache_gib": round(cache / GiB, 3), "device_gib": device_gib,
             "max_edits_per_chunk": per_device_edits * edit, "fits": per_device_edits > 0}
-
-
-def main(argv):
-    del argv
-    c = FLAGS.config
-    name = FLAGS.preset or _MODEL_PRESETS.get(c.model.name)
-    if name is None:
-        raise SystemExit(f"no preset known for model {c.model.name!r}; pass --preset (one of the model presets)")
-    cfg = preset(name).replace(remat=c.model.remat)
-    spec = LoraSpec(c.inner.lora_rank, c.inner.lora_alpha, tuple(c.inner.targets.split(",")))
-    print(json.dumps(plan(cfg, spec, edit=FLAGS.edit, fsdp=FLAGS.fsdp, tp=FLAGS.tp, device_gib=FLAGS.device_gib,
-                          seq_len=FLAGS.seq_len, batch=c.inner.batch_size, weight_bytes=FLAGS.weight_bytes,
-                          sample_batch=FLAGS.sample_batch, sample_len=FLAGS.sample_len), indent=2))
-
-
-if __name__ == "__main__":
-    from seal_jax.cli import run as run_cli
-    run_cli(main, define_flags)

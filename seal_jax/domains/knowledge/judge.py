@@ -14,6 +14,9 @@ import urllib.error
 import urllib.request
 from typing import Optional, Sequence
 
+from seal_jax.engine.sampling import SamplingConfig, generate
+from seal_jax.tokenizer import chat_prompt
+
 JUDGE_PROMPT = ("You are grading a quiz. Decide whether the student's answer means the same as the reference "
                 "answer for this question. Minor wording differences are fine; missing or wrong facts are not.\n\n"
                 "Question: {question}\nReference answer: {gold}\nStudent answer: {pred}\n\n"
@@ -67,8 +70,6 @@ class ModelJudge:
         self.params, self.cfg, self.tok = params, cfg, tok
 
     def __call__(self, questions, preds, golds):
-        from seal_jax.engine.sampling import SamplingConfig, generate
-        from seal_jax.tokenizer import chat_prompt
         prompts = [chat_prompt(self.tok, JUDGE_PROMPT.format(question=q, gold=g, pred=p))
                    for q, p, g in zip(questions, preds, golds)]
         out = generate(self.params, self.cfg, self.tok, prompts, SamplingConfig(max_new_tokens=4))

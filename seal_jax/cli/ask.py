@@ -1,17 +1,23 @@
-"""Ask a model, with absorbed knowledge: `python -m seal_jax.ask --adapter=adapters/notes "question"`.
+"""Ask a model, with absorbed knowledge: `python -m seal_jax.cli.ask --adapter=adapters/notes "question"`.
 
 Several --adapter flags are stacked (their LoRA deltas summed into the weights); --compare prints the base
 model's answer beside each adapter's and the stack's.
 """
 from __future__ import annotations
 
+import os
+
 from absl import flags
+
+from seal_jax.cli.common import run
+from seal_jax.engine.answering import answer_questions
+from seal_jax.model.lora import merge_lora
+from seal_jax.weights import load_model, load_peft_adapter
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """Command-line flags, defined only when this module is the program (modules import each other)."""
     flags.DEFINE_string("model", "smollm2-135m", "HF checkpoint directory, .gguf file, or a registered name.")
     flags.DEFINE_multi_string("adapter", [], "PEFT LoRA adapter directory (repeat to stack).")
     flags.DEFINE_bool("compare", False, "Print base vs adapted answers side by side.")
@@ -20,10 +26,6 @@ def define_flags() -> None:
 
 def answers(model: str, adapters: list[str], questions: list[str], compare: bool, max_new_tokens: int = 64) -> dict:
     """{label: [answer per question]}: 'adapted' (all adapters stacked), plus 'base' and each adapter with compare."""
-    import os
-    from seal_jax.model.lora import merge_lora
-    from seal_jax.engine.answering import answer_questions
-    from seal_jax.weights import load_model, load_peft_adapter
     cfg, params, tok = load_model(model)
     loaded = []
     for path in adapters:
@@ -49,7 +51,7 @@ def answers(model: str, adapters: list[str], questions: list[str], compare: bool
 def main(argv):
     questions = argv[1:]
     if not questions:
-        raise SystemExit('usage: python -m seal_jax.ask [--adapter=DIR ...] [--compare] "question" ...')
+        raise SystemExit('usage: python -m seal_jax.cli.ask [--adapter=DIR ...] [--compare] "question" ...')
     try:
         res = answers(FLAGS.model, FLAGS.adapter, questions, FLAGS.compare, FLAGS.max_new_tokens)
     except (FileNotFoundError, ValueError) as e:
@@ -64,5 +66,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from seal_jax.cli import run as run_cli
-    run_cli(main, define_flags)
+    run(main, define_flags)

@@ -1,0 +1,280 @@
+"""Benchmarks that print one JSON line each, their peers measured in the same run.
+
+    python -m seal_jax.cli.bench generate [--model=smollm2-135m] [--max_new_tokens=64]
+    python -m seal_jax.cli.bench inner --workload=../shared/bench/inner_workload.json [--edits_per_chunk=4]
+        [--repeats=2] [--remat=none] [--dtype=float32] [--no_peer] [--profile=DIR]
+
+Speed on a shared machine is noisy, so every figure that matters is a ratio against a peer timed in the
+same run (HF transformers on torch, when torch is installed; `bench_peer.py` for the inner loop).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+from seal_jax.cli.bench_peer import run_hf_peft
+from seal_jax.cli.common import run
+from seal_jax.engine.adapt import AdaptConfig, Request, adapt_and_answer, pack_requests
+from seal_jax.engine.answering import question_prompts
+from seal_jax.engine.inner import InnerConfig, tokenize_document
+from seal_jax.engine.sampling import SamplingConfig, generate
+from seal_jax.model.lora import LoraSpec
+from seal_jax.runtime.profiling import wall_breakdown, xla_op_events
+from seal_jax.tokenizer import encode_prompts
+from seal_jax.weights import load_model, resolve_model_path
+
+FLAGS = flags.FLAGS
+BENCHES = ("generate", "inner")
+QUESTIONS = [
+    "What is the capital of France?", "Name three colours of the rainbow.", "What is 12 times 12?",
+    "Write a haiku about the sea.", "Who wrote Romeo and Juliet?", "Explain photosynthesis in one sentence.",
+    "What is the boiling point of water?", "Give me a synonym for happy.", "How many legs does a spider have?",
+    "What is the largest planet?", "Translate 'good morning' into French.", "What does a thermometer measure?",
+    "Name a famous painting.", "What is the square root of 81?", "Why is the sky blue?", "What is an atom?",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchOptions:
+    model: str = "smollm2-135m"
+    max_new_tokens: int = 64          # generate: tokens per answer
+    workload: Optional[str] = None    # inner: the workload JSON (required)
+    edits_per_chunk: int = 4          # inner: edits per vmapped call
+    remat: str = "none"               # inner: per-layer remat (none, as the :demo configs)
+    dtype: str = "float32"            # inner: base weights and compute, both sides (LoRA and Adam stay float32)
+    repeats: int = 2                  # inner: warm rounds, alternating seal-jax and the peer; best of each
+    no_peer: bool = False             # inner: skip the HF transformers + PEFT peer
+    profile: Optional[str] = None     # inner: trace one more round into this directory
+
+
+def define_flags() -> None:
+    defaults = BenchOptions()
+    flags.DEFINE_string("model", defaults.model, "HF checkpoint directory, .gguf file, or a registered name.")
+    flags.DEFINE_integer("max_new_tokens", defaults.max_new_tokens, "generate: tokens per answer.")
+    flags.DEFINE_string("workload", None, "inner: workload JSON, e.g. ../shared/bench/inner_workload.json.")
+    flags.DEFINE_integer("edits_per_chunk", defaults.edits_per_chunk, "inner: edits per vmapped inner-update call.")
+    flags.DEFINE_enum("remat", defaults.remat, ["none", "full", "dots"],
+                      "inner: per-layer remat (default none, as the :demo configs: a 135M model's activations are small).")
+    flags.DEFINE_enum("dtype", defaults.dtype, ["float32", "bfloat16"],
+                      "inner: base weights and compute, for seal-jax and the peer alike (LoRA and Adam stay float32).")
+    flags.DEFINE_integer("repeats", defaults.repeats, "inner: warm rounds, alternating seal-jax and the peer; best of each.")
+    flags.DEFINE_bool("no_peer", defaults.no_peer, "inner: skip the HF transformers + PEFT peer.")
+    flags.DEFINE_string("profile", None, "inner: trace one more seal-jax round into DIR (jax.profiler) and report its "
+                        "wall-clock time by jitted function and kind of XLA op.")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def bench_generate(options: BenchOptions) -> dict:
+    """Batched greedy sampling, batch 1 and 16: tokens/s, against HF `generate` on the same weights."""
+    cfg, params, tok = load_model(options.model)
+    sampling = SamplingConfig(max_new_tokens=options.max_new_tokens)
+    result = {"bench": "generate", "model": options.model, "max_new_tokens": options.max_new_tokens,
+              "backend": jax.default_backend()}
+    for batch in (1, 16):
+        prompts = encode_prompts(tok, QUESTIONS[:batch])
+        _, cold = _timed(lambda: generate(params, cfg, tok, prompts, sampling))
+        out, warm = _timed(lambda: generate(params, cfg, tok, prompts, sampling))
+        n = sum(out.num_tokens)
+        result[f"b{batch}"] = {"tokens": n, "cold_s": round(cold, 3), "warm_s": round(warm, 3),
+                               "tokens_per_s": round(n / warm, 1)}
+        peer = _hf_generate(resolve_model_path(options.model), tok, prompts, options.max_new_tokens)
+        if peer is not None:
+            result[f"b{batch}"]["hf_tokens_per_s"] = round(peer["tokens"] / peer["s"], 1)
+            result[f"b{batch}"]["speedup_vs_hf"] = round((n / warm) / (peer["tokens"] / peer["s"]), 2)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result
+
+
+def load_hf_torch_model(path: str, dtype: str = "float32"):
+    """The peer: the same weights through transformers (torch, in `dtype`), or None without torch."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+    except ImportError:
+        return None
+    kw = {"gguf_file": os.path.basename(path)} if path.endswith(".gguf") else {}
+    where = os.path.dirname(path) if path.endswith(".gguf") else path
+    return AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype), **kw).eval()
+
+
+def _hf_generate(path, tok, prompts, max_new_tokens):
+    model = load_hf_torch_model(path)
+    if model is None:
+        return None
+    import torch
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        model.generate(ids[:1], attention_mask=mask[:1], max_new_tokens=4, do_sample=False)  # warm-up
+        out, dt = _timed(lambda: model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                                do_sample=False, pad_token_id=tok.pad_token_id))
+    new = out[:, width:]
+    n = 0
+    for row in new.tolist():
+        n += (row.index(tok.eos_token_id) + 1) if tok.eos_token_id in row else len(row)
+    return {"tokens": n, "s": dt}
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+    """Measured float32 matmul throughput of this machine through XLA (the MFU denominator)."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        f(a).block_until_ready()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+WORKLOAD_FIELDS = {"lora": dict, "epochs": int, "lr": (int, float), "batch_size": int, "max_new_tokens": int,
+                   "question_prompt": str, "edits": list}
+
+
+def load_workload(path: Optional[str]) -> dict:
+    """Read and check an inner-loop workload file, naming the first problem before any model is loaded."""
+    if not path:
+        raise SystemExit("bench inner needs --workload=FILE (e.g. ../shared/bench/inner_workload.json)")
+    try:
+        with open(path) as f:
+            workload = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"cannot read workload {path}: {e}")
+    if not isinstance(workload, dict):
+        raise SystemExit(f"workload {path}: expected a JSON object, got {type(workload).__name__}")
+    problems = [f"'{k}' should be {t.__name__ if isinstance(t, type) else 'a number'}"
+                for k, t in WORKLOAD_FIELDS.items() if not isinstance(workload.get(k), t)]
+    problems += [f"lora.{k} is missing" for k in ("rank", "alpha", "targets") if k not in (workload.get("lora") or {})]
+    raw_edits = workload.get("edits")
+    edits = raw_edits if isinstance(raw_edits, list) else []  # not a list: named by the field check above
+    for i, e in enumerate(edits):
+        if not (isinstance(e, dict) and e.get("train") and all(isinstance(t, str) for t in e["train"])):
+            problems.append(f"edits[{i}].train should be a non-empty list of strings")
+        elif not (e.get("questions") and all(isinstance(q, dict) and isinstance(q.get("question"), str)
+                                             for q in e["questions"])):
+            problems.append(f"edits[{i}].questions should be a non-empty list of {{\"question\": ...}} objects")
+    if raw_edits == []:
+        problems.append("'edits' is empty")
+    if problems:
+        raise SystemExit(f"workload {path}: " + "; ".join(problems))
+    return workload
+
+
+def workload_config(workload: dict, edits_per_chunk: int) -> AdaptConfig:
+    """The workload's inner update (LoRA, batch) and answers (greedy, max_new_tokens)."""
+    lw = workload["lora"]
+    return AdaptConfig(InnerConfig(lora=LoraSpec(lw["rank"], float(lw["alpha"]), tuple(lw["targets"])),
+                                   batch_size=workload["batch_size"]),
+                       edits_per_chunk=edits_per_chunk, max_len=2048,
+                       answer=SamplingConfig(max_new_tokens=workload["max_new_tokens"]))
+
+
+def workload_requests(tok, workload: dict, seed: int = 0) -> list[list[Request]]:
+    """One request per edit: its training texts, the workload's lr and epochs, its questions."""
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(workload["edits"]))
+    return [[Request([tokenize_document(tok, t) for t in e["train"]], workload["lr"], workload["epochs"], np.asarray(k),
+                     question_prompts(tok, [q["question"] for q in e["questions"]], workload["question_prompt"]))]
+            for e, k in zip(workload["edits"], keys)]
+
+
+def run_inner_workload(params, cfg, tok, workload: dict, config: AdaptConfig) -> tuple[list[list[str]], dict]:
+    """The workload's work in seal-jax, through engine.adapt: pack, train all edits (vmapped, chunked), answer.
+
+    Returns (answers [[str]] per edit, {"train_s", "answer_s"}: the wall time of each phase).
+    """
+    answers, phases = [], {"train_s": 0.0, "answer_s": 0.0}
+    for chunk in adapt_and_answer(params, cfg, tok, workload_requests(tok, workload), config, desc="bench"):
+        answers += [reps[0].answers for reps in chunk.adapted]
+        phases["train_s"] += chunk.train_s
+        phases["answer_s"] += chunk.answer_s
+    return answers, phases
+
+
+def bench_inner(options: BenchOptions) -> dict:
+    """The inner loop (train E edits + answer their questions), against HF + PEFT one edit at a time."""
+    workload = load_workload(options.workload)
+    cfg, params, tok = load_model(options.model, dtype=jnp.dtype(options.dtype))
+    cfg = cfg.replace(remat=options.remat)
+    config = workload_config(workload, options.edits_per_chunk)
+    peer_model = None if options.no_peer else load_hf_torch_model(resolve_model_path(options.model), options.dtype)
+    run_once = lambda: run_inner_workload(params, cfg, tok, workload, config)
+    _, cold = _timed(run_once)
+    # Rounds alternate seal-jax and the peer, so a burst of load on a shared machine hits both; best of each.
+    rounds, peers = [], []
+    for _ in range(options.repeats):
+        (answers, phases), t = _timed(run_once)
+        rounds.append((t, phases))
+        if peer_model is not None:
+            peer = run_hf_peft(peer_model, tok, workload)
+            peers.append(peer["seconds"])
+    warm, phases = min(rounds, key=lambda r: r[0])
+    profile = None
+    if options.profile:  # one more seal-jax round under jax.profiler: where its wall-clock time goes
+        jax.profiler.start_trace(options.profile)
+        try:
+            run_once()
+        finally:
+            jax.profiler.stop_trace()
+        profile = {"trace_dir": options.profile, **wall_breakdown(xla_op_events(options.profile))}
+    packed = pack_requests(workload_requests(tok, workload), config)
+    tokens = packed.train_tokens()
+    mean_len = tokens / max(1, int((packed.seq_valid.sum(-1) * packed.epochs).sum()))
+    train_flops = 2 * cfg.flops_per_token(int(mean_len)) * tokens  # forward + backward to activations
+    peak = matmul_peak_gflops()
+    result = {"bench": "inner", "model": options.model, "backend": jax.default_backend(), "remat": cfg.remat,
+              "dtype": options.dtype, "edits": len(workload["edits"]), "edits_per_chunk": options.edits_per_chunk,
+              "train_tokens": tokens, "padded_shape": list(packed.tokens.shape), "steps": packed.steps,
+              "cold_s": round(cold, 2), "warm_s": round(warm, 2), "warm_s_rounds": [round(t, 2) for t, _ in rounds],
+              "train_s": round(phases["train_s"], 2), "answer_s": round(phases["answer_s"], 2),
+              "answers": answers,
+              "matmul_peak_gflops": round(peak, 1), "train_model_gflop": round(train_flops / 1e9, 1),
+              # model FLOPs utilisation of the training phase of the best warm round
+              "train_mfu": round(train_flops / phases["train_s"] / (peak * 1e9), 3)}
+    if peers:
+        result["peer_hf_peft_s"] = round(min(peers), 2)
+        result["peer_s_rounds"] = [round(t, 2) for t in peers]
+        result["speedup_vs_peer"] = round(min(peers) / warm, 2)
+        result["peer_answers"] = peer["answers"]
+        result["answers_equal_peer"] = sum(a == b for x, y in zip(answers, peer["answers"]) for a, b in zip(x, y))
+    if profile is not None:
+        result["profile"] = profile
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result
+
+
+def bench(which: str, options: BenchOptions) -> dict:
+    """The `which` benchmark's result (one JSON object)."""
+    if which not in BENCHES:
+        raise SystemExit(f"unknown benchmark {which!r}; choose one of {', '.join(BENCHES)}")
+    return {"generate": bench_generate, "inner": bench_inner}[which](options)
+
+
+def main(argv):
+    if len(argv) != 2:
+        raise SystemExit(f"usage: python -m seal_jax.cli.bench {{{','.join(BENCHES)}}} [--flags]; got {argv[1:]}")
+    options = BenchOptions(model=FLAGS.model, max_new_tokens=FLAGS.max_new_tokens, workload=FLAGS.workload,
+                           edits_per_chunk=FLAGS.edits_per_chunk, remat=FLAGS.remat, dtype=FLAGS.dtype,
+                           repeats=FLAGS.repeats, no_peer=FLAGS.no_peer, profile=FLAGS.profile)
+    print(json.dumps(bench(argv[1], options)), flush=True)
+
+
+if __name__ == "__main__":
+    run(main, define_flags)

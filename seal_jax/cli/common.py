@@ -1,0 +1,56 @@
+"""What every command-line tool shares: the absl runner, the config flag, and the model a config names.
+
+JAX logs backend probing ("Unable to initialize backend 'tpu'") at INFO through absl's handler; a person at
+a terminal wants our progress bars and results, so absl's threshold is WARNING unless `--verbosity` says
+otherwise. Our own loggers (`seal_jax.*`) stay at INFO.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from seal_jax.model.config import preset
+from seal_jax.model.transformer import init_params
+from seal_jax.tokenizer import load_tokenizer
+from seal_jax.weights import load_model, resolve_model_path
+
+
+def run(main: Callable, define_flags: Optional[Callable] = None) -> None:
+    """absl's app.run(main) with this package's logging defaults; `define_flags` first (modules that are not
+    the program never define flags, so tests and other tools can import them)."""
+    if define_flags is not None:
+        define_flags()
+
+    def quiet_main(argv):
+        if not flags.FLAGS["verbosity"].present:
+            absl_logging.set_verbosity(absl_logging.WARNING)
+        logging.getLogger("seal_jax").setLevel(logging.INFO)
+        return main(argv)
+
+    app.run(quiet_main)
+
+
+def define_config_flag(help_text: str = "Experiment config file (configs/*.py[:preset]).") -> None:
+    """--config=configs/<file>.py[:preset], overridable field by field (--config.rl.iterations=2)."""
+    config_flags.DEFINE_config_file("config", None, help_text, lock_config=True)
+
+
+def build_model(model_section, seed: int = 0):
+    """(cfg, params, tokenizer) from a config's `model` section; `random:<preset>` for smoke runs."""
+    dtype = model_section.get("dtype", "auto")
+    if dtype == "auto":  # bf16 base weights on accelerators, f32 on CPU; LoRA and Adam state are always f32
+        dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    dtype = jnp.dtype(dtype)
+    if model_section.name.startswith("random:"):
+        tok = load_tokenizer(resolve_model_path(model_section.tokenizer))
+        cfg = preset(model_section.name.split(":", 1)[1]).replace(vocab_size=len(tok))
+        params = init_params(jax.random.PRNGKey(seed), cfg, dtype)
+    else:
+        cfg, params, tok = load_model(model_section.name, dtype)
+    return cfg.replace(remat=model_section.remat), params, tok

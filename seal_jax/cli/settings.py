@@ -1,0 +1,89 @@
+"""Where a run's config (an ml_collections ConfigDict, configs/*.py) becomes typed settings: the only place.
+
+Library code never reads a ConfigDict: each entry point calls `domain_for(c)` / `restem_config(c)` (or one
+builder below) once and passes the frozen dataclasses down.
+"""
+from __future__ import annotations
+
+from seal_jax.domains.arc.domain import ArcDomain
+from seal_jax.domains.arc.self_edit import Limits, SelfEdit
+from seal_jax.domains.arc.settings import ArcSettings, TttOptions
+from seal_jax.domains.base import Domain
+from seal_jax.domains.knowledge.domain import KnowledgeDomain
+from seal_jax.domains.knowledge.grading import Grading
+from seal_jax.domains.knowledge.self_edit import DocOptions
+from seal_jax.domains.knowledge.settings import KnowledgeSettings
+from seal_jax.engine.adapt import AdaptConfig
+from seal_jax.engine.inner import InnerConfig
+from seal_jax.engine.outer import OuterConfig
+from seal_jax.engine.sampling import SamplingConfig, SelfEditSampling
+from seal_jax.model.lora import LoraSpec
+from seal_jax.rl.restem import RestemConfig
+
+
+def _ids(text: str) -> tuple[str, ...]:
+    return tuple(text.split(",")) if text else ()
+
+
+def lora_spec(section) -> LoraSpec:
+    """From a section with lora_rank, lora_alpha and comma-separated targets (inner or rl)."""
+    return LoraSpec(section.lora_rank, float(section.lora_alpha), _ids(section.targets))
+
+
+def inner_config(inner) -> InnerConfig:
+    """The inner update of a config's `inner` section (knowledge and ARC share it)."""
+    return InnerConfig(lora=lora_spec(inner), batch_size=inner.batch_size, schedule=inner.schedule,
+                       length_buckets=inner.get("length_buckets", 4))
+
+
+def adapt_config(c, answer_tokens: int) -> AdaptConfig:
+    """The inner update, chunked, and adapted models answering greedily with up to `answer_tokens` tokens."""
+    return AdaptConfig(inner_config(c.inner), edits_per_chunk=c.inner.edits_per_chunk, max_len=c.inner.max_len,
+                       answer=SamplingConfig(max_new_tokens=answer_tokens))
+
+
+def self_edit_sampling(section) -> SelfEditSampling:
+    return SelfEditSampling(SamplingConfig(section.max_new_tokens, section.temperature, section.top_p), section.batch)
+
+
+def knowledge_settings(c) -> KnowledgeSettings:
+    se, ev = c.self_edit, c.eval
+    return KnowledgeSettings(
+        source=c.data.source, held_out=c.data.held_out, limit=c.data.limit, prompt=se.prompt,
+        documents=DocOptions(se.split_lines, se.drop_preamble, se.prefix_title, se.append_passage),
+        self_edits=self_edit_sampling(se), adapt=adapt_config(c, ev.max_new_tokens), lr=c.inner.lr,
+        epochs=c.inner.epochs, repeats=max(1, ev.eval_repeats), grading=Grading(ev.grader, ev.judge_url, ev.judge_model),
+        threshold=c.rl.threshold, min_reward=c.rl.min_reward, eval_self_edits=ev.self_edits)
+
+
+def arc_settings(c) -> ArcSettings:
+    se, ev, ttt = c.self_edit, c.eval, c.ttt
+    return ArcSettings(
+        source=c.data.source, train_ids=_ids(c.data.train_ids), limit=c.data.limit, eval_ids=_ids(c.data.eval_ids),
+        eval_split=c.data.eval_split, eval_limit=c.data.eval_limit, seed=c.seed, self_edits=self_edit_sampling(se),
+        limits=Limits(lr_min=se.lr_min, lr_max=se.lr_max, epochs_max=se.epochs_max, max_steps=se.max_steps),
+        adapt=adapt_config(c, ttt.max_new_tokens),
+        ttt=TttOptions(ttt.leave_two_out, ttt.colour_perms, ttt.max_examples, ttt.views, ttt.attempts),
+        min_reward=c.rl.min_reward, eval_self_edits=ev.self_edits,
+        oracle=SelfEdit(_ids(ev.oracle_augmentations), ev.oracle_loss, ev.oracle_lr, ev.oracle_epochs))
+
+
+DOMAINS = {"knowledge": (knowledge_settings, KnowledgeDomain), "arc": (arc_settings, ArcDomain)}
+
+
+def domain_for(c) -> Domain:
+    """The domain `c.domain` names, with its settings."""
+    if c.domain not in DOMAINS:
+        raise ValueError(f"unknown domain {c.domain!r}; choose one of {sorted(DOMAINS)}")
+    settings, domain = DOMAINS[c.domain]
+    return domain(settings(c))
+
+
+def outer_config(rl) -> OuterConfig:
+    return OuterConfig(lora=lora_spec(rl), lr=rl.lr, epochs=rl.epochs, batch_size=rl.batch_size, max_len=rl.max_len,
+                       mode=rl.get("mode", "lora"))
+
+
+def restem_config(c) -> RestemConfig:
+    return RestemConfig(iterations=c.rl.iterations, contexts=c.rl.contexts, samples=c.rl.samples, seed=c.seed,
+                        outer=outer_config(c.rl), final_eval=c.eval.final_eval)

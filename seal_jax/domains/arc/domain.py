@@ -1,0 +1,92 @@
+"""Few-shot ARC as a SEAL domain (SEAL section 3.2).
+
+Context: an ARC task's demonstrations. Self-edit: JSON the generator writes to configure its own test-time
+training (augmentations, loss mode, lr, epochs; self_edit.py). Item: a task with a valid self-edit; an invalid
+one is recorded with reward 0 and its reason. Reward: 1 if the adapted model's voted prediction solves the
+held-out test input (updates.py). Keep rule: every self-edit that solved its task. M-step target: the
+self-edit's JSON alone, without the prose around it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import numpy as np
+
+from seal_jax.domains.arc.evaluation import evaluate
+from seal_jax.domains.arc.self_edit import SelfEdit, self_edit_prompt
+from seal_jax.domains.arc.settings import ArcSettings
+from seal_jax.domains.arc.tasks import ArcTask, load_tasks, synthetic_tasks
+from seal_jax.domains.arc.updates import Item, Solved, adapt_and_solve, parse
+from seal_jax.domains.base import Domain, EStepTiming
+from seal_jax.engine.outer import keep_successful
+
+
+class ArcDomain(Domain):
+    """Contexts are ARC tasks; a self-edit is a TTT configuration; reward 1 if the adapted model solves the task."""
+    name = "arc"
+    context_field = "task_id"
+    settings: ArcSettings
+    nothing_kept = "no self-edit solved its task; the M-step is skipped, the generator unchanged"
+
+    def load_data(self) -> tuple[list[ArcTask], list[ArcTask]]:
+        """(training tasks for RL, held-out tasks: evaluation ids or limit given, else the training tasks)."""
+        s = self.settings
+        if s.source == "synthetic":
+            tasks = synthetic_tasks(s.limit or 4, s.seed)
+            return tasks, tasks
+        train = load_tasks(s.train_ids, "train", s.limit)
+        held = load_tasks(s.eval_ids, s.eval_split, s.eval_limit) if (s.eval_ids or s.eval_limit) else train
+        return train, held
+
+    def self_edit_prompt(self, context: ArcTask) -> str:
+        return self_edit_prompt(context)
+
+    def baseline(self, params, cfg, tok, contexts) -> dict:
+        return {}
+
+    def items(self, iteration, contexts, self_edits, todo) -> tuple[list[Item], list[dict]]:
+        samples = len(self_edits[0]) if self_edits else 0
+        items, rejected = [], []
+        for i, s in todo:
+            task, text = contexts[i], self_edits[i][s]
+            edit, why = parse(self.settings, text, task)
+            if edit is None:
+                rejected.append({**self._record_head(iteration, task.id, s, text), "parsed": None, "reward": 0.0,
+                                 "ok": False, "reason": why, "attempts": []})
+            else:
+                items.append(Item(i * samples + s, task, edit, s, text))
+        return items, rejected
+
+    def score(self, params, cfg, tok, items, key, *, mesh=None, desc="inner updates") -> Iterator[list[Solved]]:
+        return adapt_and_solve(params, cfg, tok, items, self.settings, key, mesh=mesh, desc=desc)
+
+    @staticmethod
+    def _record_head(iteration: int, task_id: str, sample: int, text: str) -> dict:
+        return {"iteration": iteration, "task_id": task_id, "sample": sample, "self_edit": text}
+
+    def record(self, iteration: int, result: Solved, baseline: dict) -> dict:
+        item = result.item
+        return {**self._record_head(iteration, item.task.id, item.sample, item.self_edit),
+                "parsed": dataclasses.asdict(item.edit), "reward": float(result.solved), "ok": result.ok,
+                "reason": result.reason, "attempts": result.attempts, "train_examples": result.train_examples,
+                "dropped_too_long": result.dropped_too_long}
+
+    def keep(self, records):
+        return keep_successful(records, self.context_field, self.settings.min_reward)
+
+    def m_step_target(self, record: dict) -> str:
+        return SelfEdit.from_record(record["parsed"]).to_json()
+
+    def metrics(self, records, kept, contexts, baseline, e_step: EStepTiming) -> dict:
+        return {"reward_mean": float(np.mean([r["reward"] for r in records])),
+                "valid_fraction": float(np.mean([r["parsed"] is not None for r in records])),
+                "tasks_solved": len({r["task_id"] for r in records if r["reward"] >= 1}),
+                "kept": len(kept), "kept_fraction": len(kept) / max(1, len(records)), "e_step_s": e_step.seconds}
+
+    def final_eval(self, initial, trained, cfg, tok, held_out, key) -> dict:
+        """ICL, TTT with the default and the oracle self-edit, and sampled self-edits before and after RL."""
+        before = evaluate(initial, cfg, tok, held_out, self.settings, key)
+        after = evaluate(trained, cfg, tok, held_out, self.settings, key, conditions=("self_edit",))
+        return {"icl": before["icl"], "ttt_default": before["ttt_default"], "oracle": before["oracle"],
+                "self_edit_before_rl": before["self_edit"], "self_edit_after_rl": after["self_edit"]}

@@ -1,0 +1,84 @@
+"""The one interface a task family implements to be learned by SEAL: `Domain`.
+
+A domain knows its contexts (a passage with questions, an ARC task) and nothing of the loop around them:
+
+    context --self_edit_prompt--> the generator writes K self-edits (texts)
+    texts   --items-------------> items (and rejected self-edits, already scored 0 with a reason)
+    items   --score-------------> inner-update requests -> engine.adapt (train, answer) -> reward, chunk by chunk
+    results --record / keep / m_step_target / metrics--> records.jsonl, the M-step's examples, metrics.jsonl
+
+The ReST-EM driver (`seal_jax/rl/restem.py`) sees a domain only through these methods; the engine
+(`seal_jax/engine`) never sees one. Contexts have an `id`; records name it under `context_field`.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Iterator, Sequence
+
+from seal_jax.engine.sampling import SelfEditSampling
+
+
+@dataclasses.dataclass(frozen=True)
+class EStepTiming:
+    seconds: float                # the E-step so far: sampling, baseline, inner updates, answers, rewards
+    inner_tokens_per_s: float     # trained tokens over the wall time of the inner updates and answers
+
+
+class Domain(abc.ABC):
+    name: str                     # "knowledge", "arc": in logs and the results' heading
+    context_field: str            # the record field holding a context's id ("passage_id", "task_id")
+    nothing_kept: str             # the warning when the keep rule keeps no self-edit
+
+    def __init__(self, settings):
+        self.settings = settings  # the domain's typed settings (domains/<name>/settings.py)
+
+    @property
+    def self_edits(self) -> SelfEditSampling:
+        """How the generator samples this domain's self-edits."""
+        return self.settings.self_edits
+
+    @abc.abstractmethod
+    def load_data(self) -> tuple[list, list]:
+        """(contexts for RL, held-out contexts for the final evaluation)."""
+
+    @abc.abstractmethod
+    def self_edit_prompt(self, context) -> str:
+        """The user message that asks the generator for a self-edit (sampled in the E-step, trained on in the
+        M-step)."""
+
+    @abc.abstractmethod
+    def baseline(self, params, cfg, tok, contexts: Sequence) -> dict:
+        """Per context id, what the model scores without any update ({} when the domain has no baseline)."""
+
+    @abc.abstractmethod
+    def items(self, iteration: int, contexts: Sequence, self_edits: Sequence[Sequence[str]],
+              todo: Sequence[tuple[int, int]]) -> tuple[list, list[dict]]:
+        """(items to adapt on, records of rejected self-edits) for the (context index, sample) pairs in `todo`;
+        self_edits[i][s] is sample s for contexts[i]."""
+
+    @abc.abstractmethod
+    def score(self, params, cfg, tok, items: Sequence, key, *, mesh=None, desc: str = "inner updates") -> Iterator[list]:
+        """Each item's inner updates (`engine.adapt.adapt_and_answer`), answers and reward, yielded chunk by
+        chunk as results in item order. A result has `train_tokens`."""
+
+    @abc.abstractmethod
+    def record(self, iteration: int, result: Any, baseline: dict) -> dict:
+        """The records.jsonl row of a scored item."""
+
+    @abc.abstractmethod
+    def keep(self, records: Sequence[dict]) -> list[dict]:
+        """ReST-EM's filter: the records whose self-edits the generator is trained to write."""
+
+    @abc.abstractmethod
+    def m_step_target(self, record: dict) -> str:
+        """The completion the M-step trains on for a kept record."""
+
+    @abc.abstractmethod
+    def metrics(self, records: Sequence[dict], kept: Sequence[dict], contexts: Sequence, baseline: dict,
+                e_step: EStepTiming) -> dict:
+        """metrics.jsonl's row for an iteration, before the M-step adds its losses."""
+
+    @abc.abstractmethod
+    def final_eval(self, initial, trained, cfg, tok, held_out: Sequence, key) -> dict:
+        """{condition: score} on the held-out contexts, before (`initial`) and after (`trained`) RL."""

@@ -1,0 +1,81 @@
+"""Knowledge incorporation as a SEAL domain (SEAL section 3.1).
+
+Context: a passage with questions. Self-edit: implications (or a rewrite, or Q/A pairs) the generator writes
+after reading it. Item: the self-edit's training documents (self_edit.py). Reward: the fraction of the
+passage's questions the adapted model answers correctly *without* the passage (updates.py, grading.py).
+Keep rule: the best self-edit per passage (ties to the earlier sample), if it beats the no-update baseline
+by `threshold`. M-step target: the self-edit text itself.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from seal_jax.domains.base import Domain, EStepTiming
+from seal_jax.domains.knowledge.evaluation import run_conditions
+from seal_jax.domains.knowledge.passages import Passage, load_passages, split_passages
+from seal_jax.domains.knowledge.self_edit import prompt_text, self_edit_documents
+from seal_jax.domains.knowledge.settings import KnowledgeSettings
+from seal_jax.domains.knowledge.updates import Graded, Item, adapt_and_grade, baseline
+from seal_jax.engine.outer import keep_best
+
+
+class KnowledgeDomain(Domain):
+    """Contexts are passages; a self-edit is text to train on; reward = accuracy on questions without the passage."""
+    name = "knowledge"
+    context_field = "passage_id"
+    settings: KnowledgeSettings
+    nothing_kept = "no self-edit beat the baseline; the generator is unchanged"
+
+    def load_data(self) -> tuple[list[Passage], list[Passage]]:
+        s = self.settings
+        return split_passages(load_passages(s.source, s.limit or None), s.held_out)
+
+    def self_edit_prompt(self, context: Passage) -> str:
+        return prompt_text(context, self.settings.prompt)
+
+    def baseline(self, params, cfg, tok, contexts: Sequence[Passage]) -> dict[str, dict]:
+        return baseline(params, cfg, tok, contexts, self.settings)
+
+    def items(self, iteration, contexts, self_edits, todo) -> tuple[list[Item], list[dict]]:
+        samples = len(self_edits[0]) if self_edits else 0
+        s = self.settings
+        return [Item(i * samples + k, (contexts[i],),
+                     tuple(self_edit_documents(contexts[i], self_edits[i][k], s.prompt, s.documents)), k, self_edits[i][k])
+                for i, k in todo], []
+
+    def score(self, params, cfg, tok, items, key, *, mesh=None, desc="inner updates") -> Iterator[list[Graded]]:
+        return adapt_and_grade(params, cfg, tok, items, self.settings, key, mesh=mesh, desc=desc)
+
+    def record(self, iteration: int, result: Graded, baseline: dict) -> dict:
+        passage_id = result.item.passages[0].id
+        return {"iteration": iteration, "passage_id": passage_id, "sample": result.item.sample,
+                "self_edit": result.item.self_edit, "reward": result.reward,
+                "baseline": baseline[passage_id]["accuracy"], "gain": result.reward - baseline[passage_id]["accuracy"],
+                "answers": result.answers, "ok": result.ok, "reason": result.reason, "final_loss": result.final_loss,
+                "judge_failures": result.judge_failures}
+
+    def keep(self, records):
+        return keep_best(records, self.context_field, self.settings.threshold, self.settings.min_reward)
+
+    def m_step_target(self, record: dict) -> str:
+        return record["self_edit"]
+
+    def metrics(self, records, kept, contexts, baseline, e_step: EStepTiming) -> dict:
+        rewards = [r["reward"] for r in records]
+        return {"reward_mean": float(np.mean(rewards)), "reward_max": float(np.max(rewards)),
+                "baseline_accuracy": float(np.mean([b["accuracy"] for b in baseline.values()])),
+                "adapted_accuracy": float(np.mean(rewards)),
+                "kept_fraction": len(kept) / max(1, len(contexts)), "e_step_s": e_step.seconds,
+                "inner_tokens_per_s": e_step.inner_tokens_per_s,
+                "failed_edits": sum(not r["ok"] for r in records),
+                "judge_failures": sum(r.get("judge_failures", 0) for r in records)
+                + sum(b["judge_failures"] for b in baseline.values())}
+
+    def final_eval(self, initial, trained, cfg, tok, held_out, key) -> dict:
+        """Held-out accuracy: base, passage only, passage + self-edits before and after RL."""
+        before = run_conditions(initial, initial, cfg, tok, held_out, self.settings, key)
+        after = run_conditions(trained, trained, cfg, tok, held_out, self.settings, key, conditions=("self_edit",))
+        return {"base": before["base"], "passage_only": before["passage"],
+                "self_edit_before_rl": before["self_edit"], "self_edit_after_rl": after["self_edit"]}

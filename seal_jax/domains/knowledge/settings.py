@@ -1,0 +1,27 @@
+"""Everything a knowledge-incorporation run is told, typed. Built from a config only in `seal_jax/cli/settings.py`."""
+from __future__ import annotations
+
+import dataclasses
+
+from seal_jax.domains.knowledge.grading import Grading
+from seal_jax.domains.knowledge.self_edit import DocOptions
+from seal_jax.engine.adapt import AdaptConfig
+from seal_jax.engine.sampling import SelfEditSampling
+
+
+@dataclasses.dataclass(frozen=True)
+class KnowledgeSettings:
+    source: str                   # passages: "demo", a .json/.jsonl path, or a hub name
+    held_out: int                 # the last `held_out` passages are for the final evaluation
+    limit: int                    # use the first `limit` passages (0: all)
+    prompt: str                   # the self-edit prompt (self_edit.PROMPTS)
+    documents: DocOptions         # self-edit -> training documents
+    self_edits: SelfEditSampling  # how the generator writes self-edits
+    adapt: AdaptConfig            # the inner update (LoRA, optimiser, chunks) and how adapted models answer
+    lr: float                     # inner-update learning rate
+    epochs: int                   # inner-update epochs
+    repeats: int                  # independent trainings per item; the reward is their mean accuracy
+    grading: Grading
+    threshold: float              # keep a self-edit if its reward >= its passage's baseline + threshold ...
+    min_reward: float             # ... and >= min_reward
+    eval_self_edits: int          # self-edits sampled per held-out passage in evaluation
