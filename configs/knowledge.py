@@ -1,48 +1,44 @@
 """SEAL knowledge incorporation (ReST-EM).
 
-    python -m seal_jax.train --config=configs/knowledge.py:demo --workdir=runs/demo
-    python -m seal_jax.train --config=configs/knowledge.py:smoke --workdir=/tmp/smoke --config.rl.iterations=1
+    python -m seal_jax.cli.train --config=configs/knowledge.py:demo --workdir=runs/demo
+    python -m seal_jax.cli.train --config=configs/knowledge.py:smoke --workdir=/tmp/smoke --config.rl.iterations=1
 
 Presets: smoke (tiny random model, seconds), demo (SmolLM2-135M + the shipped invented-facts corpus, minutes
 on a laptop CPU), paper (Qwen2.5-7B, SEAL's settings; needs the checkpoint on disk and accelerators).
 """
-import ml_collections
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location("seal_jax_configs_common", os.path.join(os.path.dirname(__file__), "common.py"))
+common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(common)
 
 
 def get_config(arg: str = "demo"):
-    preset = arg or "demo"
-    c = ml_collections.ConfigDict()
-    c.domain = "knowledge"
-    c.seed = 0
-    # SPMD mesh ("edit", "fsdp", "tp"); edit=0: one device, no mesh; edit=-1: all devices not used by fsdp x tp.
-    c.mesh = dict(edit=0, fsdp=1, tp=1)
-    # name: a registered name (smollm2-135m), a HF directory or .gguf path, or random:<preset> (tests/smoke).
-    c.model = dict(name="smollm2-135m", tokenizer="smollm2-135m", remat="none",
-                   dtype="auto")  # base weights: auto = bf16 on accelerators, f32 on CPU
+    preset = common.preset_of(arg)
+    c = common.base("knowledge", preset, paper_model="Qwen/Qwen2.5-7B")
     c.data = dict(source="demo", held_out=8, limit=0)
     c.self_edit = dict(prompt="implications", max_new_tokens=160, temperature=1.0, top_p=0.95, batch=16,
                        split_lines=True, drop_preamble=True, prefix_title=True, append_passage=True)
     # SEAL's TTT settings for knowledge: LoRA r=32, alpha=64 on q,v; lr 1e-3; 10 epochs; batch 1; linear decay.
-    c.inner = dict(lora_rank=32, lora_alpha=64.0, targets="q_proj,v_proj", lr=1e-3, epochs=10, batch_size=1,
-                   schedule="linear", edits_per_chunk=4, max_len=256,
-                   length_buckets=4)  # steps run at S/4..S tokens, whichever holds their documents (1: always S)
+    c.inner = common.inner(lora_rank=32, lora_alpha=64.0, targets="q_proj,v_proj", lr=1e-3, epochs=10, batch_size=1,
+                           schedule="linear", max_len=256)
     # grader: exact | contains | f1 | judge-http (an OpenAI-compatible endpoint: judge_url + judge_model names the
     # endpoint's model) | judge-model (judge_model: a seal-jax model path or name, e.g. smollm2-135m)
     c.eval = dict(grader="contains", judge_url="", judge_model="", max_new_tokens=64, eval_repeats=1,
                   final_eval=True, self_edits=1)  # self_edits: sampled per held-out passage in evaluation
     # SEAL's outer SFT: LoRA r=64, alpha=128 on all projections, lr 3e-4, 2 epochs, batch 10.
     # keep the best self-edit per passage if reward >= baseline + threshold and reward >= min_reward
-    # mode: lora (SEAL) or full (every weight, optax AdamW)
-    c.rl = dict(mode="lora", iterations=2, contexts=50, samples=5, threshold=0.0, min_reward=1e-6, lora_rank=64, lora_alpha=128.0,
-                targets="all", lr=3e-4, epochs=2, batch_size=10, max_len=1024)
+    c.rl = common.rl(contexts=50, samples=5, min_reward=1e-6, lora_rank=64, lora_alpha=128.0, lr=3e-4, epochs=2,
+                     batch_size=10, max_len=1024)
 
     if preset == "smoke":
-        c.model.name = "random:tiny"
         c.data.held_out = 2
         c.self_edit.update(max_new_tokens=24, batch=8)
-        c.inner.update(lora_rank=4, lora_alpha=8.0, epochs=2, edits_per_chunk=4, max_len=64)
+        c.inner.update(lora_rank=4, lora_alpha=8.0, epochs=2, max_len=64)
         c.eval.update(max_new_tokens=8)
-        c.rl.update(iterations=2, contexts=3, samples=2, threshold=-1.0, min_reward=0.0, lora_rank=4, lora_alpha=8.0, batch_size=2, lr=1e-3)
+        c.rl.update(contexts=3, samples=2, threshold=-1.0, min_reward=0.0, lora_rank=4, lora_alpha=8.0, batch_size=2,
+                    lr=1e-3)
     elif preset == "demo":
         # Sized for ~12 minutes on 2 CPU cores. A 135M model needs LoRA on all projections to store new
         # facts in 5 epochs (measured on the demo corpus: 47% answer-contained vs 26% with q,v at 10 epochs).
@@ -50,15 +46,10 @@ def get_config(arg: str = "demo"):
         c.inner.update(targets="all", epochs=5, edits_per_chunk=6)
         c.self_edit.update(max_new_tokens=96, batch=8)
         c.eval.max_new_tokens = 48
-        c.rl.update(iterations=2, contexts=3, samples=2, batch_size=3, lr=3e-4)
+        c.rl.update(contexts=3, samples=2, batch_size=3, lr=3e-4)
     elif preset == "paper":
-        c.mesh.edit = -1
-        c.model.update(name="Qwen/Qwen2.5-7B", tokenizer="Qwen/Qwen2.5-7B", remat="full")
         c.data.update(source="../shared/data/squad/train_pool.json", held_out=200)
         c.self_edit.max_new_tokens = 1024
         c.inner.update(epochs=10, edits_per_chunk=8, max_len=2048)
         c.eval.max_new_tokens = 64
-        c.rl.update(iterations=2, contexts=50, samples=5)
-    else:
-        raise ValueError(f"unknown preset {preset!r}; choose smoke, demo or paper")
     return c
