@@ -9,7 +9,8 @@ training tasks), paper (Llama-3.2-1B-Instruct, SEAL's settings; needs the checkp
 import importlib.util
 import os
 
-_spec = importlib.util.spec_from_file_location("seal_jax_configs_common", os.path.join(os.path.dirname(__file__), "common.py"))
+_spec = importlib.util.spec_from_file_location("seal_jax_configs_common",
+                                               os.path.join(os.path.dirname(__file__), "common.py"))
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 

@@ -15,8 +15,8 @@ PRESETS = ("smoke", "demo", "paper")
 
 def sibling(name: str):
     """configs/<name>.py as a module."""
-    spec = importlib.util.spec_from_file_location(f"seal_jax_configs_{name}",
-                                                  os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py"))
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"seal_jax_configs_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

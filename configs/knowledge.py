@@ -9,7 +9,8 @@ on a laptop CPU), paper (Qwen2.5-7B, SEAL's settings; needs the checkpoint on di
 import importlib.util
 import os
 
-_spec = importlib.util.spec_from_file_location("seal_jax_configs_common", os.path.join(os.path.dirname(__file__), "common.py"))
+_spec = importlib.util.spec_from_file_location("seal_jax_configs_common",
+                                               os.path.join(os.path.dirname(__file__), "common.py"))
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 

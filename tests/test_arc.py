@@ -158,11 +158,12 @@ def test_arc_iteration_trains_valid_self_edits_and_records_invalid(tmp_path, mon
     tasks, _ = domain.load_data()
     scripted = [GOOD.replace('"basic", "size"', '"basic"').replace(": 3", ": 1"), "not json",
                 GOOD.replace("0.0001", "0.5")]
-    monkeypatch.setattr(restem, "sample_self_edits", lambda p, cf, t, prompts, k, how, key: [scripted[:k]] * len(prompts))
+    monkeypatch.setattr(restem, "sample_self_edits",
+                        lambda params, cfg, tok, prompts, k, how, key: [scripted[:k]] * len(prompts))
     seen = []
     real_update = restem.outer_update
-    monkeypatch.setattr(restem, "outer_update", lambda p, cf, t, ex, outer, key: (seen.extend(ex),
-                                                                                 real_update(p, cf, t, ex, outer, key))[1])
+    monkeypatch.setattr(restem, "outer_update", lambda params, cfg, tok, examples, outer, key: (
+        seen.extend(examples), real_update(params, cfg, tok, examples, outer, key))[1])
     wd = Workdir(str(tmp_path))
     new_params, metrics = restem.iteration(0, domain, params, cfg, tok, tasks, restem_config(c), wd,
                                            jax.random.PRNGKey(0))

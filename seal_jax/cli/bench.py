@@ -63,10 +63,12 @@ def define_flags() -> None:
     flags.DEFINE_string("workload", None, "inner: workload JSON, e.g. ../shared/bench/inner_workload.json.")
     flags.DEFINE_integer("edits_per_chunk", defaults.edits_per_chunk, "inner: edits per vmapped inner-update call.")
     flags.DEFINE_enum("remat", defaults.remat, ["none", "full", "dots"],
-                      "inner: per-layer remat (default none, as the :demo configs: a 135M model's activations are small).")
+                      "inner: per-layer remat (default none, as the :demo configs: a 135M model's activations are "
+                      "small).")
     flags.DEFINE_enum("dtype", defaults.dtype, ["float32", "bfloat16"],
                       "inner: base weights and compute, for seal-jax and the peer alike (LoRA and Adam stay float32).")
-    flags.DEFINE_integer("repeats", defaults.repeats, "inner: warm rounds, alternating seal-jax and the peer; best of each.")
+    flags.DEFINE_integer("repeats", defaults.repeats,
+                         "inner: warm rounds, alternating seal-jax and the peer; best of each.")
     flags.DEFINE_bool("no_peer", defaults.no_peer, "inner: skip the HF transformers + PEFT peer.")
     flags.DEFINE_string("profile", None, "inner: trace one more seal-jax round into DIR (jax.profiler) and report its "
                         "wall-clock time by jitted function and kind of XLA op.")

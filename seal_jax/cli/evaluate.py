@@ -1,4 +1,4 @@
-"""Evaluate a model, or a run's generator, on SEAL's conditions: `python -m seal_jax.cli.evaluate --config=... --out=DIR`.
+"""Evaluate a model, or a run's generator, on SEAL's conditions: `python -m seal_jax.cli.evaluate --out=DIR ...`.
 
     python -m seal_jax.cli.evaluate --config=configs/knowledge_eval.py:demo --out=runs/eval \
         --config.generator_workdir=runs/demo --config.eval.conditions=base,passage,self_edit

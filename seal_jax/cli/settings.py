@@ -52,7 +52,8 @@ def knowledge_settings(c) -> KnowledgeSettings:
         source=c.data.source, held_out=c.data.held_out, limit=c.data.limit, prompt=se.prompt,
         documents=DocOptions(se.split_lines, se.drop_preamble, se.prefix_title, se.append_passage),
         self_edits=self_edit_sampling(se), adapt=adapt_config(c, ev.max_new_tokens), lr=c.inner.lr,
-        epochs=c.inner.epochs, repeats=max(1, ev.eval_repeats), grading=Grading(ev.grader, ev.judge_url, ev.judge_model),
+        epochs=c.inner.epochs, repeats=max(1, ev.eval_repeats),
+        grading=Grading(ev.grader, ev.judge_url, ev.judge_model),
         threshold=c.rl.threshold, min_reward=c.rl.min_reward, eval_self_edits=ev.self_edits)
 
 

@@ -58,7 +58,8 @@ class Domain(abc.ABC):
         self_edits[i][s] is sample s for contexts[i]."""
 
     @abc.abstractmethod
-    def score(self, params, cfg, tok, items: Sequence, key, *, mesh=None, desc: str = "inner updates") -> Iterator[list]:
+    def score(self, params, cfg, tok, items: Sequence, key, *, mesh=None,
+              desc: str = "inner updates") -> Iterator[list]:
         """Each item's inner updates (`engine.adapt.adapt_and_answer`), answers and reward, yielded chunk by
         chunk as results in item order. A result has `train_tokens`."""
 

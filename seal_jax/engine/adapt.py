@@ -81,7 +81,8 @@ def adapt_and_answer(params, cfg, tok, requests: Sequence[Sequence[Request]], co
         return
     repeats = len(requests[0])
     if repeats < 1 or any(len(r) != repeats for r in requests):
-        raise ValueError(f"every item needs the same number (>= 1) of requests, got {sorted({len(r) for r in requests})}")
+        counts = sorted({len(r) for r in requests})
+        raise ValueError(f"every item needs the same number (>= 1) of requests, got {counts}")
     flat = [r for item in requests for r in item]
     packed = pack_requests(requests, config)
     keys = np.stack([np.asarray(r.key) for r in flat])

@@ -1,8 +1,9 @@
 """The outer loop's domain-free half (ReST-EM M-step): filter scored self-edits, SFT the generator on them.
 
-`keep_best` / `keep_successful` filter E-step records (the domains' keep rules); `outer_update` trains a LoRA on (prompt -> kept self-edit) with loss on
-the self-edit tokens only and merges it into the generator. The update is `inner.inner_train_edits` with one
-"edit" that holds every kept example: one AdamW / schedule / masking implementation serves both loops.
+`keep_best` / `keep_successful` filter E-step records (the domains' keep rules). `outer_update` trains a LoRA
+on (prompt -> kept self-edit) with loss on the self-edit tokens only and merges it into the generator. The
+update is `inner.inner_train_edits` with one "edit" that holds every kept example: one AdamW / schedule /
+masking implementation serves both loops.
 """
 from __future__ import annotations
 

@@ -60,7 +60,8 @@ def iteration(it: int, domain: Domain, params, cfg, tok, contexts: Sequence, con
     baseline = domain.baseline(params, cfg, tok, chosen)
     todo = [(i, s) for i, c in enumerate(chosen) for s in range(config.samples) if (c.id, s) not in done]
     if done:
-        log.info("iteration %d: resuming, %d of %d self-edits already scored", it, len(done), len(chosen) * config.samples)
+        log.info("iteration %d: resuming, %d of %d self-edits already scored", it, len(done),
+                 len(chosen) * config.samples)
     items, rejected = domain.items(it, chosen, texts, todo)
     wd.append_records(rejected)
     records += rejected

@@ -2,7 +2,7 @@
 
     base weights         fsdp over the model dim, tp over heads / FFN width; replicated across "edit"
     per-edit state       LoRA, Adam moments, edit batches, keys, hparams: leading E axis on "edit"
-    sampling / scoring   batch rows over ("edit", "fsdp") (`place_batch`, following the weights' mesh)
+    sampling / answering batch rows over ("edit", "fsdp") (`place_batch`, following the weights' mesh)
     outer SFT            full mode: batch rows over ("edit", "fsdp"); lora mode: one edit, rows replicated
 
 The vmapped inner loop has no cross-edit communication: each edit group holds a full (fsdp x tp-sharded)
@@ -113,7 +113,7 @@ def _params_mesh(params) -> Optional[Mesh]:
 def place_batch(tree, params):
     """Put batch inputs' leading axis on ("edit", "fsdp") when `params` live on a mesh; else leave them.
 
-    Sampling, scoring and full fine-tuning call this, so callers only choose where the weights go."""
+    Sampling, answering and full fine-tuning call this, so callers only choose where the weights go."""
     mesh = _params_mesh(params)
     return tree if mesh is None else batch_sharded(tree, mesh)
 

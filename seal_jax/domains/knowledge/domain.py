@@ -41,9 +41,12 @@ class KnowledgeDomain(Domain):
     def items(self, iteration, contexts, self_edits, todo) -> tuple[list[Item], list[dict]]:
         samples = len(self_edits[0]) if self_edits else 0
         s = self.settings
-        return [Item(i * samples + k, (contexts[i],),
-                     tuple(self_edit_documents(contexts[i], self_edits[i][k], s.prompt, s.documents)), k, self_edits[i][k])
-                for i, k in todo], []
+        items = []
+        for i, k in todo:
+            passage, text = contexts[i], self_edits[i][k]
+            documents = self_edit_documents(passage, text, s.prompt, s.documents)
+            items.append(Item(i * samples + k, (passage,), tuple(documents), k, text))
+        return items, []
 
     def score(self, params, cfg, tok, items, key, *, mesh=None, desc="inner updates") -> Iterator[list[Graded]]:
         return adapt_and_grade(params, cfg, tok, items, self.settings, key, mesh=mesh, desc=desc)

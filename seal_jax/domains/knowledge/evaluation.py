@@ -105,7 +105,8 @@ def accuracy_of(learner, cfg, tok, passages: Sequence[Passage], docs: Sequence[S
 
 def warn_judge_failures(n: int, what: str) -> None:
     if n:
-        log.warning("%s: %d judge calls failed (endpoint down or no yes/no reply); those answers count as wrong", what, n)
+        log.warning("%s: %d judge calls failed (endpoint down or no yes/no reply); those answers count as wrong",
+                    what, n)
 
 
 def run_conditions(learner, generator, cfg, tok, passages: Sequence[Passage], settings: KnowledgeSettings, key,

@@ -93,8 +93,8 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[Item], settings: Knowledge
 def baseline(params, cfg, tok, passages: Sequence[Passage], settings: KnowledgeSettings) -> dict[str, dict]:
     """No-update answers and accuracy per passage id: {"answers", "scores", "judge_failures", "accuracy"}."""
     questions = [passage_questions([p]) for p in passages]
-    answers = answer_per_edit(params, cfg, tok, [question_prompts(tok, [asked for asked, _, _ in qs]) for qs in questions],
-                              settings.adapt.answer)
+    prompts = [question_prompts(tok, [asked for asked, _, _ in qs]) for qs in questions]
+    answers = answer_per_edit(params, cfg, tok, prompts, settings.adapt.answer)
     graded = iter(_grade_rows(settings, [q for qs in questions for q in qs], [a for texts in answers for a in texts]))
     res: dict[str, dict] = {}
     for p, texts in zip(passages, answers):
