@@ -17,7 +17,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from seal_jax.model.config import ModelConfig, preset
-from seal_jax.model.lora import LoraSpec, target_shape
+from seal_jax.model.lora import LoraSpec
+from seal_jax.model.transformer import projection_shape
 
 FLAGS = flags.FLAGS
 
@@ -42,7 +43,7 @@ _MODEL_PRESETS = {"Qwen/Qwen2.5-7B": "qwen2p5_7b", "meta-llama/Llama-3.2-1B-Inst
 
 
 def lora_params(cfg: ModelConfig, spec: LoraSpec) -> int:
-    return sum(cfg.num_layers * spec.rank * sum(target_shape(cfg, t)) for t in spec.targets)
+    return sum(cfg.num_layers * spec.rank * sum(projection_shape(cfg, t)) for t in spec.targets)
 
 
 def activation_bytes(cfg: ModelConfig, seq: int, remat: str, batch: int = 1, chunk: int = 128) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 from seal_jax.model import kv_cache
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import rows_lora
-from seal_jax.model.transformer import forward, logits_from_hidden, positions_from_mask
+from seal_jax.model.transformer import forward, logits_from_hidden, param_dtype, positions_from_mask
 from seal_jax.inner import round_up
 from seal_jax.sharding import batch_multiple, place_batch, to_host
 
@@ -84,7 +84,7 @@ def _generate(params, lora, row_lora, tokens, mask, stop_ids, key, temperature, 
     B, P = tokens.shape
     if lora is not None and row_lora is not None:  # stack [E, L, ...] -> per-row [L, B, ...]
         lora = rows_lora(lora, row_lora)
-    cache = kv_cache.init_cache(cfg, B, P + max_new_tokens, params["embed"].dtype)
+    cache = kv_cache.init_cache(cfg, B, P + max_new_tokens, param_dtype(params))
     positions = positions_from_mask(mask)
     hidden, cache = forward(params, cfg, tokens, positions, mask, lora=lora, lora_scale=lora_scale, cache=cache)
     key, sub = jax.random.split(key)
