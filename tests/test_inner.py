@@ -58,7 +58,9 @@ def _reference(base, examples, key, lr, epochs, icfg=ICFG):
     return lora
 
 
-def _close(a, b, tol=1e-5):
+def _close(a, b, tol=2e-5):
+    # float32 reduction order differs between a vmapped and a single-edit step; Adam divides each gradient entry
+    # by its own magnitude, so after ~10 steps that noise reaches ~1e-5 on weights the update moves by ~1e-1.
     jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=tol, rtol=tol), a, b)
 
 

@@ -172,7 +172,7 @@ def test_chunked_logprobs_equal_full_and_gradients_match():
     g = lambda c: jax.grad(lambda h: token_logprobs(params, h, targets, chunk=c).sum())(hidden)
     np.testing.assert_allclose(g(8), g(None), atol=1e-5)
     # closed form at one position
-    logits = np.asarray(hidden[0, 3] @ params["embed"].T, np.float64)
+    logits = np.asarray(hidden[0, 3] @ params["embed"]["embedding"].T, np.float64)
     ref = logits[int(targets[0, 3])] - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
     assert abs(float(full[0, 3]) - ref) < 1e-4
 
@@ -224,3 +224,20 @@ def test_presets_are_consistent():
         preset("gpt5")
     assert isinstance(hash(preset("tiny")), int)  # static under jit
     assert from_hf_config(preset("llama3p2_1b").to_hf_config()) == preset("llama3p2_1b")
+
+
+def test_the_model_is_flax_nnx_with_stacked_layers():
+    """The pure pytree is the NNX modules' state: one leading [L] axis on every layer parameter, the shapes
+    the modules declare (`abstract_params`, nothing allocated), and `bind` gives the modules back."""
+    from flax import nnx
+    from seal_jax.model.transformer import Decoder, abstract_params, bind
+    cfg = preset("tiny")
+    params = init_params(jax.random.PRNGKey(0), cfg)
+    shapes = jax.tree.map(lambda x: x.shape, abstract_params(cfg))
+    assert jax.tree.map(lambda x: x.shape, params) == shapes
+    for leaf in jax.tree.leaves(params["layers"]):
+        assert leaf.shape[0] == cfg.num_layers
+    assert params["layers"]["attn"]["q_proj"]["kernel"].shape == (cfg.num_layers, cfg.hidden_size, cfg.q_dim)
+    model = bind(params, cfg)
+    assert isinstance(model, Decoder) and isinstance(model.layers.attn.q_proj, nnx.Linear)
+    assert model.layers.attn.q_proj.kernel[...] is params["layers"]["attn"]["q_proj"]["kernel"]

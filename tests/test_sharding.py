@@ -48,11 +48,11 @@ def test_inner_loop_sharded_equals_single_device(base, packed, shape):
 def test_param_specs_follow_the_rules(base):
     mesh = sharding.make_mesh(2, 2, 2)
     specs = sharding.param_specs(base, mesh)
-    assert specs["layers"]["q_proj"]["w"] == jax.sharding.PartitionSpec(None, "fsdp", "tp")
-    assert specs["layers"]["down_proj"]["w"] == jax.sharding.PartitionSpec(None, "tp", "fsdp")
-    assert specs["layers"]["attn_norm"] == jax.sharding.PartitionSpec(None, None)  # replicated
+    assert specs["layers"]["attn"]["q_proj"]["kernel"] == jax.sharding.PartitionSpec(None, "fsdp", "tp")
+    assert specs["layers"]["mlp"]["down_proj"]["kernel"] == jax.sharding.PartitionSpec(None, "tp", "fsdp")
+    assert specs["layers"]["attn_norm"]["scale"] == jax.sharding.PartitionSpec(None, None)  # replicated
     placed = sharding.shard_params(base, mesh)
-    assert placed["layers"]["up_proj"]["w"].sharding.spec == specs["layers"]["up_proj"]["w"]
+    assert placed["layers"]["mlp"]["up_proj"]["kernel"].sharding.spec == specs["layers"]["mlp"]["up_proj"]["kernel"]
     with pytest.raises(ValueError, match="needs that many devices"):
         sharding.make_mesh(3, 2, 1)
 
@@ -118,7 +118,7 @@ def test_checkpoint_restores_onto_another_mesh(base, tmp_path):
     step, state = wd.restore(like)
     assert step == 1
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), state["params"], base)
-    q = state["params"]["layers"]["q_proj"]["w"]
+    q = state["params"]["layers"]["attn"]["q_proj"]["kernel"]
     assert isinstance(q.sharding, NamedSharding) and q.sharding.mesh.shape == b.shape
     wd.close()
 
@@ -179,3 +179,20 @@ def test_two_processes_run_one_smoke_iteration(tmp_path):
     assert len(records) == 3 * 2  # contexts x samples, once
     assert len((wd / "metrics.jsonl").read_text().splitlines()) == 1
     assert (wd / "checkpoints" / "1").is_dir()
+
+
+@pytest.mark.parametrize("name", ["smollm2_135m", "llama3p2_1b", "qwen2p5_7b"])
+def test_every_real_model_leaf_has_its_own_rule(name):
+    """Each leaf of a real architecture's NNX state is named by a rule (no catch-all), and a path that no
+    rule names, such as one with a stray `.value`, is refused rather than silently replicated."""
+    from seal_jax.model.config import preset
+    from seal_jax.model.transformer import abstract_params
+    shapes = abstract_params(preset(name))  # shapes only: nothing allocated
+    paths = ["/".join(str(k.key) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]]
+    # embed, final_norm, 2 layer norms, 7 projections; Qwen2.5: + 3 q/k/v biases + an untied lm_head
+    assert len(paths) == (15 if name == "qwen2p5_7b" else 11)
+    for path in paths:
+        assert sharding.param_rule(path) is not None
+    assert any(p.startswith("layers/attn/q_proj/kernel") for p in paths)
+    with pytest.raises(ValueError, match="matches no partition rule"):
+        sharding.param_rule("layers/attn/q_proj/kernel/value")

@@ -20,7 +20,7 @@ import numpy as np
 from seal_jax.model import kv_cache
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import rows_lora
-from seal_jax.model.transformer import forward, logits_from_hidden, positions_from_mask
+from seal_jax.model.transformer import forward, logits_from_hidden, param_dtype, positions_from_mask
 from seal_jax.engine.inner import round_up
 from seal_jax.runtime.sharding import batch_multiple, place_batch, to_host
 from seal_jax.runtime.terminal import progress
@@ -93,7 +93,7 @@ def _generate(params, lora, adapter_of_row, tokens, mask, stop_ids, key, tempera
     B, P = tokens.shape
     if lora is not None and adapter_of_row is not None:  # stack [E, L, ...] -> per-row [L, B, ...]
         lora = rows_lora(lora, adapter_of_row)
-    cache = kv_cache.init_cache(cfg, B, P + max_new_tokens, params["embed"].dtype)
+    cache = kv_cache.init_cache(cfg, B, P + max_new_tokens, param_dtype(params))
     positions = positions_from_mask(mask)
     hidden, cache = forward(params, cfg, tokens, positions, mask, lora=lora, lora_scale=lora_scale, cache=cache)
     key, sub = jax.random.split(key)

@@ -1,4 +1,4 @@
-"""LoRA as its own pytree, with HF PEFT's exact math.
+"""LoRA as its own pytree, with HF PEFT's exact math (applied by `transformer.lora_delta`).
 
     y = x @ W (+ b) + (alpha / rank) * (x @ A) @ B,     A: [in, r] small random, B: [r, out] zeros
 
@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 
 from seal_jax.model.config import ModelConfig
+from seal_jax.model.transformer import PROJECTION_GROUP, projection_shape
 
-ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+ALL_TARGETS = tuple(PROJECTION_GROUP)  # q, k, v, o, gate, up, down
 
 
 def normalize_targets(targets: Sequence[str]) -> tuple[str, ...]:
@@ -53,40 +54,25 @@ class LoraSpec:
         return float(self.alpha) / float(self.rank)
 
 
-def target_shape(cfg: ModelConfig, name: str) -> tuple[int, int]:
-    """(in, out) of a projection."""
-    d, f = cfg.hidden_size, cfg.intermediate_size
-    return {"q_proj": (d, cfg.q_dim), "k_proj": (d, cfg.kv_dim), "v_proj": (d, cfg.kv_dim),
-            "o_proj": (cfg.q_dim, d), "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d)}[name]
-
-
 def init_lora(key, cfg: ModelConfig, spec: LoraSpec, dtype=jnp.float32) -> dict:
     """A: kaiming-uniform (PEFT's default, bound 1/sqrt(in)), B: zeros. Leaves [L, in, r] / [L, r, out]."""
     out = {}
     for k, name in zip(jax.random.split(key, len(spec.targets)), spec.targets):
-        n_in, n_out = target_shape(cfg, name)
+        n_in, n_out = projection_shape(cfg, name)
         bound = 1.0 / jnp.sqrt(n_in)
         out[name] = {"a": jax.random.uniform(k, (cfg.num_layers, n_in, spec.rank), dtype, -bound, bound),
                      "b": jnp.zeros((cfg.num_layers, spec.rank, n_out), dtype)}
     return out
 
 
-def lora_delta(x, a, b, scale: float):
-    """scale * (x @ A) @ B. a: [in, r] shared, or [B, in, r] one adapter per batch row (x: [B, S, in])."""
-    if a.ndim == 2:
-        h = jnp.einsum("...i,ir->...r", x, a.astype(x.dtype))
-        return scale * jnp.einsum("...r,ro->...o", h, b.astype(x.dtype))
-    h = jnp.einsum("bsi,bir->bsr", x, a.astype(x.dtype))
-    return scale * jnp.einsum("bsr,bro->bso", h, b.astype(x.dtype))
-
-
 def merge_lora(params: dict, lora: dict, spec: LoraSpec) -> dict:
     """Base params with W <- W + scale * A @ B folded in (same pytree structure as `params`)."""
-    layers = dict(params["layers"])
+    layers = {k: dict(v) if isinstance(v, dict) else v for k, v in params["layers"].items()}
     for name, ab in lora.items():
-        w = layers[name]["w"]
+        group = layers[PROJECTION_GROUP[name]]
+        w = group[name]["kernel"]
         delta = spec.scale * jnp.einsum("lir,lro->lio", ab["a"].astype(jnp.float32), ab["b"].astype(jnp.float32))
-        layers[name] = {**layers[name], "w": (w.astype(jnp.float32) + delta).astype(w.dtype)}
+        group[name] = {**group[name], "kernel": (w.astype(jnp.float32) + delta).astype(w.dtype)}
     return {**params, "layers": layers}
 
 

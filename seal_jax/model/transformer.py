@@ -1,62 +1,72 @@
-"""A Llama / Qwen2 decoder as pure functions over a parameter pytree.
+"""A Llama / Qwen2 decoder in Flax NNX, used through pure parameter pytrees.
 
-Parameters (leaves stacked over the L layers so one `lax.scan` runs the stack):
+The modules (`Decoder` > `DecoderLayer` > `Attention`, `MLP`, `RMSNorm`; projections are `nnx.Linear`,
+the embedding `nnx.Embed`) state every shape once. The layer stack is built under `nnx.split_rngs` +
+`nnx.vmap`, so each layer parameter has a leading layer axis and one `lax.scan` runs the stack. Their
+pure state (`nnx.to_pure_dict(nnx.state(model))`) is the parameter pytree every jitted function takes:
 
-    {"embed": [V, D],
-     "layers": {"attn_norm": [L, D], "mlp_norm": [L, D],
-                "q_proj": {"w": [L, D, Hq*Dh], "b"?: [L, Hq*Dh]}, "k_proj": ..., "v_proj": ...,
-                "o_proj": {"w": [L, Hq*Dh, D]}, "gate_proj", "up_proj": {"w": [L, D, F]}, "down_proj": {"w": [L, F, D]}},
-     "final_norm": [D],
-     "lm_head"?: [D, V]}            # absent when embeddings are tied
+    {"embed": {"embedding": [V, D]},
+     "layers": {"attn_norm": {"scale": [L, D]}, "mlp_norm": {"scale": [L, D]},
+                "attn": {"q_proj": {"kernel": [L, D, Hq*Dh], "bias"?: [L, Hq*Dh]}, "k_proj", "v_proj", "o_proj"},
+                "mlp": {"gate_proj", "up_proj": {"kernel": [L, D, F]}, "down_proj": {"kernel": [L, F, D]}}},
+     "final_norm": {"scale": [D]},
+     "lm_head"?: {"kernel": [D, V]}}          # absent when embeddings are tied
+
+Inside a traced function `bind(params, cfg)` merges them with the config's graphdef (`nnx.merge`: free
+at run time, a few Python calls at trace time); `jax.jit` (not `nnx.jit`) wraps the callers, `cfg` being
+their static argument, one-to-one with the graphdef. LoRA is a separate pytree keyed by projection name
+(`lora.py`), passed down the stack beside the layer parameters.
 
 `forward` returns final hidden states, never `[B, S, V]` logits; `token_logprobs` turns hidden states into
-per-token log-probs chunk by chunk along the sequence. Attention keys come either from the current tokens
-(training, scoring) or from a KV cache (`kv_cache.py`, sampling); both share one masking rule: a query at
-slot i sees key slot j iff j <= i and key j is a real token.
+per-token log-probs chunk by chunk. Keys come from the current tokens (training, scoring) or from a KV
+cache (`kv_cache.py`, sampling); one masking rule serves both: a query at slot i sees key slot j iff
+j <= i and key j is a real token.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from seal_jax.model.config import ModelConfig
-from seal_jax.model.lora import lora_delta
 
-# ---- parameters ---------------------------------------------------------------------------------
-
-
-def init_params(key, cfg: ModelConfig, dtype=jnp.float32) -> dict:
-    """Random parameters (normal, std 0.02), the layout above. For tests and smoke runs."""
-    L, D, F = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
-    shapes = {"q_proj": (D, cfg.q_dim), "k_proj": (D, cfg.kv_dim), "v_proj": (D, cfg.kv_dim),
-              "o_proj": (cfg.q_dim, D), "gate_proj": (D, F), "up_proj": (D, F), "down_proj": (F, D)}
-    keys = iter(jax.random.split(key, 2 * len(shapes) + 2))
-    normal = lambda shape: (0.02 * jax.random.normal(next(keys), shape)).astype(dtype)
-    layers = {name: {"w": normal((L, *s))} for name, s in shapes.items()}
-    if cfg.qkv_bias:
-        for name in ("q_proj", "k_proj", "v_proj"):
-            layers[name]["b"] = normal((L, shapes[name][1]))
-    layers["attn_norm"] = jnp.ones((L, D), dtype)
-    layers["mlp_norm"] = jnp.ones((L, D), dtype)
-    params = {"embed": normal((cfg.vocab_size, D)), "layers": layers, "final_norm": jnp.ones((D,), dtype)}
-    if not cfg.tie_embeddings:
-        params["lm_head"] = normal((D, cfg.vocab_size))
-    return params
-
-
-def output_embedding(params: dict):  # -> [D, V]
-    return params["lm_head"] if "lm_head" in params else params["embed"].T
-
+# Which module holds each LoRA-able projection: the path is ("layers", group, name).
+PROJECTION_GROUP = {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "o_proj": "attn",
+                    "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+_INIT = nnx.initializers.normal(0.02)  # random weights for tests and smoke runs; real ones are loaded
 
 # ---- building blocks ------------------------------------------------------------------------------
 
 
-def rms_norm(x, w, eps: float):
-    x32 = x.astype(jnp.float32)
-    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return (y * w.astype(jnp.float32)).astype(x.dtype)
+def lora_delta(x, a, b, scale: float):
+    """scale * (x @ A) @ B. a: [in, r] shared, or [B, in, r] one adapter per batch row (x: [B, S, in])."""
+    if a.ndim == 2:
+        h = jnp.einsum("...i,ir->...r", x, a.astype(x.dtype))
+        return scale * jnp.einsum("...r,ro->...o", h, b.astype(x.dtype))
+    h = jnp.einsum("bsi,bir->bsr", x, a.astype(x.dtype))
+    return scale * jnp.einsum("bsr,bro->bso", h, b.astype(x.dtype))
+
+
+def project(linear: nnx.Linear, x, lora: Optional[dict], scale: float):
+    """x @ W (+ b) (+ the LoRA delta when this projection has an adapter)."""
+    y = linear(x)
+    return y if lora is None else y + lora_delta(x, lora["a"], lora["b"], scale).astype(y.dtype)
+
+
+class RMSNorm(nnx.Module):
+    """HF's RMSNorm: normalise in float32, cast back, then scale (nnx.RMSNorm scales before the cast)."""
+
+    def __init__(self, dim: int, eps: float, *, param_dtype=jnp.float32):
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x):
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
 
 
 def rope_inv_freq(cfg: ModelConfig):  # -> [Dh/2] float32
@@ -90,15 +100,6 @@ def positions_from_mask(mask):  # mask: bool [B, S], True on real tokens
     return pos - (pos >= 1)
 
 
-def _proj(x, p: dict, lora: Optional[dict], scale: float):
-    y = jnp.einsum("bsi,io->bso", x, p["w"])
-    if "b" in p:
-        y = y + p["b"]
-    if lora is not None:
-        y = y + lora_delta(x, lora["a"], lora["b"], scale).astype(y.dtype)
-    return y
-
-
 def attend(q, k, v, mask):
     """Grouped-query attention. q: [B, S, Hq, Dh]; k, v: [B, Hkv, T, Dh]; mask: bool [B, S, T] -> [B, S, Hq*Dh].
 
@@ -115,31 +116,64 @@ def attend(q, k, v, mask):
     return out.transpose(0, 3, 1, 2, 4).reshape(B, S, Hq * Dh)
 
 
-def _layer(cfg: ModelConfig, lora_scale: float, h, lp, lora, kv, positions, key_valid, q_slot, inv_freq):
-    """One decoder layer. h: [B, S, D]. kv: None, or (k, v, layer, index) with the whole cache k, v
-    [L, B, Hkv, T, Dh]: this step's keys/values are written at slot `index` of `layer`, in place."""
-    B, S, _ = h.shape
-    lo = lambda name: None if lora is None else lora.get(name)
-    heads_first = lambda t: t.transpose(0, 2, 1, 3)  # [B, S, H, Dh] -> [B, H, S, Dh]
-    x = rms_norm(h, lp["attn_norm"], cfg.rms_norm_eps)
-    q = _proj(x, lp["q_proj"], lo("q_proj"), lora_scale).reshape(B, S, cfg.num_heads, cfg.head_dim)
-    k = _proj(x, lp["k_proj"], lo("k_proj"), lora_scale).reshape(B, S, cfg.num_kv_heads, cfg.head_dim)
-    v = _proj(x, lp["v_proj"], lo("v_proj"), lora_scale).reshape(B, S, cfg.num_kv_heads, cfg.head_dim)
-    q, k, v = apply_rope(q, positions, inv_freq), heads_first(apply_rope(k, positions, inv_freq)), heads_first(v)
-    new_kv = None
-    if kv is not None:  # write into the cache, attend over this layer's whole cache
-        k_all, v_all, layer, index = kv
-        k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, 0, index, 0))
-        v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, 0, index, 0))
-        k, v, new_kv = k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), (k_all, v_all)
-    k_slot = jnp.arange(k.shape[2])
-    mask = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]  # [B, S, T]
-    h = h + _proj(attend(q, k, v, mask), lp["o_proj"], lo("o_proj"), lora_scale)
-    x = rms_norm(h, lp["mlp_norm"], cfg.rms_norm_eps)
-    gate = _proj(x, lp["gate_proj"], lo("gate_proj"), lora_scale)
-    up = _proj(x, lp["up_proj"], lo("up_proj"), lora_scale)
-    h = h + _proj(jax.nn.silu(gate) * up, lp["down_proj"], lo("down_proj"), lora_scale)
-    return h, new_kv
+# ---- modules --------------------------------------------------------------------------------------
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        linear = functools.partial(nnx.Linear, use_bias=False, kernel_init=_INIT, bias_init=_INIT,
+                                   param_dtype=param_dtype, rngs=rngs)
+        D = cfg.hidden_size
+        self.q_proj = linear(D, cfg.q_dim, use_bias=cfg.qkv_bias)
+        self.k_proj = linear(D, cfg.kv_dim, use_bias=cfg.qkv_bias)
+        self.v_proj = linear(D, cfg.kv_dim, use_bias=cfg.qkv_bias)
+        self.o_proj = linear(cfg.q_dim, D)
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+
+    def __call__(self, x, lora: dict, scale: float, positions, inv_freq, key_valid, q_slot, kv=None):
+        """x: [B, S, D] -> ([B, S, D], cache). kv: None, or (k, v, layer, index) with the whole cache k, v
+        [L, B, Hkv, T, Dh]: this step's keys/values are written at slot `index` of `layer`, in place."""
+        B, S, _ = x.shape
+        heads_first = lambda t: t.transpose(0, 2, 1, 3)  # [B, S, H, Dh] -> [B, H, S, Dh]
+        q = project(self.q_proj, x, lora.get("q_proj"), scale).reshape(B, S, self.num_heads, self.head_dim)
+        k = project(self.k_proj, x, lora.get("k_proj"), scale).reshape(B, S, self.num_kv_heads, self.head_dim)
+        v = project(self.v_proj, x, lora.get("v_proj"), scale).reshape(B, S, self.num_kv_heads, self.head_dim)
+        q, k, v = apply_rope(q, positions, inv_freq), heads_first(apply_rope(k, positions, inv_freq)), heads_first(v)
+        new_kv = None
+        if kv is not None:  # write into the cache, attend over this layer's whole cache
+            k_all, v_all, layer, index = kv
+            k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, 0, index, 0))
+            v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, 0, index, 0))
+            k, v, new_kv = k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), (k_all, v_all)
+        k_slot = jnp.arange(k.shape[2])
+        mask = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]  # [B, S, T]
+        return project(self.o_proj, attend(q, k, v, mask), lora.get("o_proj"), scale), new_kv
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        linear = functools.partial(nnx.Linear, use_bias=False, kernel_init=_INIT, param_dtype=param_dtype, rngs=rngs)
+        D, F = cfg.hidden_size, cfg.intermediate_size
+        self.gate_proj, self.up_proj, self.down_proj = linear(D, F), linear(D, F), linear(F, D)
+
+    def __call__(self, x, lora: dict, scale: float):  # SwiGLU
+        gate = project(self.gate_proj, x, lora.get("gate_proj"), scale)
+        up = project(self.up_proj, x, lora.get("up_proj"), scale)
+        return project(self.down_proj, jax.nn.silu(gate) * up, lora.get("down_proj"), scale)
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        self.attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
+        self.attn = Attention(cfg, rngs=rngs, param_dtype=param_dtype)
+        self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
+        self.mlp = MLP(cfg, rngs=rngs, param_dtype=param_dtype)
+
+    def __call__(self, h, lora: Optional[dict], scale: float, positions, inv_freq, key_valid, q_slot, kv=None):
+        lora = lora or {}
+        a, new_kv = self.attn(self.attn_norm(h), lora, scale, positions, inv_freq, key_valid, q_slot, kv)
+        h = h + a
+        return h + self.mlp(self.mlp_norm(h), lora, scale), new_kv
 
 
 def _remat(fn, policy: str):
@@ -149,7 +183,95 @@ def _remat(fn, policy: str):
     return jax.checkpoint(fn, policy=saveable)
 
 
-# ---- the model ------------------------------------------------------------------------------------
+class Decoder(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        self.cfg = cfg
+        self.embed = nnx.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=_INIT, param_dtype=param_dtype,
+                               rngs=rngs)
+
+        @nnx.split_rngs(splits=cfg.num_layers)
+        @nnx.vmap(in_axes=0, out_axes=0)
+        def layer_stack(rngs):  # every parameter gets a leading [L] axis
+            return DecoderLayer(cfg, rngs=rngs, param_dtype=param_dtype)
+
+        self.layers = layer_stack(rngs)
+        self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
+        if not cfg.tie_embeddings:
+            self.lm_head = nnx.Linear(cfg.hidden_size, cfg.vocab_size, use_bias=False, kernel_init=_INIT,
+                                      param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, tokens, positions, token_mask, *, lora: Optional[dict] = None, lora_scale: float = 0.0,
+                 cache: Optional[dict] = None):
+        """(hidden [B, S, D] after the final norm, updated cache or None); see `forward`."""
+        cfg = self.cfg
+        B, S = tokens.shape
+        h = self.embed(tokens)
+        inv_freq = rope_inv_freq(cfg)
+        if cache is None:
+            q_slot, key_valid = jnp.arange(S), token_mask
+        else:
+            q_slot = cache["index"] + jnp.arange(S)
+            key_valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], token_mask, cache["index"], axis=1)
+        layer_def, layer_params = nnx.split(self.layers)
+
+        def layer_fn(h, params, lo, kv):
+            layer = nnx.merge(layer_def, params)
+            return layer(h, lo, lora_scale, positions, inv_freq, key_valid, q_slot, kv)
+
+        if cache is None:
+            h, _ = jax.lax.scan(_remat(lambda h, xs: (layer_fn(h, *xs, None)[0], None), cfg.remat), h,
+                                (layer_params, lora))
+        else:  # the cache rides in the carry, so each layer updates it in place
+
+            def body(carry, xs):
+                h, k_all, v_all = carry
+                params, lo, layer = xs
+                h, (k_all, v_all) = layer_fn(h, params, lo, (k_all, v_all, layer, cache["index"]))
+                return (h, k_all, v_all), None
+
+            (h, k_all, v_all), _ = jax.lax.scan(body, (h, cache["k"], cache["v"]),
+                                                (layer_params, lora, jnp.arange(cfg.num_layers)))
+            cache = {"k": k_all, "v": v_all, "valid": key_valid, "index": cache["index"] + S}
+        return self.final_norm(h), cache
+
+
+# ---- the pure-pytree boundary -------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _graph_and_shapes(cfg: ModelConfig, dtype: str):
+    abstract = nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0), param_dtype=jnp.dtype(dtype)))
+    graphdef, state = nnx.split(abstract)
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def abstract_params(cfg: ModelConfig, dtype=jnp.float32) -> dict:
+    """The parameter pytree as `jax.ShapeDtypeStruct`s: shapes without allocating anything."""
+    return _graph_and_shapes(cfg, jnp.dtype(dtype).name)[1]
+
+
+def bind(params: dict, cfg: ModelConfig) -> Decoder:
+    """The `Decoder` whose parameters are `params` (call inside a traced function; nothing is copied)."""
+    return nnx.merge(_graph_and_shapes(cfg, "float32")[0], params)
+
+
+def init_params(key, cfg: ModelConfig, dtype=jnp.float32) -> dict:
+    """Random parameters (normal, std 0.02; norms 1), the layout above. For tests and smoke runs."""
+    make = lambda k: nnx.to_pure_dict(nnx.state(Decoder(cfg, rngs=nnx.Rngs(k), param_dtype=dtype)))
+    return jax.jit(make)(key)
+
+
+def projection_shape(cfg: ModelConfig, name: str) -> tuple[int, int]:
+    """(in, out) of a layer projection, read off the modules."""
+    return abstract_params(cfg)["layers"][PROJECTION_GROUP[name]][name]["kernel"].shape[1:]
+
+
+def param_dtype(params: dict):
+    return params["embed"]["embedding"].dtype
+
+
+def output_embedding(params: dict):  # -> [D, V]
+    return params["lm_head"]["kernel"] if "lm_head" in params else params["embed"]["embedding"].T
 
 
 def forward(params: dict, cfg: ModelConfig, tokens, positions, token_mask, *, lora: Optional[dict] = None,
@@ -160,30 +282,7 @@ def forward(params: dict, cfg: ModelConfig, tokens, positions, token_mask, *, lo
     lora: None, a shared adapter (leaves [L, in, r]) or one adapter per row (leaves [L, B, in, r]).
     cache: None, or a KV cache from `kv_cache.init_cache`; tokens are written at `cache["index"]`.
     """
-    B, S = tokens.shape
-    h = params["embed"][tokens]
-    inv_freq = rope_inv_freq(cfg)
-    if cache is None:
-        q_slot, key_valid = jnp.arange(S), token_mask
-    else:
-        q_slot = cache["index"] + jnp.arange(S)
-        key_valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], token_mask, cache["index"], axis=1)
-    layer_fn = lambda h, lp, lo, kv: _layer(cfg, lora_scale, h, lp, lo, kv, positions, key_valid, q_slot, inv_freq)
-    if cache is None:
-        h, _ = jax.lax.scan(_remat(lambda h, xs: (layer_fn(h, *xs, None)[0], None), cfg.remat), h,
-                            (params["layers"], lora))
-    else:  # the cache rides in the carry, so each layer updates it in place
-
-        def body(carry, xs):
-            h, k_all, v_all = carry
-            lp, lo, layer = xs
-            h, (k_all, v_all) = layer_fn(h, lp, lo, (k_all, v_all, layer, cache["index"]))
-            return (h, k_all, v_all), None
-
-        (h, k_all, v_all), _ = jax.lax.scan(body, (h, cache["k"], cache["v"]),
-                                            (params["layers"], lora, jnp.arange(cfg.num_layers)))
-        cache = {"k": k_all, "v": v_all, "valid": key_valid, "index": cache["index"] + S}
-    return rms_norm(h, params["final_norm"], cfg.rms_norm_eps), cache
+    return bind(params, cfg)(tokens, positions, token_mask, lora=lora, lora_scale=lora_scale, cache=cache)
 
 
 def logits_from_hidden(params: dict, hidden):  # hidden [..., D] -> float32 [..., V]

@@ -12,13 +12,14 @@ These are estimates from the model shape (no XLA buffer assignment): keep 10-20%
 from __future__ import annotations
 
 from seal_jax.model.config import ModelConfig
-from seal_jax.model.lora import LoraSpec, target_shape
+from seal_jax.model.lora import LoraSpec
+from seal_jax.model.transformer import projection_shape
 
 GiB = 1024 ** 3
 
 
 def lora_params(cfg: ModelConfig, spec: LoraSpec) -> int:
-    return sum(cfg.num_layers * spec.rank * sum(target_shape(cfg, t)) for t in spec.targets)
+    return sum(cfg.num_layers * spec.rank * sum(projection_shape(cfg, t)) for t in spec.targets)
 
 
 def activation_bytes(cfg: ModelConfig, seq: int, remat: str, batch: int = 1, chunk: int = 128) -> int:

@@ -23,13 +23,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 AXES = ("edit", "fsdp", "tp")
 
 # (regex on the "/"-joined parameter path, spec for the leaf's dims). First match wins; L is the layer axis.
+# Every leaf must match a rule: a path no rule names (a renamed module, a stray `.value`) is an error, never
+# silently replicated.
 PARAM_RULES = (
-    (r"^embed$", P("tp", "fsdp")),                                   # [V, D]
-    (r"^lm_head$", P("fsdp", "tp")),                                 # [D, V]
-    (r"^layers/(q|k|v|gate|up)_proj/w$", P(None, "fsdp", "tp")),     # [L, D, out]
-    (r"^layers/(o|down)_proj/w$", P(None, "tp", "fsdp")),            # [L, in, D]
-    (r"^layers/(q|k|v)_proj/b$", P(None, "tp")),                     # [L, out]
-    (r".*", P()),                                                    # norms: replicated
+    (r"^embed/embedding$", P("tp", "fsdp")),                                  # [V, D]
+    (r"^lm_head/kernel$", P("fsdp", "tp")),                                   # [D, V]
+    (r"^layers/(attn/(q|k|v)|mlp/(gate|up))_proj/kernel$", P(None, "fsdp", "tp")),  # [L, D, out]
+    (r"^layers/(attn/o|mlp/down)_proj/kernel$", P(None, "tp", "fsdp")),     # [L, in, D]
+    (r"^layers/attn/(q|k|v)_proj/bias$", P(None, "tp")),                     # [L, out]
+    (r"^layers/(attn|mlp)_norm/scale$", P()),                                # [L, D]: replicated
+    (r"^final_norm/scale$", P()),                                            # [D]: replicated
 )
 
 
@@ -72,12 +75,19 @@ def _path(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
+def param_rule(name: str) -> P:
+    """The PartitionSpec of the base parameter at `name` ("layers/attn/q_proj/kernel")."""
+    for pattern, spec in PARAM_RULES:
+        if re.match(pattern, name):
+            return spec
+    raise ValueError(f"parameter {name!r} matches no partition rule in sharding.PARAM_RULES; add a rule for it")
+
+
 def param_specs(params, mesh: Mesh, lead: tuple = ()):
     """PartitionSpecs for a base-parameter pytree (with `lead` axes prepended, e.g. ("edit",) for stacks)."""
     def spec(path, x):
         name = _path(path)
-        rule = next(s for pattern, s in PARAM_RULES if re.match(pattern, name))
-        return _fit(P(*lead, *rule), x.shape, mesh)
+        return _fit(P(*lead, *param_rule(name)), x.shape, mesh)
     return jax.tree_util.tree_map_with_path(spec, params)
 
 

@@ -2,6 +2,7 @@
 
 llama.cpp's converter permutes the rows of q/k projections of `llama` models so that RoPE pairs
 interleave; we undo that here so the weights match HF's rotate-half layout (Qwen2 files are not permuted).
+Each tensor is looked up by its HF name and assembled by the same code as HF checkpoints (`assemble_params`).
 """
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ import os
 
 import numpy as np
 
-from seal_jax.model.config import ModelConfig, from_gguf_fields
-
-_NAMES = {"attn_q": "q_proj", "attn_k": "k_proj", "attn_v": "v_proj", "attn_output": "o_proj",
-          "ffn_gate": "gate_proj", "ffn_up": "up_proj", "ffn_down": "down_proj"}
+from seal_jax.model.config import from_gguf_fields
+from seal_jax.weights.hf import assemble_params
 
 
 def _field_values(reader) -> dict:
@@ -30,8 +29,8 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def load_gguf(path: str, dtype=np.float32) -> tuple[ModelConfig, dict]:
-    """(ModelConfig, params) from a GGUF file, every tensor dequantised."""
+def load_gguf(path: str, dtype=np.float32):
+    """(ModelConfig, params) from a GGUF file, every tensor dequantised on read."""
     import gguf
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
@@ -42,36 +41,31 @@ def load_gguf(path: str, dtype=np.float32) -> tuple[ModelConfig, dict]:
                          "load the model's HF checkpoint directory instead (its config.json has rope_scaling)")
     cfg = from_gguf_fields(_field_values(reader), has_output_tensor="output.weight" in tensors)
 
-    def get(name: str, shape: tuple) -> np.ndarray:
+    def get(hf_name: str) -> np.ndarray:  # a tensor by its HF name, in HF's [out, in] layout
+        name = _gguf_name(hf_name)
         if name not in tensors:
-            raise ValueError(f"{path}: tensor {name} is missing from the GGUF file")
+            raise KeyError(hf_name)
         t = tensors[name]
-        arr = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(-1)
-        if arr.size != int(np.prod(shape)):
-            raise ValueError(f"{path}: tensor {name} has {arr.size} values, expected shape {shape}")
-        return arr.reshape(shape)
+        arr = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+        arr = arr.reshape(tuple(int(d) for d in reversed(t.shape)))  # GGUF lists dims fastest-first
+        if cfg.model_type == "llama" and name.endswith(("attn_q.weight", "attn_k.weight")):
+            arr = _unpermute(arr, cfg.num_heads if "attn_q" in name else cfg.num_kv_heads)
+        return arr
 
-    from seal_jax.model.lora import target_shape
-    layers: dict = {"attn_norm": [], "mlp_norm": []}
-    for i in range(cfg.num_layers):
-        layers["attn_norm"].append(get(f"blk.{i}.attn_norm.weight", (cfg.hidden_size,)))
-        layers["mlp_norm"].append(get(f"blk.{i}.ffn_norm.weight", (cfg.hidden_size,)))
-        for theirs, ours in _NAMES.items():
-            n_in, n_out = target_shape(cfg, ours)
-            w = get(f"blk.{i}.{theirs}.weight", (n_out, n_in))
-            if cfg.model_type == "llama" and ours in ("q_proj", "k_proj"):
-                w = _unpermute(w, cfg.num_heads if ours == "q_proj" else cfg.num_kv_heads)
-            entry = layers.setdefault(ours, {"w": []})
-            entry["w"].append(w.T)
-            if cfg.qkv_bias and ours in ("q_proj", "k_proj", "v_proj"):
-                entry.setdefault("b", []).append(get(f"blk.{i}.{theirs}.bias", (n_out,)))
-    stack = lambda xs: np.stack(xs).astype(dtype)
-    params = {
-        "embed": get("token_embd.weight", (cfg.vocab_size, cfg.hidden_size)).astype(dtype),
-        "layers": {k: ({kk: stack(vv) for kk, vv in v.items()} if isinstance(v, dict) else stack(v))
-                   for k, v in layers.items()},
-        "final_norm": get("output_norm.weight", (cfg.hidden_size,)).astype(dtype),
-    }
-    if not cfg.tie_embeddings:
-        params["lm_head"] = get("output.weight", (cfg.vocab_size, cfg.hidden_size)).T.astype(dtype)
-    return cfg, params
+    return cfg, assemble_params(cfg, get, path, dtype)
+
+
+_GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+           "lm_head.weight": "output.weight"}
+_LAYER = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
+          "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+          "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+
+
+def _gguf_name(hf_name: str) -> str:
+    """HF tensor name -> llama.cpp tensor name."""
+    if hf_name in _GLOBAL:
+        return _GLOBAL[hf_name]
+    _, _, i, rest = hf_name.split(".", 3)  # model.layers.{i}.{module}.{weight|bias}
+    module, kind = rest.rsplit(".", 1)
+    return f"blk.{i}.{_LAYER[module]}.{kind}"

@@ -1,18 +1,20 @@
 """HF checkpoints in and out: safetensors directories and PEFT LoRA adapters.
 
-HF stores a projection as `[out, in]` per layer; seal-jax stores `[L, in, out]` stacked over layers. The
-name map below is the single place that knows both layouts; loading and export both go through it.
+HF stores a projection as `[out, in]` per layer; seal-jax stores `[L, in, out]` stacked over
+layers (the NNX modules' pure state, `model/transformer.py`). The name map below is the single place that
+knows both layouts; loading (HF and GGUF, `assemble_params`) and export both go through it.
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
 from seal_jax.model.config import ModelConfig, from_hf_config
 from seal_jax.model.lora import LoraSpec
+from seal_jax.model.transformer import PROJECTION_GROUP, abstract_params
 
 _PROJ = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj", "v_proj": "self_attn.v_proj",
          "o_proj": "self_attn.o_proj", "gate_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj",
@@ -22,30 +24,26 @@ _NORMS = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm"
 
 def hf_tensor_names(cfg: ModelConfig) -> Iterator[tuple[tuple, str, bool]]:
     """(path in our pytree, HF name with {i} for the layer, transpose?) for every tensor of the model."""
-    yield ("embed",), "model.embed_tokens.weight", False
-    yield ("final_norm",), "model.norm.weight", False
+    yield ("embed", "embedding"), "model.embed_tokens.weight", False
+    yield ("final_norm", "scale"), "model.norm.weight", False
     if not cfg.tie_embeddings:
-        yield ("lm_head",), "lm_head.weight", True
+        yield ("lm_head", "kernel"), "lm_head.weight", True
     for ours, theirs in _NORMS.items():
-        yield ("layers", ours), f"model.layers.{{i}}.{theirs}.weight", False
+        yield ("layers", ours, "scale"), f"model.layers.{{i}}.{theirs}.weight", False
     for ours, theirs in _PROJ.items():
-        yield ("layers", ours, "w"), f"model.layers.{{i}}.{theirs}.weight", True
+        group = PROJECTION_GROUP[ours]
+        yield ("layers", group, ours, "kernel"), f"model.layers.{{i}}.{theirs}.weight", True
         if cfg.qkv_bias and ours in ("q_proj", "k_proj", "v_proj"):
-            yield ("layers", ours, "b"), f"model.layers.{{i}}.{theirs}.bias", False
+            yield ("layers", group, ours, "bias"), f"model.layers.{{i}}.{theirs}.bias", False
 
 
 def _expected_shape(cfg: ModelConfig, path: tuple) -> tuple:
-    """HF-side shape of one tensor (per layer for layer tensors)."""
-    from seal_jax.model.lora import target_shape
-    d, v = cfg.hidden_size, cfg.vocab_size
-    if path == ("embed",):
-        return (v, d)
-    if path == ("lm_head",):
-        return (v, d)
-    if path == ("final_norm",) or path[1] in _NORMS:
-        return (d,)
-    n_in, n_out = target_shape(cfg, path[1])
-    return (n_out, n_in) if path[2] == "w" else (n_out,)
+    """HF-side shape of one tensor (per layer for layer tensors): ours, read off the modules, transposed."""
+    shape = abstract_params(cfg)
+    for p in path:
+        shape = shape[p]
+    shape = shape.shape[1:] if path[0] == "layers" else shape.shape
+    return tuple(reversed(shape)) if path[-1] == "kernel" else tuple(shape)
 
 
 def _set(tree: dict, path: tuple, value):
@@ -105,6 +103,12 @@ def load_hf_checkpoint(path: str, dtype=np.float32, cfg: Optional[ModelConfig] =
     st = _SafetensorsDir(path)
     if cfg.tie_embeddings and "lm_head.weight" in st.handles:
         cfg = cfg.replace(tie_embeddings=False)  # an explicit head wins over the flag
+    return cfg, assemble_params(cfg, st.get, path, dtype)
+
+
+def assemble_params(cfg: ModelConfig, get: Callable[[str], np.ndarray], source: str, dtype=np.float32) -> dict:
+    """Our parameter pytree from any tensor source: `get(hf_name)` returns the tensor in HF's layout
+    (KeyError when absent). HF directories and GGUF files both load through here."""
     params: dict = {}
     for ours, theirs, transpose in hf_tensor_names(cfg):
         want = _expected_shape(cfg, ours)
@@ -112,16 +116,16 @@ def load_hf_checkpoint(path: str, dtype=np.float32, cfg: Optional[ModelConfig] =
         arrays = []
         for name in names:
             try:
-                arr = st.get(name)
+                arr = get(name)
             except KeyError:
-                raise ValueError(f"{path}: tensor {name} is missing from the checkpoint") from None
+                raise ValueError(f"{source}: tensor {name} is missing from the checkpoint") from None
             if tuple(arr.shape) != want:
-                raise ValueError(f"{path}: tensor {name} has shape {tuple(arr.shape)}, expected {want} "
-                                 f"for this config.json")
+                raise ValueError(f"{source}: tensor {name} has shape {tuple(arr.shape)}, expected {want} "
+                                 f"for this model config")
             arrays.append(arr.T if transpose else arr)
-        value = np.stack(arrays) if len(names) > 1 or "{i}" in theirs else arrays[0]
+        value = np.stack(arrays) if "{i}" in theirs else arrays[0]
         _set(params, ours, value.astype(dtype))
-    return cfg, params
+    return params
 
 
 # ---- export -------------------------------------------------------------------------------------
