@@ -42,12 +42,14 @@ _INIT = nnx.initializers.normal(0.02)  # random weights for tests and smoke runs
 
 
 def lora_delta(x, a, b, scale: float):
-    """scale * (x @ A) @ B. a: [in, r] shared, or [B, in, r] one adapter per batch row (x: [B, S, in])."""
+    """scale * (x @ A) @ B for x [B, S, in]. a: [in, r] shared, or [n, in, r]: one adapter per each of n equal
+    slices of the B*S tokens in order (n = B: one per row; packed training: one per block of tokens)."""
     if a.ndim == 2:
         h = jnp.einsum("...i,ir->...r", x, a.astype(x.dtype))
         return scale * jnp.einsum("...r,ro->...o", h, b.astype(x.dtype))
-    h = jnp.einsum("bsi,bir->bsr", x, a.astype(x.dtype))
-    return scale * jnp.einsum("bsr,bro->bso", h, b.astype(x.dtype))
+    xs = x.reshape(a.shape[0], -1, x.shape[-1])  # [n, B*S/n, in]
+    h = jnp.einsum("ngi,nir->ngr", xs, a.astype(x.dtype))
+    return scale * jnp.einsum("ngr,nro->ngo", h, b.astype(x.dtype)).reshape(*x.shape[:-1], b.shape[-1])
 
 
 def project(linear: nnx.Linear, x, lora: Optional[dict], scale: float):
@@ -130,9 +132,10 @@ class Attention(nnx.Module):
         self.o_proj = linear(cfg.q_dim, D)
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
-    def __call__(self, x, lora: dict, scale: float, positions, inv_freq, key_valid, q_slot, kv=None):
-        """x: [B, S, D] -> ([B, S, D], cache). kv: None, or (k, v, layer, index) with the whole cache k, v
-        [L, B, Hkv, T, Dh]: this step's keys/values are written at slot `index` of `layer`, in place."""
+    def __call__(self, x, lora: dict, scale: float, positions, inv_freq, mask, kv=None):
+        """x: [B, S, D] -> ([B, S, D], cache); mask: bool [B, S, T], which keys each query sees. kv: None, or
+        (k, v, layer, index) with the whole cache k, v [L, B, Hkv, T, Dh]: this step's keys/values are written
+        at slot `index` of `layer`, in place."""
         B, S, _ = x.shape
         heads_first = lambda t: t.transpose(0, 2, 1, 3)  # [B, S, H, Dh] -> [B, H, S, Dh]
         q = project(self.q_proj, x, lora.get("q_proj"), scale).reshape(B, S, self.num_heads, self.head_dim)
@@ -145,8 +148,6 @@ class Attention(nnx.Module):
             k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, 0, index, 0))
             v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, 0, index, 0))
             k, v, new_kv = k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), (k_all, v_all)
-        k_slot = jnp.arange(k.shape[2])
-        mask = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]  # [B, S, T]
         return project(self.o_proj, attend(q, k, v, mask), lora.get("o_proj"), scale), new_kv
 
 
@@ -169,9 +170,9 @@ class DecoderLayer(nnx.Module):
         self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
         self.mlp = MLP(cfg, rngs=rngs, param_dtype=param_dtype)
 
-    def __call__(self, h, lora: Optional[dict], scale: float, positions, inv_freq, key_valid, q_slot, kv=None):
+    def __call__(self, h, lora: Optional[dict], scale: float, positions, inv_freq, mask, kv=None):
         lora = lora or {}
-        a, new_kv = self.attn(self.attn_norm(h), lora, scale, positions, inv_freq, key_valid, q_slot, kv)
+        a, new_kv = self.attn(self.attn_norm(h), lora, scale, positions, inv_freq, mask, kv)
         h = h + a
         return h + self.mlp(self.mlp_norm(h), lora, scale), new_kv
 
@@ -201,7 +202,7 @@ class Decoder(nnx.Module):
                                       param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, tokens, positions, token_mask, *, lora: Optional[dict] = None, lora_scale: float = 0.0,
-                 cache: Optional[dict] = None):
+                 cache: Optional[dict] = None, segment_ids=None, adapter_index=None):
         """(hidden [B, S, D] after the final norm, updated cache or None); see `forward`."""
         cfg = self.cfg
         B, S = tokens.shape
@@ -212,11 +213,17 @@ class Decoder(nnx.Module):
         else:
             q_slot = cache["index"] + jnp.arange(S)
             key_valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], token_mask, cache["index"], axis=1)
+        k_slot = jnp.arange(key_valid.shape[1])
+        mask = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]  # [B, S, T]
+        if segment_ids is not None:  # packed documents: block-diagonal, causal within each
+            mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
         layer_def, layer_params = nnx.split(self.layers)
 
         def layer_fn(h, params, lo, kv):
             layer = nnx.merge(layer_def, params)
-            return layer(h, lo, lora_scale, positions, inv_freq, key_valid, q_slot, kv)
+            if adapter_index is not None:  # a stack of adapters [E, ...] -> the one of each token slice
+                lo = jax.tree.map(lambda x: x[adapter_index], lo)
+            return layer(h, lo, lora_scale, positions, inv_freq, mask, kv)
 
         if cache is None:
             h, _ = jax.lax.scan(_remat(lambda h, xs: (layer_fn(h, *xs, None)[0], None), cfg.remat), h,
@@ -275,14 +282,18 @@ def output_embedding(params: dict):  # -> [D, V]
 
 
 def forward(params: dict, cfg: ModelConfig, tokens, positions, token_mask, *, lora: Optional[dict] = None,
-            lora_scale: float = 0.0, cache: Optional[dict] = None):
+            lora_scale: float = 0.0, cache: Optional[dict] = None, segment_ids=None, adapter_index=None):
     """Run the decoder; return (hidden [B, S, D] after the final norm, updated cache or None).
 
     tokens, positions: int [B, S]; token_mask: bool [B, S] (False on padding).
-    lora: None, a shared adapter (leaves [L, in, r]) or one adapter per row (leaves [L, B, in, r]).
+    lora: None, a shared adapter (leaves [L, in, r]), one adapter per row (leaves [L, B, in, r]), or with
+      `adapter_index` int [n] a stack (leaves [L, E, in, r]) of which slice i of the B*S tokens uses adapter
+      adapter_index[i] (gathered one layer at a time inside the scan).
     cache: None, or a KV cache from `kv_cache.init_cache`; tokens are written at `cache["index"]`.
+    segment_ids: None, or int [B, S]: tokens attend only within their own segment (packed documents).
     """
-    return bind(params, cfg)(tokens, positions, token_mask, lora=lora, lora_scale=lora_scale, cache=cache)
+    return bind(params, cfg)(tokens, positions, token_mask, lora=lora, lora_scale=lora_scale, cache=cache,
+                             segment_ids=segment_ids, adapter_index=adapter_index)
 
 
 def logits_from_hidden(params: dict, hidden):  # hidden [..., D] -> float32 [..., V]

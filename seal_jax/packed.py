@@ -1,0 +1,145 @@
+"""Packed inner steps: compute follows real tokens, not edits x longest document.
+
+The vmapped inner loop (`inner.py`) runs every edit at every step at the step's longest document. Here the host
+plans each step once: the documents the chunk's *active* edits train on at step t (same per-epoch shuffle,
+same schedule as the vmapped loop) are laid end to end in one packed row of a bucketed length T, each document
+padded to a multiple of `block` tokens and given its own segment id (attention is block-diagonal and causal
+within a document; positions restart per document). Each block of tokens belongs to one edit, so the LoRA
+delta is one small matmul per block with that edit's adapter (`transformer.lora_delta`, `adapter_index`),
+gathered a layer at a time. The loss is each edit's own mean over its own loss tokens and the objective their
+sum, so each edit's gradient is exactly its gradient alone. LoRA and AdamW state stay one stack updated by a
+vmap over edits, with inactive steps and non-finite edits masked as in the vmapped loop.
+
+    step batch   tokens, positions, segment_ids, weight  [1, T]; token_edit [T]; adapter_index [T / block]
+    state        lora, opt_state: leaves [E, ...]; ok bool [E]
+
+One jitted step per distinct T; a Python loop walks the steps (dispatch is asynchronous). On TPU the same
+segment ids drive splash attention's block skipping; on CPU attention costs T^2 per step, bounded by the
+row buckets (multiples of 128 up to 1024, then of 256).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seal_jax.inner import (InnerConfig, PackedEdits, _lengths, all_finite, epoch_order, keep_if, lr_multiplier,
+                            optimizer, round_up)
+from seal_jax.model.config import ModelConfig
+from seal_jax.model.lora import init_lora
+from seal_jax.model.transformer import forward, token_logprobs
+
+
+def row_bucket(n: int) -> int:
+    return round_up(n, 128) if n <= 1024 else round_up(n, 256)
+
+
+def edit_schedules(packed: PackedEdits, keys, batch_size: int) -> list[list[np.ndarray]]:
+    """Per edit, per step, the document indices it trains on: the vmapped loop's order (`epoch_order`)."""
+    n_docs = packed.seq_valid.sum(-1)
+    out = []
+    for e in range(packed.num_edits):
+        n, epochs = int(n_docs[e]), int(packed.epochs[e])
+        if n == 0 or epochs == 0:
+            out.append([])
+            continue
+        k_shuffle = jax.random.split(jnp.asarray(keys[e]))[1]
+        orders = np.asarray(jax.vmap(lambda ep: epoch_order(k_shuffle, jnp.asarray(packed.seq_valid[e]), ep))(
+            jnp.arange(epochs)))
+        per_epoch = -(-n // batch_size)
+        out.append([orders[t // per_epoch][(t % per_epoch) * batch_size:][:min(batch_size, n - (t % per_epoch) * batch_size)]
+                    for t in range(per_epoch * epochs)])
+    return out
+
+
+def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig, block: int = 16) -> list[dict]:
+    """Host-side packed batches, one per step (numpy), plus per-edit `active` and `lr` of the step."""
+    schedules = edit_schedules(packed, keys, icfg.batch_size)
+    lengths = _lengths(packed.loss_mask)  # [E, N]
+    E = packed.num_edits
+    totals = np.asarray([len(s) for s in schedules])
+    steps = int(totals.max(initial=0))
+    lr_mult = np.asarray(jax.vmap(lambda tot: jax.vmap(lambda t: lr_multiplier(icfg, t, tot))(jnp.arange(max(steps, 1))))(
+        jnp.asarray(totals)))  # [E, steps]
+    plans = []
+    for t in range(steps):
+        docs = [(e, int(d)) for e in range(E) if t < totals[e] for d in schedules[e][t]]
+        T = row_bucket(sum(round_up(lengths[e, d], block) for e, d in docs))
+        tokens, positions = np.zeros(T, np.int32), np.zeros(T, np.int32)
+        segment, weight = np.full(T, -1, np.int32), np.zeros(T, np.float32)
+        token_edit, pos = np.full(T, E, np.int32), 0
+        for seg, (e, d) in enumerate(docs):
+            n = int(lengths[e, d])
+            sl = slice(pos, pos + n)
+            tokens[sl], positions[sl], segment[sl], token_edit[sl] = packed.tokens[e, d, :n], np.arange(n), seg, e
+            weight[pos + 1:pos + n] = packed.loss_mask[e, d, 1:n]  # targets inside the document only
+            token_edit[pos + n:pos + round_up(n, block)] = e  # block padding keeps its edit's adapter
+            pos += round_up(n, block)
+        segment[pos:] = len(docs)  # the tail: one segment of its own
+        plans.append({"real_tokens": sum(int(lengths[e, d]) for e, d in docs), "tokens": tokens[None], "positions": positions[None], "segment_ids": segment[None],
+                      "weight": weight[None], "token_edit": token_edit,
+                      "adapter_index": np.minimum(token_edit[::block], E - 1),
+                      "active": t < totals, "lr": (packed.lr * lr_mult[:, t]).astype(np.float32)})
+    return plans
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "icfg"), donate_argnums=(1, 2))
+def packed_step(base, lora, opt_state, ok, batch, *, cfg: ModelConfig, icfg: InnerConfig):
+    """One optimiser step of every edit on its own documents of a packed row. lora, opt_state: [E, ...]."""
+    E = ok.shape[0]
+    layer_major = lambda tree: jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), tree)  # [E, L, ...] -> [L, E, ...]
+
+    def objective(lora):
+        hidden, _ = forward(base, cfg, batch["tokens"], batch["positions"], jnp.ones_like(batch["tokens"], bool),
+                            lora=layer_major(lora), lora_scale=icfg.lora.scale, segment_ids=batch["segment_ids"],
+                            adapter_index=batch["adapter_index"])
+        lp = token_logprobs(base, hidden[:, :-1], batch["tokens"][:, 1:], icfg.loss_chunk)[0]  # [T-1]
+        w, edit = batch["weight"][0, 1:], batch["token_edit"][1:]
+        nll = jax.ops.segment_sum(-lp * w, edit, num_segments=E + 1)[:E]
+        n = jax.ops.segment_sum(w, edit, num_segments=E + 1)[:E]
+        losses = nll / jnp.maximum(n, 1)  # [E]: each edit's mean over its own loss tokens
+        return jnp.sum(jnp.where(batch["active"] & ok, losses, 0.0)), (losses, n)
+
+    (_, (losses, n)), grads = jax.value_and_grad(objective, has_aux=True)(lora)
+    opt = optimizer(icfg)
+
+    def update(lora, opt_state, g, lr, loss, n, active, ok):  # one edit: as `inner_train_one`'s step
+        updates, new_state = opt.update(g, opt_state, lora)
+        new_lora = jax.tree.map(lambda p, u: p - lr * u, lora, updates)
+        active = active & (n > 0) & ok
+        finite = jnp.isfinite(loss) & all_finite(new_lora)
+        lora, opt_state = keep_if(active & finite, (new_lora, new_state), (lora, opt_state))
+        return lora, opt_state, ok & (finite | ~active), jnp.where(active, loss, 0.0), active
+
+    return jax.vmap(update)(lora, opt_state, grads, batch["lr"], losses, n, batch["active"], ok)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "icfg", "num_edits"))
+def init_state(keys, *, cfg: ModelConfig, icfg: InnerConfig, num_edits: int):
+    """Each edit's fresh LoRA (the same draw as `inner_train_one`) and AdamW state."""
+    lora = jax.vmap(lambda k: init_lora(jax.random.split(k)[0], cfg, icfg.lora))(keys[:num_edits])
+    return lora, jax.vmap(optimizer(icfg).init)(lora)
+
+
+def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits, keys, block: int = 16):
+    """(lora stack [E, ...], metrics) like `inner.inner_train_edits`: loss, active [E, steps], ok [E]."""
+    plans = plan_steps(packed, np.asarray(keys), icfg, block)
+    E = packed.num_edits
+    lora, opt_state = init_state(jnp.asarray(keys), cfg=cfg, icfg=icfg, num_edits=E)
+    ok = jnp.ones((E,), bool)
+    losses, active = [], []
+    for plan in plans:
+        batch = {k: v for k, v in plan.items() if k != "real_tokens"}
+        lora, opt_state, ok, loss, act = packed_step(base, lora, opt_state, ok, batch, cfg=cfg, icfg=icfg)
+        losses.append(loss)
+        active.append(act)
+    stack = lambda xs: jnp.stack(xs, axis=1) if xs else jnp.zeros((E, 0))
+    return lora, {"loss": stack(losses), "active": stack(active).astype(bool), "ok": ok}
+
+
+def slots_and_tokens(packed: PackedEdits, keys, icfg: InnerConfig, block: int = 16) -> tuple[int, int]:
+    """(token slots computed, real tokens trained) over the chunk's steps."""
+    plans = plan_steps(packed, np.asarray(keys), icfg, block)
+    return sum(p["tokens"].size for p in plans), sum(p["real_tokens"] for p in plans)
