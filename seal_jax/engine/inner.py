@@ -52,6 +52,7 @@ class InnerConfig:
     batch_size: int = 1
     schedule: str = "linear"        # linear | cosine | constant (HF Trainer's shapes)
     warmup_ratio: float = 0.0
+    warmup_steps: int = 0           # > 0: this many warm-up steps, overriding warmup_ratio (HF's warmup_steps)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0      # HF Trainer's default clipping; 0 turns it off
     adam_b1: float = 0.9
@@ -67,6 +68,8 @@ class InnerConfig:
             raise ValueError(f"inner batch_size must be >= 1, got {self.batch_size}")
         if self.length_buckets < 1:
             raise ValueError(f"inner length_buckets must be >= 1, got {self.length_buckets}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"inner warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
 # ---- packing (host side, numpy) -------------------------------------------------------------------
@@ -166,9 +169,10 @@ def take_edits(p: PackedEdits, start: int, stop: int) -> PackedEdits:
 
 
 def lr_multiplier(icfg: InnerConfig, t, total):
-    """HF Trainer's schedules: value at optimiser step t (0-based) of `total`, with ceil(ratio*total) warm-up."""
+    """HF Trainer's schedules: value at optimiser step t (0-based) of `total`, with `warmup_steps` warm-up steps
+    when set, else ceil(ratio*total)."""
     total = jnp.maximum(total, 1).astype(jnp.float32)
-    warm = jnp.ceil(icfg.warmup_ratio * total)
+    warm = jnp.float32(icfg.warmup_steps) if icfg.warmup_steps > 0 else jnp.ceil(icfg.warmup_ratio * total)
     t = t.astype(jnp.float32)
     warmup = t / jnp.maximum(warm, 1.0)
     progress = (t - warm) / jnp.maximum(total - warm, 1.0)
