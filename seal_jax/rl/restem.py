@@ -28,7 +28,6 @@ from seal_jax.runtime.plots import plot_conditions, plot_rl
 from seal_jax.runtime.sharding import check_processes_agree
 from seal_jax.runtime.terminal import progress, say
 from seal_jax.runtime.workdir import Workdir
-from seal_jax.tokenizer import chat_prompt
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def iteration(it: int, domain: Domain, params, cfg, tok, contexts: Sequence, con
     k_sample, k_inner, k_outer = jax.random.split(jax.random.fold_in(key, it), 3)
     records = wd.records(iteration=it)  # scored before a restart; this iteration's rows are added as they come
     done = {(r[domain.context_field], r["sample"]) for r in records}
-    prompts = [chat_prompt(tok, domain.self_edit_prompt(c)) for c in chosen]
+    prompts = [domain.prompt_ids(tok, c) for c in chosen]
     texts = wd.cached_json(f"samples/{it}.json", lambda: sample_self_edits(params, cfg, tok, prompts, config.samples,
                                                                            domain.self_edits, k_sample))
     baseline = domain.baseline(params, cfg, tok, chosen)
@@ -76,7 +75,7 @@ def iteration(it: int, domain: Domain, params, cfg, tok, contexts: Sequence, con
     metrics = domain.metrics(records, kept, chosen, baseline, timing)
     if kept:
         by_id = {c.id: c for c in chosen}
-        examples = [(chat_prompt(tok, domain.self_edit_prompt(by_id[r[domain.context_field]])), domain.m_step_target(r))
+        examples = [(domain.prompt_ids(tok, by_id[r[domain.context_field]]), domain.m_step_target(r))
                     for r in kept]
         with progress(total=1, desc=f"iter {it} M-step ({len(kept)} examples)") as bar:
             params, s = outer_update(params, cfg, tok, examples, config.outer, k_outer)
