@@ -76,3 +76,94 @@ def test_paper_configs_name_arcagi1_and_seals_ids():
 def test_a_task_needs_a_test_input():
     with pytest.raises(ValueError, match="no test input"):
         ArcTask("x", (), ())
+
+
+# ---- augmentations: each against a hand-worked grid ----------------------------------------------
+
+from seal_jax.domains.arc import augment as A  # noqa: E402
+
+G = np.array([[0, 1, 2], [3, 4, 5]])
+BY_NAME = {a.name: a for group in A.GROUPS.values() for a in group}
+HAND = {
+    "rot90": [[2, 5], [1, 4], [0, 3]],
+    "rot270": [[3, 0], [4, 1], [5, 2]],
+    "rot180": [[5, 4, 3], [2, 1, 0]],
+    "flip0": [[3, 4, 5], [0, 1, 2]],
+    "flip1": [[2, 1, 0], [5, 4, 3]],
+    "reflect0_above": [[3, 4, 5], [0, 1, 2], [0, 1, 2], [3, 4, 5]],
+    "reflect1_left": [[2, 1, 0, 0, 1, 2], [5, 4, 3, 3, 4, 5]],
+    "reflect0_below": [[0, 1, 2], [3, 4, 5], [3, 4, 5], [0, 1, 2]],
+    "reflect1_right": [[0, 1, 2, 2, 1, 0], [3, 4, 5, 5, 4, 3]],
+    "transpose": [[0, 3], [1, 4], [2, 5]],
+    "resolution2": [[0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2], [3, 3, 4, 4, 5, 5], [3, 3, 4, 4, 5, 5]],
+    "height2": [[0, 1, 2], [0, 1, 2], [3, 4, 5], [3, 4, 5]],
+    "width2": [[0, 0, 1, 1, 2, 2], [3, 3, 4, 4, 5, 5]],
+    "repeat0": [[0, 1, 2], [3, 4, 5], [0, 1, 2], [3, 4, 5]],
+    "repeat1": [[0, 1, 2, 0, 1, 2], [3, 4, 5, 3, 4, 5]],
+    "repeat2x2": [[0, 1, 2, 0, 1, 2], [3, 4, 5, 3, 4, 5], [0, 1, 2, 0, 1, 2], [3, 4, 5, 3, 4, 5]],
+    "rot90+resolution2": [[2, 2, 5, 5], [2, 2, 5, 5], [1, 1, 4, 4], [1, 1, 4, 4], [0, 0, 3, 3], [0, 0, 3, 3]],
+    "flip0+resolution2": [[3, 3, 4, 4, 5, 5], [3, 3, 4, 4, 5, 5], [0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2]],
+    "transpose+resolution2": [[0, 0, 3, 3], [0, 0, 3, 3], [1, 1, 4, 4], [1, 1, 4, 4], [2, 2, 5, 5], [2, 2, 5, 5]],
+}
+
+
+def _on_every_grid(aug, g):
+    """Apply `aug` to a pseudo-task whose grids are all `g`; check every grid got the same result."""
+    demos, (qi, qo) = aug((((g, g), (g, g)), (g, g)))
+    outs = [x for pair in demos for x in pair] + [qi, qo]
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+    return outs[0]
+
+
+@pytest.mark.parametrize("name", sorted(HAND))
+def test_augmenter_on_a_hand_worked_grid(name):
+    np.testing.assert_array_equal(_on_every_grid(BY_NAME[name], G), HAND[name])
+
+
+def test_groups_have_seals_sizes_and_order():
+    assert [len(A.GROUPS[k]) for k in ("basic", "size", "chain", "repeat")] == [11, 3, 6, 3]
+    assert [a.name for a in A.BASIC] == ["rot90", "rot270", "rot180", "flip0", "flip1", "reflect0_above",
+                                         "reflect1_left", "reflect0_below", "reflect1_right", "translate",
+                                         "transpose"]
+    assert [a.name for a in A.CHAIN] == [f"{x}+resolution2" for x in ("rot90", "rot270", "rot180", "flip0", "flip1",
+                                                                       "transpose")]
+    assert len(A.augmenters(["repeat", "basic"])) == 14 and A.augmenters([]) == []
+    with pytest.raises(ValueError, match="unknown augmentation groups"):
+        A.augmenters(["teleport"])
+
+
+def test_random_translate_rolls_with_seals_fixed_draws():
+    """RandomState(0).randint(0, 3) gives 0, 1, 0, 1 and randint(0, 1) draws nothing: a 3x3 -> 3x3 example rolls
+    input and output by (0 rows, 1 column); a 3x3 -> 1x1 example rolls its input by (0, 1) and its 1x1 output not
+    at all; every example of the task rolls the same way."""
+    g = np.arange(9).reshape(3, 3)
+    one = np.array([[7]])
+    rolled = [[2, 0, 1], [5, 3, 4], [8, 6, 7]]  # one column to the right, cyclic
+    demos, query = BY_NAME["translate"]((((g, g), (g, one)), (g, g)))
+    np.testing.assert_array_equal(demos[0][0], rolled)
+    np.testing.assert_array_equal(demos[0][1], rolled)
+    np.testing.assert_array_equal(demos[1][0], rolled)
+    np.testing.assert_array_equal(demos[1][1], one)
+    np.testing.assert_array_equal(query[1], rolled)
+
+
+@pytest.mark.parametrize("view", [a.name for a in A.VIEWS])
+def test_view_inverses_undo_the_views(view):
+    aug = BY_NAME[view]
+    for g in (G, np.arange(12).reshape(3, 4), np.array([[1]])):
+        np.testing.assert_array_equal(A.INVERSES[view](aug.grid(g)), g)
+    np.testing.assert_array_equal(A.INVERSES["rot90"](G), [[3, 0], [4, 1], [5, 2]])  # SEAL: Rotate(270)
+
+
+def test_colour_permutation_fixes_zero_and_is_a_bijection_on_used_colours():
+    task = (((G, G + 1),), (G, G))
+    rng = np.random.RandomState(0)
+    demos, (qi, qo) = A.permute_colours(task, rng)
+    mapping = dict(zip(G.ravel().tolist(), qi.ravel().tolist()))
+    assert mapping[0] == 0 and len(set(mapping.values())) == len(mapping)
+    # with 6 used colours, every used colour goes to one of the 3 unused ones or is swapped among used ones
+    assert set(np.unique(np.concatenate([demos[0][1].ravel(), qo.ravel()]))) <= set(range(10))
+    # all nine colours used: SEAL swaps pairs, so the map is still a permutation of 1..9
+    full = np.arange(10).reshape(2, 5)
+    _, (fi, _) = A.permute_colours(((), (full, full)), np.random.RandomState(3))
+    assert fi[0, 0] == 0 and sorted(fi.ravel().tolist()) == list(range(10))
