@@ -19,8 +19,10 @@ def get_config(arg: str = "demo"):
     preset = common.preset_of(arg)
     c = common.base("knowledge", preset, paper_model="Qwen/Qwen2.5-7B")
     c.data = dict(source="demo", held_out=8, limit=0)
-    c.self_edit = dict(prompt="implications", max_new_tokens=160, temperature=1.0, top_p=0.95, batch=16,
-                       split_lines=True, drop_preamble=True, prefix_title=True, append_passage=True)
+    # prompt: one of SEAL's five templates; prompting: raw | chat | auto (SEAL: raw text for a base model, its
+    # ChatML prompt only for an instruct model); documents: SEAL's build_train_sequences with split_newlines.
+    c.self_edit = dict(prompt="implications", prompting="auto", max_new_tokens=160, temperature=1.0, top_p=0.95,
+                       batch=16, split_lines=True, drop_preamble=True, prefix_title=True, append_passage=True)
     # SEAL's TTT settings for knowledge: LoRA r=32, alpha=64 on q,v; lr 1e-3; 10 epochs; batch 1; linear decay.
     c.inner = common.inner(lora_rank=32, lora_alpha=64.0, targets="q_proj,v_proj", lr=1e-3, epochs=10, batch_size=1,
                            schedule="linear", max_len=256)

@@ -13,7 +13,7 @@ import pytest
 
 from seal_jax.domains.knowledge.grading import contains, exact_match, grade, token_f1
 from seal_jax.domains.knowledge.passages import Passage, load_passages, parse_passages, split_passages
-from seal_jax.domains.knowledge.self_edit import DocOptions, parse_self_qa, self_edit_documents
+from seal_jax.domains.knowledge.self_edit import DocOptions, self_edit_documents
 from seal_jax.engine.outer import keep_best
 
 P = Passage("p1", "Varnholt Observatory", "The Varnholt Observatory was founded in 1873.",
@@ -37,19 +37,16 @@ def test_graders(pred, gold, em, cont, f1):
 
 
 def test_self_edit_documents():
+    """SEAL's rules (more cases in test_knowledge_protocol.py): lines kept as written, the preamble dropped only
+    before a "1." line, title prefixed, the passage appended."""
     edit = "Here are the implications:\n1. The observatory is old.\n- It opened in 1873.\n\n"
     docs = self_edit_documents(P, edit)
-    assert docs == ["Varnholt Observatory\nThe observatory is old.", "Varnholt Observatory\nIt opened in 1873.",
+    assert docs == ["Varnholt Observatory\n1. The observatory is old.", "Varnholt Observatory\n- It opened in 1873.",
                     "Varnholt Observatory\nThe Varnholt Observatory was founded in 1873."]
     bare = self_edit_documents(P, edit, opts=DocOptions(split_lines=False, prefix_title=False, append_passage=False))
     assert bare == [edit.strip()]
     keep_pre = self_edit_documents(P, edit, opts=DocOptions(drop_preamble=False, append_passage=False))
     assert len(keep_pre) == 3
-    qa = "Question: When was it founded?\nAnswer: 1873\nQ: Who?\nA: Nobody\nstray line"
-    assert parse_self_qa(qa) == [("When was it founded?", "1873"), ("Who?", "Nobody")]
-    assert self_edit_documents(P, qa, "self-qa", DocOptions(append_passage=False)) == [
-        "Varnholt Observatory\nQuestion: When was it founded?\nAnswer: 1873",
-        "Varnholt Observatory\nQuestion: Who?\nAnswer: Nobody"]
 
 
 def test_bad_inputs_are_clear_errors(tmp_path):

@@ -5,6 +5,9 @@ builder below) once and passes the frozen dataclasses down.
 """
 from __future__ import annotations
 
+import os
+import re
+
 from seal_jax.domains.arc.domain import ArcDomain
 from seal_jax.domains.arc.self_edit import Limits, SelfEdit
 from seal_jax.domains.arc.settings import ArcSettings, TttOptions
@@ -19,6 +22,7 @@ from seal_jax.engine.outer import OuterConfig
 from seal_jax.engine.sampling import SamplingConfig, SelfEditSampling
 from seal_jax.model.lora import LoraSpec
 from seal_jax.rl.restem import RestemConfig
+from seal_jax.weights import EMBEDDED
 
 
 def _ids(text: str) -> tuple[str, ...]:
@@ -46,10 +50,26 @@ def self_edit_sampling(section) -> SelfEditSampling:
     return SelfEditSampling(SamplingConfig(section.max_new_tokens, section.temperature, section.top_p), section.batch)
 
 
+def is_instruct(model) -> bool:
+    """Whether a config's model is an instruct (chat) model, by its name: the registered file's name for an
+    embedded model, the tokenizer's for `random:*`."""
+    name = model.tokenizer if model.name.startswith("random:") else model.name
+    name = EMBEDDED.get(name, (None, name))[1]
+    return bool(re.search(r"instruct|chat|-it\b", os.path.basename(name.rstrip("/")), re.IGNORECASE))
+
+
+def chat_prompting(c) -> bool:
+    """self_edit.prompting: raw | chat | auto (chat only for an instruct model, as SEAL's --instruct_model)."""
+    mode = c.self_edit.get("prompting", "auto")
+    if mode not in ("raw", "chat", "auto"):
+        raise ValueError(f"self_edit.prompting {mode!r}; choose raw, chat or auto")
+    return mode == "chat" or (mode == "auto" and is_instruct(c.model))
+
+
 def knowledge_settings(c) -> KnowledgeSettings:
     se, ev = c.self_edit, c.eval
     return KnowledgeSettings(
-        source=c.data.source, held_out=c.data.held_out, limit=c.data.limit, prompt=se.prompt,
+        source=c.data.source, held_out=c.data.held_out, limit=c.data.limit, prompt=se.prompt, chat=chat_prompting(c),
         documents=DocOptions(se.split_lines, se.drop_preamble, se.prefix_title, se.append_passage),
         self_edits=self_edit_sampling(se), adapt=adapt_config(c, ev.max_new_tokens), lr=c.inner.lr,
         epochs=c.inner.epochs, repeats=max(1, ev.eval_repeats),

@@ -15,7 +15,7 @@ import numpy as np
 from seal_jax.domains.base import Domain, EStepTiming
 from seal_jax.domains.knowledge.evaluation import run_conditions
 from seal_jax.domains.knowledge.passages import Passage, load_passages, split_passages
-from seal_jax.domains.knowledge.self_edit import prompt_text, self_edit_documents
+from seal_jax.domains.knowledge.self_edit import prompt_text, self_edit_documents, self_edit_prompt_ids
 from seal_jax.domains.knowledge.settings import KnowledgeSettings
 from seal_jax.domains.knowledge.updates import Graded, Item, adapt_and_grade, baseline
 from seal_jax.engine.outer import keep_best
@@ -34,6 +34,9 @@ class KnowledgeDomain(Domain):
 
     def self_edit_prompt(self, context: Passage) -> str:
         return prompt_text(context, self.settings.prompt)
+
+    def prompt_ids(self, tok, context: Passage) -> list[int]:
+        return self_edit_prompt_ids(tok, context, self.settings.prompt, self.settings.chat)
 
     def baseline(self, params, cfg, tok, contexts: Sequence[Passage]) -> dict[str, dict]:
         return baseline(params, cfg, tok, contexts, self.settings)

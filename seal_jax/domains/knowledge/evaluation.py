@@ -21,13 +21,12 @@ import jax
 import numpy as np
 
 from seal_jax.domains.knowledge.passages import Passage, json_lines
-from seal_jax.domains.knowledge.self_edit import passage_document, prompt_text, self_edit_documents
+from seal_jax.domains.knowledge.self_edit import passage_document, self_edit_documents, self_edit_prompt_ids
 from seal_jax.domains.knowledge.settings import KnowledgeSettings
 from seal_jax.domains.knowledge.updates import Item, adapt_and_grade, baseline
 from seal_jax.engine.inner import inner_train_edits, pack_edits, tokenize_document
 from seal_jax.engine.sampling import sample_self_edits
 from seal_jax.model.lora import merge_lora
-from seal_jax.tokenizer import chat_prompt
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ def condition_docs(condition: str, passages: Sequence[Passage], settings: Knowle
     if condition == "passage":
         return passage_only
     if condition == "self_edit":
-        prompts = [chat_prompt(tok, prompt_text(p, settings.prompt)) for p in passages]
+        prompts = [self_edit_prompt_ids(tok, p, settings.prompt, settings.chat) for p in passages]
         edits = sample_self_edits(generator, cfg, tok, prompts, settings.eval_self_edits, settings.self_edits, key)
         return [[d for e in es for d in self_edit_documents(p, e, settings.prompt, opts)[:-1]] + only
                 if opts.append_passage else

@@ -15,6 +15,7 @@ class KnowledgeSettings:
     held_out: int                 # the last `held_out` passages are for the final evaluation
     limit: int                    # use the first `limit` passages (0: all)
     prompt: str                   # the self-edit prompt (self_edit.PROMPTS)
+    chat: bool                    # prompts through the chat template (SEAL's instruct path), else raw text
     documents: DocOptions         # self-edit -> training documents
     self_edits: SelfEditSampling  # how the generator writes self-edits
     adapt: AdaptConfig            # the inner update (LoRA, optimiser, chunks) and how adapted models answer

@@ -16,11 +16,26 @@ import numpy as np
 from seal_jax.domains.knowledge.grading import grade_answers
 from seal_jax.domains.knowledge.passages import Passage
 from seal_jax.domains.knowledge.settings import KnowledgeSettings
+from seal_jax.domains.knowledge.self_edit import chatml_turns, encode_prompt
 from seal_jax.engine.adapt import Adapted, Request, adapt_and_answer
-from seal_jax.engine.answering import answer_per_edit, question_prompts
+from seal_jax.engine.answering import answer_per_edit
 from seal_jax.engine.inner import tokenize_document
 
-QUESTION_TEMPLATE = "Topic: {title}\n{question}"  # a question asked without its passage
+# SEAL's answer prompts, verbatim (src/utils.py lines 10-24): raw text for a base model, ChatML for an instruct one.
+ANSWER_TEMPLATE_BASE = (
+    "Let's answer a question directly and concisely.\n"
+    "Question: {question}\n"
+    "Answer:\n"
+)
+ANSWER_TEMPLATE_INSTRUCT = (
+    "<|im_start|>system\nYou are an assistant to answer a question directly and concisely."
+    "<|im_end|>\n"
+    "<|im_start|>user\n{question}"
+    "<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+# SEAL's {question}: the title, then the question (query_server.py line 129, CPT.py line 139).
+QUESTION_TEMPLATE = "Topic: {title}\n{question}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,16 +65,25 @@ def passage_questions(passages: Sequence[Passage]) -> list[tuple[str, str, str]]
     return [(QUESTION_TEMPLATE.format(title=p.title, question=q), q, a) for p in passages for q, a in p.questions]
 
 
+def answer_prompts(tok, questions: Sequence[str], chat: bool) -> list[list[int]]:
+    """Token ids of SEAL's answer prompt for each question (already "Topic: {title}\\n{question}")."""
+    system, user = chatml_turns(ANSWER_TEMPLATE_INSTRUCT)
+    return [encode_prompt(tok, chat, ANSWER_TEMPLATE_BASE.format(question=q), (system, user.format(question=q)))
+            for q in questions]
+
+
 def _grade_rows(settings: KnowledgeSettings, questions: Sequence[tuple[str, str, str]], answers: Sequence[str]):
-    """Per (question, answer): (score, judge failed), graded in one call."""
-    scores, failed = grade_answers(settings.grading, [q for _, q, _ in questions], answers, [a for *_, a in questions])
+    """Per (question, answer): (score, judge failed), graded in one call. A judge sees the question as asked
+    ("Topic: {title}\\n{question}"), as SEAL's does."""
+    scores, failed = grade_answers(settings.grading, [asked for asked, _, _ in questions], answers,
+                                   [a for *_, a in questions])
     return list(zip(scores, failed))
 
 
 def requests(settings: KnowledgeSettings, tok, item: Item, key) -> list[Request]:
     """The item's `repeats` trainings: the same documents and questions, key fold_in(fold_in(key, uid), r)."""
     documents = [tokenize_document(tok, d) for d in item.documents]
-    prompts = question_prompts(tok, [asked for asked, _, _ in passage_questions(item.passages)])
+    prompts = answer_prompts(tok, [asked for asked, _, _ in passage_questions(item.passages)], settings.chat)
     return [Request(documents, settings.lr, settings.epochs,
                     np.asarray(jax.random.fold_in(jax.random.fold_in(key, item.uid), r)), prompts)
             for r in range(settings.repeats)]
@@ -93,7 +117,7 @@ def adapt_and_grade(params, cfg, tok, items: Sequence[Item], settings: Knowledge
 def baseline(params, cfg, tok, passages: Sequence[Passage], settings: KnowledgeSettings) -> dict[str, dict]:
     """No-update answers and accuracy per passage id: {"answers", "scores", "judge_failures", "accuracy"}."""
     questions = [passage_questions([p]) for p in passages]
-    prompts = [question_prompts(tok, [asked for asked, _, _ in qs]) for qs in questions]
+    prompts = [answer_prompts(tok, [asked for asked, _, _ in qs], settings.chat) for qs in questions]
     answers = answer_per_edit(params, cfg, tok, prompts, settings.adapt.answer)
     graded = iter(_grade_rows(settings, [q for qs in questions for q in qs], [a for texts in answers for a in texts]))
     res: dict[str, dict] = {}

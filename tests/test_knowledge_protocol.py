@@ -1,0 +1,122 @@
+"""SEAL's knowledge-incorporation protocol (issue 15): templates verbatim, raw vs chat prompting, SEAL's document
+building, the judge against a fake OpenAI-compatible server, the eval-200 selection, reward repeats, top-1 selection,
+CPT documents, continual, and the :smoke run of the paper protocol."""
+import importlib.util
+import os
+
+import pytest
+
+from seal_jax.domains.knowledge.passages import Passage
+from seal_jax.domains.knowledge.self_edit import (IMPLICATIONS_LONG_TEMPLATE, IMPLICATIONS_TEMPLATE,
+                                                  IMPLICATIONS_VERY_LONG_TEMPLATE, INSTRUCT_TEMPLATE, PROMPTS,
+                                                  REWRITE_TEMPLATE, SELF_QA_TEMPLATE, DocOptions, build_documents)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+P = Passage("p1", "Varnholt Observatory", "The Varnholt Observatory was founded in 1873.",
+            (("When was the Varnholt Observatory founded?", "1873"),))
+
+# SEAL's text, typed from knowledge-incorporation/src/data_generation/make_squad_data.py and src/utils.py.
+SEAL = {
+    "implications": "Let's read the following passage and produce a list of implications derived directly or "
+                    "indirectly from the content.\n\nPassage:\n{title}\n{context}\n\nImplications:\n",
+    "implications-long": "Let's read the following passage and produce a long list of implications derived directly "
+                         "or indirectly from the content.\n\nPassage:\n{title}\n{context}\n\nImplications:\n",
+    "implications-very-long": "Let's read the following passage and produce a very long list of implications derived "
+                              "directly or indirectly from the content.\n\nPassage:\n{title}\n{context}\n\n"
+                              "Implications:\n",
+    "rewrite": "Let's read the following passage and rewrite it in a few different ways, each one separated by a "
+               "newline.\n\nPassage:\n{title}\n{context}\n\nRewritten passages:\n",
+    "self-qa": "Let's read the following passage and rewrite it in a question-answer format.\n\nPassage:\n{title}\n"
+               "{context}\n\nQuestion 1: ",
+}
+SEAL_INSTRUCT = ("<|im_start|>system\nYou are an assistant tasked with analyzing the provided passage and producing a "
+                 "list of implications derived directly or indirectly from the content. <|im_end|>\n<|im_start|>user\n"
+                 "{title}\n{context}<|im_end|>\n<|im_start|>assistant\n")
+SEAL_ANSWER = "Let's answer a question directly and concisely.\nQuestion: {question}\nAnswer:\n"
+SEAL_ANSWER_INSTRUCT = ("<|im_start|>system\nYou are an assistant to answer a question directly and concisely."
+                        "<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+SEAL_JUDGE = ("You are a grading assistant. Your job is to determine whether a student's answer correctly answers "
+              "the question based solely on the provided gold answer. Do not use any outside knowledge. The student "
+              "answer can include additional information, but it must at least fully convey the gold answer and must "
+              "not contradict it. Ignore style, phrasing, or extra details that do not affect correctness. Respond "
+              "ONLY with 'yes' or 'no'.\n\nQuestion: {question}\nGold answer: {gold}\nStudent answer: {pred}\nIs the "
+              "student answer correct based solely on the gold answer? Respond 'yes' or 'no'.")
+
+
+def load_config(config_file: str, preset: str):
+    spec = importlib.util.spec_from_file_location(config_file[:-3], os.path.join(ROOT, "configs", config_file))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config(preset)
+
+
+def test_templates_are_seals_text_verbatim():
+    from seal_jax.domains.knowledge.updates import ANSWER_TEMPLATE_BASE, ANSWER_TEMPLATE_INSTRUCT
+    assert PROMPTS == SEAL
+    assert (IMPLICATIONS_TEMPLATE, IMPLICATIONS_LONG_TEMPLATE, IMPLICATIONS_VERY_LONG_TEMPLATE, REWRITE_TEMPLATE,
+            SELF_QA_TEMPLATE) == tuple(SEAL[k] for k in ("implications", "implications-long",
+                                                         "implications-very-long", "rewrite", "self-qa"))
+    assert INSTRUCT_TEMPLATE == SEAL_INSTRUCT
+    assert ANSWER_TEMPLATE_BASE == SEAL_ANSWER and ANSWER_TEMPLATE_INSTRUCT == SEAL_ANSWER_INSTRUCT
+    assert SELF_QA_TEMPLATE.endswith("Question 1: ")
+
+
+@pytest.mark.parametrize("preset,prompting,chat", [("paper", "auto", False), ("smoke", "auto", True),
+                                                   ("demo", "auto", True), ("demo", "raw", False),
+                                                   ("paper", "chat", True)])
+def test_raw_vs_chat_prompting_per_config(preset, prompting, chat):
+    """auto: SEAL's raw base-model text for Qwen2.5-7B, SEAL's ChatML prompt for an instruct model; rendered
+    through SmolLM2's (ChatML) chat template, the chat prompt is SEAL's hand-written string exactly."""
+    from seal_jax.cli.settings import knowledge_settings
+    from seal_jax.domains.knowledge.domain import KnowledgeDomain
+    from seal_jax.domains.knowledge.updates import answer_prompts, passage_questions
+    from seal_jax.tokenizer import load_tokenizer
+    from seal_jax.weights import resolve_model_path
+    c = load_config("knowledge.py", preset)
+    c.self_edit.prompting = prompting
+    s = knowledge_settings(c)
+    assert s.chat is chat
+    tok = load_tokenizer(resolve_model_path("smollm2-135m"))
+    domain = KnowledgeDomain(s)
+    got = tok.decode(domain.prompt_ids(tok, P))
+    asked = passage_questions([P])[0][0]
+    assert asked == "Topic: Varnholt Observatory\nWhen was the Varnholt Observatory founded?"
+    answer = tok.decode(answer_prompts(tok, [asked], s.chat)[0])
+    if chat:
+        assert got == SEAL_INSTRUCT.format(title=P.title, context=P.context)
+        assert answer == SEAL_ANSWER_INSTRUCT.format(question=asked)
+    else:
+        assert got == SEAL[s.prompt].format(title=P.title, context=P.context)
+        assert answer == SEAL_ANSWER.format(question=asked)
+    c.self_edit.prompting = "sometimes"
+    with pytest.raises(ValueError, match="self_edit.prompting 'sometimes'"):
+        knowledge_settings(c)
+
+
+T, C = "Genghis Khan", "Genghis Khan founded the Mongol Empire."
+PASSAGE = f"{T}\n{C}"
+
+
+@pytest.mark.parametrize("completion,split,expected", [
+    # line split; numbering kept; line 1 is a preamble only when line 2 starts with "1."
+    ("Sure, here is a list:\n1. He founded it.\n2. It was large.", True, ["1. He founded it.", "2. It was large."]),
+    ("He founded it.\n1. It was large.\n\n  Mongols rode. ", True, ["1. It was large.", "Mongols rode."]),
+    ("Intro:\n- He founded it.\n1. It was large.", True, ["Intro:", "- He founded it.", "1. It was large."]),
+    # --- segments, then lines
+    ("A rewrite.\n---\nAnother one.\nSecond line.\n---\n", True, ["A rewrite.", "Another one.", "Second line."]),
+    ("A rewrite.\nStill it.\n---\nAnother one.", False, ["A rewrite.\nStill it.", "Another one."]),
+    # self-QA rule: both "Question N:" and "Answer:" present -> one document per Q/A block, whatever the prompt
+    ("Who founded it?\nAnswer: Genghis Khan\nQuestion 2: What?\nAnswer: The Mongol Empire", True,
+     ["Question 1: Who founded it?\nAnswer: Genghis Khan", "Question 2: What?\nAnswer: The Mongol Empire"]),
+    ("Question 1: Who?\nAnswer : Khan\n---\nQuestion 2: What?\nAnswer: Empire", True,
+     ["Question 1: Who?\nAnswer : Khan\n---", "Question 2: What?\nAnswer: Empire"]),
+    # SEAL's regex needs "Answer:" (or "Answer :"): "Answer 1:" falls through to the line split
+    ("Who founded it?\nAnswer 1: Genghis Khan\nQuestion 2: What?\nAnswer 2: The empire", True,
+     ["Who founded it?", "Answer 1: Genghis Khan", "Question 2: What?", "Answer 2: The empire"]),
+    # empty completions: passage only with the split, a title-only document without it (SEAL's CPT naive run)
+    ("", True, []),
+    ("  ", False, [""]),
+])
+def test_build_documents_follows_seal(completion, split, expected):
+    docs = build_documents(T, C, completion, DocOptions(split_lines=split))
+    assert docs == [f"{T}\n{b}" for b in expected] + [PASSAGE]
