@@ -167,3 +167,36 @@ def test_colour_permutation_fixes_zero_and_is_a_bijection_on_used_colours():
     full = np.arange(10).reshape(2, 5)
     _, (fi, _) = A.permute_colours(((), (full, full)), np.random.RandomState(3))
     assert fi[0, 0] == 0 and sorted(fi.ravel().tolist()) == list(range(10))
+
+
+# ---- resample until the reply is acceptable, a bounded number of rounds ---------------------------
+
+def _fake_sampler(replies):
+    """sample_self_edits stand-in: hands out `replies` in order; records each call's prompt count."""
+    calls, it = [], iter(replies)
+
+    def sample(params, cfg, tok, prompts, k, how, key):
+        calls.append(len(prompts) * k)
+        return [[next(it) for _ in range(k)] for _ in prompts]
+    return sample, calls
+
+
+def test_resampling_replaces_only_rejected_replies_and_stops_when_all_are_acceptable(monkeypatch):
+    import types
+    from seal_jax.rl import restem
+    domain = types.SimpleNamespace(self_edits=None, max_resamples=5, acceptable=lambda t: t.startswith("{"))
+    sample, calls = _fake_sampler(["{a", "x", "{b", "y", "z", "{c", "{d"])
+    monkeypatch.setattr(restem, "sample_self_edits", sample)
+    texts = restem.sample_acceptable(domain, None, None, None, [[1], [2]], 2, np.zeros(2, np.uint32))
+    assert texts == [["{a", "{d"], ["{b", "{c"]]
+    assert calls == [4, 2, 1]   # 2 prompts x 2, then the 2 rejected ("z", "{c"), then the 1 still rejected
+
+
+def test_resampling_is_bounded(monkeypatch):
+    import types
+    from seal_jax.rl import restem
+    domain = types.SimpleNamespace(self_edits=None, max_resamples=3, acceptable=lambda t: t.startswith("{"))
+    sample, calls = _fake_sampler(["never json"] * 100)
+    monkeypatch.setattr(restem, "sample_self_edits", sample)
+    texts = restem.sample_acceptable(domain, None, None, None, [[1]], 2, np.zeros(2, np.uint32))
+    assert texts == [["never json"] * 2] and calls == [2, 2, 2, 2]   # first draw + 3 rounds, then given up

@@ -53,6 +53,13 @@ class Domain(abc.ABC):
         `self_edit_prompt` as one user turn of the chat template; a domain may prompt with raw text."""
         return chat_prompt(tok, self.self_edit_prompt(context))
 
+    max_resamples: int = 0        # rounds of resampling the self-edits `acceptable` rejects (0: none)
+
+    def acceptable(self, text: str) -> bool:
+        """Whether a sampled self-edit is kept, or resampled (at most `max_resamples` rounds; SEAL's ARC
+        resamples replies that are not JSON)."""
+        return True
+
     @abc.abstractmethod
     def baseline(self, params, cfg, tok, contexts: Sequence) -> dict:
         """Per context id, what the model scores without any update ({} when the domain has no baseline)."""
