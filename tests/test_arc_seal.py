@@ -200,3 +200,98 @@ def test_resampling_is_bounded(monkeypatch):
     monkeypatch.setattr(restem, "sample_self_edits", sample)
     texts = restem.sample_acceptable(domain, None, None, None, [[1]], 2, np.zeros(2, np.uint32))
     assert texts == [["never json"] * 2] and calls == [2, 2, 2, 2]   # first draw + 3 rounds, then given up
+
+
+# ---- SEAL's self-edit prompt and its parsing ------------------------------------------------------
+
+from seal_jax.domains.arc import protocol as P  # noqa: E402
+
+SEAL_INSTRUCTION = (
+    "\nYou are configuring a model training pipeline by selecting from predefined tools.\n\n"
+    "You must make two decisions:\n\n"
+    "1. **Data Generation Tools** \u2014 For each of the following, choose true or false:\n"
+    "    - use_basic_augmentations\n    - use_size_augmentations\n    - use_chain_augmentations\n"
+    "    - use_repeat_augmentations\n\n"
+    "2. **Training Configuration** \u2014 Choose one of:\n"
+    '    - "train_using_all_tokens"\n    - "train_using_output_tokens"\n\n'
+    "Also specify:\n    - learning_rate (float)\n    - num_train_epochs (integer)\n\n"
+    "### Output Format\n\n"
+    "Respond with a valid JSON object. Do not include any explanation, markdown, or extra text. Use lowercase "
+    "`true`/`false` for booleans and ensure correct JSON syntax.\n\n"
+    "Example output:\n\n"
+    '{\n  "data_generation": {\n    "use_basic_augmentations": ...,\n    "use_size_augmentations": ...,\n'
+    '    "use_chain_augmentations": ...,\n    "use_repeat_augmentations": ...\n  },\n'
+    '  "training": {\n    "strategy": ...,\n    "learning_rate": ...,\n    "num_train_epochs": ...\n  }\n}\n')
+
+
+def test_self_edit_prompt_is_seals_text_for_6150a2bd():
+    task = load_tasks(["6150a2bd"], version="arcagi1")[0]
+    want = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+            "You are a helpful assistant that provide the correct output for the given task immediately."
+            "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+            "Input:\n3 3 8\n3 7 0\n5 0 0\n\nOutput:\n0 0 5\n0 7 3\n8 3 3\n\n"
+            "Input:\n5 5 2\n1 0 0\n0 0 0\n\nOutput:\n0 0 0\n0 0 1\n2 5 5\n\n"
+            "------\n\n" + SEAL_INSTRUCTION +
+            "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert P.prompt_text(task) == want
+    assert P.SELF_EDIT_PROMPT == SEAL_INSTRUCTION
+    assert "Today Date" not in want and "2024" not in want   # no date from a chat template
+
+
+def test_prompt_ids_use_the_models_template_with_seals_system_line_when_not_llama3():
+    from seal_jax.tokenizer import load_tokenizer
+    from seal_jax.weights import resolve_model_path
+    tok = load_tokenizer(resolve_model_path("smollm2-135m"))
+    task = load_tasks(["6150a2bd"], version="arcagi1")[0]
+    assert not P.is_llama3(tok)
+    text = tok.decode(P.prompt_ids(tok, task))
+    assert P.SYSTEM_MESSAGE in text and "3 3 8\n3 7 0\n5 0 0\n" in text and text.count("use_chain_augmentations") == 2
+
+
+SEAL_REPLY = {"data_generation": {"use_basic_augmentations": True, "use_size_augmentations": False,
+                                  "use_chain_augmentations": False, "use_repeat_augmentations": True},
+              "training": {"strategy": "train_using_output_tokens", "learning_rate": 1e-4, "num_train_epochs": 3}}
+
+
+def _reply(**changes):
+    obj = json.loads(json.dumps(SEAL_REPLY))
+    for path, value in changes.items():
+        section, key = path.split("__")
+        if value is None:
+            del obj[section][key]
+        else:
+            obj[section][key] = value
+    return json.dumps(obj)
+
+
+def test_parse_reply_with_seals_semantics():
+    edit, why = P.parse_reply(_reply())
+    assert why is None and edit == P.TttConfig(("basic", "repeat"), "output", 1e-4, 3)
+    assert P.parse_reply(P.reply_json(edit))[0] == edit
+    # any truthy value switches a group on, as SEAL's `if include_basic:`
+    assert P.parse_reply(_reply(data_generation__use_size_augmentations="false"))[0].groups == ("basic", "size",
+                                                                                                 "repeat")
+    # an unknown / missing augmentation key: no augmentations and 0 epochs (the adapter is still made)
+    e, _ = P.parse_reply(_reply(data_generation__use_basic_augmentations=None))
+    assert e.groups == () and e.epochs == 0 and e.lr == 1e-4
+    # missing training keys: 0 epochs, lr 0, all tokens; an unknown strategy: 0 epochs
+    e, _ = P.parse_reply(_reply(training__learning_rate=None))
+    assert (e.epochs, e.lr, e.loss) == (0, 0.0, "all") and e.groups == ("basic", "repeat")
+    e, _ = P.parse_reply(_reply(training__strategy="train_harder"))
+    assert e.epochs == 0 and "unknown strategy" in e.note
+    assert P.parse_reply(_reply(training__strategy="train_using_all_tokens"))[0].loss == "all"
+    assert P.parse_reply(_reply(training__learning_rate="fast"))[0].epochs == 0
+    # replies SEAL resamples: not JSON (e.g. cut at 128 tokens), or JSON without its two sections
+    for text, why in [(_reply()[:-3], "not valid JSON"), ("Sure! " + _reply(), "not valid JSON"),
+                      ("[1, 2]", "not an object"), ('{"training": {}}', "'data_generation'")]:
+        assert P.parse_reply(text) == (None, P.reply_object(text)[1]) and why in P.reply_object(text)[1]
+        assert not P.acceptable(text)
+
+
+def test_step_guard_at_375():
+    edit = P.TttConfig(("basic",), "output", 1e-4, 3)
+    assert P.step_guard(edit, 250).epochs == 3          # 3 x 250 // 2 = 375: allowed
+    assert P.step_guard(edit, 251).epochs == 0          # 376 > 375: 0 epochs
+    assert "> 375" in P.step_guard(edit, 251).note
+    four = P.TttConfig(("basic",), "output", 1e-4, 4)
+    assert P.step_guard(four, 187).epochs == 4 and P.step_guard(four, 188).epochs == 0   # 374 vs 376 steps
