@@ -27,9 +27,12 @@ def get_config(arg: str = "demo"):
     c.inner = common.inner(lora_rank=32, lora_alpha=64.0, targets="q_proj,v_proj", lr=1e-3, epochs=10, batch_size=1,
                            schedule="linear", max_len=256)
     # grader: exact | contains | f1 | judge-http (an OpenAI-compatible endpoint: judge_url + judge_model names the
-    # endpoint's model) | judge-model (judge_model: a seal-jax model path or name, e.g. smollm2-135m)
-    c.eval = dict(grader="contains", judge_url="", judge_model="", max_new_tokens=64, eval_repeats=1,
-                  final_eval=True, self_edits=1)  # self_edits: sampled per held-out passage in evaluation
+    # endpoint's model; judge_api responses = SEAL's Responses API with a chat fallback, chat = chat/completions;
+    # the key is read from the environment variable judge_key_env) | judge-model (judge_model: a seal-jax model
+    # path or name, e.g. smollm2-135m). Every judge uses SEAL's prompt and verdict rule.
+    c.eval = dict(grader="contains", judge_url="", judge_model="", judge_api="chat", judge_key_env="OPENAI_API_KEY",
+                  max_new_tokens=64, eval_repeats=1, final_eval=True,
+                  self_edits=1)  # self_edits: sampled per held-out passage in evaluation
     # SEAL's outer SFT: LoRA r=64, alpha=128 on all projections, lr 3e-4, 2 epochs, batch 10.
     # keep the best self-edit per passage if reward >= baseline + threshold and reward >= min_reward
     c.rl = common.rl(contexts=50, samples=5, min_reward=1e-6, lora_rank=64, lora_alpha=128.0, lr=3e-4, epochs=2,
@@ -55,4 +58,7 @@ def get_config(arg: str = "demo"):
         c.self_edit.max_new_tokens = 1024
         c.inner.update(epochs=10, edits_per_chunk=8, max_len=2048)
         c.eval.max_new_tokens = 64
+        # SEAL's grader: GPT-4.1 as a yes/no judge at the OpenAI API (OPENAI_API_KEY), its prompt and rule
+        c.eval.update(grader="judge-http", judge_url="https://api.openai.com/v1", judge_model="gpt-4.1",
+                      judge_api="responses")
     return c

@@ -2,7 +2,11 @@
 building, the judge against a fake OpenAI-compatible server, the eval-200 selection, reward repeats, top-1 selection,
 CPT documents, continual, and the :smoke run of the paper protocol."""
 import importlib.util
+import json
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -120,3 +124,148 @@ PASSAGE = f"{T}\n{C}"
 def test_build_documents_follows_seal(completion, split, expected):
     docs = build_documents(T, C, completion, DocOptions(split_lines=split))
     assert docs == [f"{T}\n{b}" for b in expected] + [PASSAGE]
+
+
+# ---- the judge ------------------------------------------------------------------------------------------------
+
+KEY = "sk-test-NEVER-LOG-THIS-9f3a"
+
+
+class FakeOpenAI:
+    """An OpenAI-compatible server on 127.0.0.1 that records every request and answers by `reply(path, body, n)`:
+    (status, text) or ("sleep", seconds)."""
+
+    def __init__(self, reply):
+        import http.server
+        import threading
+        self.requests, self.reply = [], reply
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append((self.path, dict(self.headers), body))
+                status, text = fake.reply(self.path, body, len(fake.requests))
+                if status == "sleep":
+                    time.sleep(text)
+                    status, text = 200, "yes"
+                if self.path.endswith("/responses"):
+                    payload = {"output": [{"type": "message", "content": [{"type": "output_text", "text": text}]}]}
+                else:
+                    payload = {"choices": [{"message": {"role": "assistant", "content": text}}]}
+                data = json.dumps(payload if status == 200 else {"error": text}).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_openai():
+    servers = []
+
+    def start(reply):
+        servers.append(FakeOpenAI(reply))
+        return servers[-1]
+    yield start
+    for s in servers:
+        s.close()
+
+
+def test_judge_prompt_is_seals():
+    from seal_jax.domains.knowledge.judge import JUDGE_PROMPT
+    assert JUDGE_PROMPT == SEAL_JUDGE
+
+
+@pytest.mark.parametrize("reply,verdict", [("Yes.", 1.0), ("yes", 1.0), ("YES - correct", 1.0), ("no", 0.0),
+                                           ("yes, but no", 0.0), ("", 0.0), ("Yesterday", 0.0), ("No.", 0.0),
+                                           ("The answer is correct.", 0.0)])
+def test_judge_request_shape_prompt_and_verdict_rule(fake_openai, monkeypatch, reply, verdict):
+    from seal_jax.domains.knowledge.judge import HttpJudge
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    server = fake_openai(lambda path, body, n: (200, reply))
+    judge = HttpJudge(server.url, "gpt-4.1", api="responses", backoff=0.0)
+    q = "Topic: Super Bowl 50\nWhich team won?"
+    assert judge([q], ["  Denver Broncos \n"], ["Denver Broncos"]) == ([verdict], [False])
+    (path, headers, body), = server.requests
+    assert path == "/v1/responses" and headers["Authorization"] == f"Bearer {KEY}"
+    assert body == {"model": "gpt-4.1", "input": SEAL_JUDGE.format(question=q, gold="Denver Broncos",
+                                                                     pred="Denver Broncos")}
+    chat = HttpJudge(server.url, "judge", api="chat", backoff=0.0)
+    assert chat([q], ["Denver"], ["Denver Broncos"]) == ([verdict], [False])
+    path, _, body = server.requests[-1]
+    assert path == "/v1/chat/completions" and body == {
+        "model": "judge", "messages": [{"role": "user", "content": SEAL_JUDGE.format(
+            question=q, gold="Denver Broncos", pred="Denver")}]}
+
+
+def test_judge_empty_answer_retries_fallback_timeout_and_key_never_logged(fake_openai, monkeypatch, caplog):
+    import logging
+    from seal_jax.domains.knowledge.judge import HttpJudge
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    caplog.set_level(logging.DEBUG)
+    # an empty answer is wrong without a call
+    server = fake_openai(lambda path, body, n: (200, "yes"))
+    judge = HttpJudge(server.url, "gpt-4.1", api="responses", backoff=0.0)
+    assert judge(["q", "q"], ["", "  \n"], ["a", "a"]) == ([0.0, 0.0], [False, False]) and not server.requests
+    # a 500, then success: retried, right verdict
+    server = fake_openai(lambda path, body, n: (500, "boom") if n == 1 else (200, "Yes."))
+    assert HttpJudge(server.url, "gpt-4.1", api="responses", backoff=0.0)(["q"], ["a"], ["a"]) == ([1.0], [False])
+    assert [p for p, _, _ in server.requests] == ["/v1/responses"] * 2
+    # the Responses API down: 3 attempts, then SEAL's one Chat Completions fallback
+    server = fake_openai(lambda path, body, n: (503, "down") if path.endswith("/responses") else (200, "yes"))
+    assert HttpJudge(server.url, "gpt-4.1", api="responses", backoff=0.0)(["q"], ["a"], ["a"]) == ([1.0], [False])
+    assert [p for p, _, _ in server.requests] == ["/v1/responses"] * 3 + ["/v1/chat/completions"]
+    # every call times out: wrong, and counted as a failure
+    server = fake_openai(lambda path, body, n: ("sleep", 1.5))
+    t0 = time.time()
+    scores, failed = HttpJudge(server.url, "gpt-4.1", api="responses", timeout=0.3, retries=2, backoff=0.0)(
+        ["q"], ["a"], ["a"])
+    assert (scores, failed) == ([0.0], [True]) and len(server.requests) == 3 and time.time() - t0 < 5
+    assert "timeout" in caplog.text.lower() or "Timeout" in caplog.text
+    assert KEY not in caplog.text
+
+
+def test_judge_startup_checks_and_key_never_written(fake_openai, tmp_path):
+    """judge-http without a key for the OpenAI API, or without an endpoint, stops at start-up with the reason; a run
+    against an endpoint writes no trace of the key in its output, logs or files."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    base = [sys.executable, "-m", "seal_jax.cli.evaluate", "--config=configs/knowledge_eval.py:smoke",
+            f"--out={tmp_path / 'x'}", "--config.eval.grader=judge-http", "--config.eval.judge_model=gpt-4.1"]
+    out = subprocess.run(base + ["--config.eval.judge_url=https://api.openai.com/v1"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "OPENAI_API_KEY" in out.stderr and "not set" in out.stderr
+    out = subprocess.run(base, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "needs an endpoint" in out.stderr
+    assert not (tmp_path / "x").exists()  # stopped before writing anything
+
+    calls = []
+    server = fake_openai(lambda path, body, n: (calls.append(path), (500, "err") if n % 2 else (200, "yes"))[1])
+    run_dir = tmp_path / "run"
+    # SmolLM2 (the tiny random model answers only whitespace, which is never sent), one passage, no update
+    out = subprocess.run([sys.executable, "-m", "seal_jax.cli.evaluate", "--config=configs/knowledge_eval.py:demo",
+                          f"--out={run_dir}", "--config.eval.grader=judge-http", f"--config.eval.judge_url={server.url}",
+                          "--config.eval.judge_model=gpt-4.1", "--config.eval.conditions=base",
+                          "--config.data.offset=45", "--config.eval.max_new_tokens=4", "--config.mesh.edit=0"],
+                         cwd=ROOT, env=dict(env, OPENAI_API_KEY=KEY), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert calls and all(h.get("Authorization") == f"Bearer {KEY}" for _, h, _ in server.requests)
+    assert KEY not in out.stdout + out.stderr
+    for root, _, files in os.walk(run_dir):
+        for f in files:
+            assert KEY.encode() not in open(os.path.join(root, f), "rb").read(), f

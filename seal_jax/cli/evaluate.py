@@ -18,7 +18,7 @@ import numpy as np
 from absl import flags
 
 from seal_jax.cli.common import build_model, define_config_flag, run
-from seal_jax.cli.settings import domain_for
+from seal_jax.cli.settings import domain_for, preflight
 from seal_jax.domains.arc.evaluation import evaluate as evaluate_arc
 from seal_jax.domains.knowledge.evaluation import condition_docs, continual, load_completions, run_conditions
 from seal_jax.domains.knowledge.passages import load_passages
@@ -71,6 +71,7 @@ def main(argv):
     del argv
     c, out_dir = FLAGS.config, FLAGS.out
     domain = domain_for(c)
+    preflight(domain)
     os.makedirs(out_dir, exist_ok=True)
     cfg, params, tok = build_model(c.model, c.seed)
     generator = params

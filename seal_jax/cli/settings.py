@@ -13,7 +13,7 @@ from seal_jax.domains.arc.self_edit import Limits, SelfEdit
 from seal_jax.domains.arc.settings import ArcSettings, TttOptions
 from seal_jax.domains.base import Domain
 from seal_jax.domains.knowledge.domain import KnowledgeDomain
-from seal_jax.domains.knowledge.grading import Grading
+from seal_jax.domains.knowledge.grading import Grading, check_grading
 from seal_jax.domains.knowledge.self_edit import DocOptions
 from seal_jax.domains.knowledge.settings import KnowledgeSettings
 from seal_jax.engine.adapt import AdaptConfig
@@ -73,7 +73,8 @@ def knowledge_settings(c) -> KnowledgeSettings:
         documents=DocOptions(se.split_lines, se.drop_preamble, se.prefix_title, se.append_passage),
         self_edits=self_edit_sampling(se), adapt=adapt_config(c, ev.max_new_tokens), lr=c.inner.lr,
         epochs=c.inner.epochs, repeats=max(1, ev.eval_repeats),
-        grading=Grading(ev.grader, ev.judge_url, ev.judge_model),
+        grading=Grading(ev.grader, ev.judge_url, ev.judge_model, ev.get("judge_api", "chat"),
+                        ev.get("judge_key_env", "OPENAI_API_KEY")),
         threshold=c.rl.threshold, min_reward=c.rl.min_reward, eval_self_edits=ev.self_edits)
 
 
@@ -99,6 +100,15 @@ def domain_for(c) -> Domain:
         raise ValueError(f"unknown domain {c.domain!r}; choose one of {sorted(DOMAINS)}")
     settings, domain = DOMAINS[c.domain]
     return domain(settings(c))
+
+
+def preflight(domain: Domain) -> None:
+    """Checks an entry point runs before loading any model: a grader that cannot work exits with the reason."""
+    if isinstance(domain, KnowledgeDomain):
+        try:
+            check_grading(domain.settings.grading)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
 
 
 def outer_config(rl) -> OuterConfig:

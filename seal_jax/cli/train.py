@@ -14,7 +14,7 @@ import jax
 from absl import flags
 
 from seal_jax.cli.common import build_model, define_config_flag, run
-from seal_jax.cli.settings import domain_for, restem_config
+from seal_jax.cli.settings import domain_for, preflight, restem_config
 from seal_jax.rl import restem
 from seal_jax.runtime import sharding
 from seal_jax.runtime.workdir import Workdir
@@ -43,6 +43,7 @@ def claim_workdir(wd: Workdir, c) -> None:
 def train(c, workdir: str) -> dict:
     """The ReST-EM run `c` describes, in `workdir`: its final evaluation's results."""
     domain, config = domain_for(c), restem_config(c)
+    preflight(domain)
     wd = Workdir(workdir)
     claim_workdir(wd, c)
     cfg, params, tok = build_model(c.model, c.seed)

@@ -13,7 +13,7 @@ import string
 from collections import Counter
 from typing import Sequence
 
-from seal_jax.domains.knowledge.judge import HttpJudge, ModelJudge
+from seal_jax.domains.knowledge.judge import HttpJudge, ModelJudge, check_endpoint
 from seal_jax.weights import load_model
 
 
@@ -22,6 +22,19 @@ class Grading:
     grader: str = "contains"      # exact | contains | f1 | judge-http | judge-model
     judge_url: str = ""           # judge-http: an OpenAI-compatible endpoint (http://host:8000/v1)
     judge_model: str = ""         # judge-http: the endpoint's model name; judge-model: a seal-jax model path or name
+    judge_api: str = "chat"       # judge-http: responses (SEAL: Responses API, chat fallback) | chat
+    judge_key_env: str = "OPENAI_API_KEY"  # judge-http: the environment variable holding the API key
+
+
+def check_grading(grading: Grading) -> None:
+    """A clear error at start-up for a grading that cannot work (unknown grader, judge without endpoint, model or
+    key), instead of every answer failing later."""
+    if grading.grader not in (*GRADERS, "judge-http", "judge-model"):
+        raise ValueError(f"grader {grading.grader!r}; choose one of {sorted(GRADERS)}, judge-http or judge-model")
+    if grading.grader == "judge-model" and not grading.judge_model:
+        raise ValueError("grader judge-model needs --config.eval.judge_model (a seal-jax model path or name)")
+    if grading.grader == "judge-http":
+        check_endpoint(grading.judge_url, grading.judge_model, grading.judge_api, grading.judge_key_env)
 
 
 def normalize_answer(s: str) -> str:
@@ -69,12 +82,10 @@ def model_judge(path: str) -> ModelJudge:
 def grade_answers(grading: Grading, questions: Sequence[str], preds: Sequence[str],
                   golds: Sequence[str]) -> tuple[list[float], list[bool]]:
     """Scores in [0, 1] and per-answer judge-failure flags, by `grading.grader`."""
-    if grading.grader in ("judge-http", "judge-model") and not grading.judge_model:
-        raise ValueError(f"grader {grading.grader} needs --config.eval.judge_model")
+    check_grading(grading)
     if grading.grader == "judge-http":
-        if not grading.judge_url:
-            raise ValueError("grader judge-http needs --config.eval.judge_url")
-        return HttpJudge(grading.judge_url, grading.judge_model)(questions, preds, golds)
+        return HttpJudge(grading.judge_url, grading.judge_model, api=grading.judge_api,
+                         api_key_env=grading.judge_key_env)(questions, preds, golds)
     if grading.grader == "judge-model":
         return model_judge(grading.judge_model)(questions, preds, golds)
     return grade(preds, golds, grading.grader), [False] * len(preds)
