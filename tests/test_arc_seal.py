@@ -295,3 +295,81 @@ def test_step_guard_at_375():
     assert "> 375" in P.step_guard(edit, 251).note
     four = P.TttConfig(("basic",), "output", 1e-4, 4)
     assert P.step_guard(four, 187).epochs == 4 and P.step_guard(four, 188).epochs == 0   # 374 vs 376 steps
+
+
+# ---- test-time-training data ---------------------------------------------------------------------
+
+from seal_jax.domains.arc import ttt as T  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def smol_tok():
+    from seal_jax.tokenizer import load_tokenizer
+    from seal_jax.weights import resolve_model_path
+    return load_tokenizer(resolve_model_path("smollm2-135m"))
+
+
+def _demos(n, side=3, seed=0, colours=4):
+    """n demonstrations of asymmetric grids over colours 0..colours (output: the input's transpose + 1)."""
+    rng = np.random.default_rng(seed)
+    return tuple((g, (g.T + 1) % (colours + 1)) for g in (rng.integers(0, colours + 1, (side, side)) for _ in range(n)))
+
+
+def _originals(demos):
+    return [T.task_key(t) for n in (1, 2) for t in T.leave_n_tasks(demos, lambda i: demos[i], n)]
+
+
+def test_ttt_counts_three_demonstrations_basic(smol_tok):
+    """(3 leave-one-out + 3*2 leave-two-out) x (original + 11 basic) x (as is + one colour-permuted, shuffled copy)."""
+    demos = _demos(3)
+    tasks = [t for n in (1, 2) for t in T.pseudo_tasks(demos, A.augmenters(["basic"]), n)]
+    assert len(tasks) == (3 + 6) * 12 * 2 == 216                   # SEAL's 5582e5ca count (3 demos, basic)
+    keys = {T.task_key(t) for t in tasks}
+    assert set(_originals(demos)) <= keys                         # the originals are kept
+    assert len(T.ttt_examples(demos, A.augmenters(["basic"]), smol_tok)) == 216   # under the cap of 250
+    # no augmenters: no colour permutation, only shuffled demonstrations (one demonstration: nothing to shuffle)
+    assert len(T.pseudo_tasks(demos, [], 2)) == 6
+    one = T.pseudo_tasks(demos, [A.FLIP1], 1)
+    assert len(one) == 3 * 2 * 2
+    for t in one[6:]:                                             # the unpermuted half, in the original colours
+        assert T.task_key(t) in {T.task_key(x) for x in T.leave_n_tasks(demos, lambda i: demos[i], 1)} | {
+            T.task_key(A.FLIP1(x)) for x in T.leave_n_tasks(demos, lambda i: demos[i], 1)}
+
+
+def test_ttt_counts_four_demonstrations_all_groups_capped(smol_tok):
+    demos = _demos(4, seed=1)
+    augs = A.augmenters(["basic", "size", "chain", "repeat"])
+    assert len(augs) == 23
+    tasks = [t for n in (1, 2) for t in T.pseudo_tasks(demos, augs, n)]
+    assert len(tasks) == (4 + 12) * 24 * 2 == 768                  # SEAL's 5bd6f4ac count (4 demos, all groups)
+    assert set(_originals(demos)) <= {T.task_key(t) for t in tasks}
+    capped = T.ttt_examples(demos, augs, smol_tok)
+    assert len(capped) == 250 and len(set(capped)) == 250
+    assert capped == T.ttt_examples(demos, augs, smol_tok)          # seed 0: the same 250 every time
+    assert len(T.ttt_examples(demos, augs, smol_tok, seed=1)) == 250 and T.ttt_examples(demos, augs, smol_tok,
+                                                                                         seed=1) != capped
+
+
+def test_ttt_dedup_grids_over_30_and_token_limit(smol_tok):
+    d = _demos(3)
+    dup = (d[0], d[0], d[1])                                       # demonstrations 0 and 1 identical
+    assert len(T.pseudo_tasks(dup, [], 2)) == 3                    # 6 ordered leave-two-out tasks, 3 distinct
+    big = _demos(4, side=16, seed=2)                               # reflections and 2x resolution: 32 > 30, dropped
+    tasks = [t for n in (1, 2) for t in T.pseudo_tasks(big, A.augmenters(["basic"]), n)]
+    assert len(tasks) == (4 + 12) * (1 + 11 - 4) * 2
+    assert all(T.max_side(t) <= 30 for t in tasks)
+    n_all = len(T.ttt_examples(d, [], smol_tok))
+    assert len(T.ttt_examples(d, [], smol_tok, max_tokens=10)) == 0 < n_all
+
+
+def test_ttt_chat_text_is_seals_representation(smol_tok):
+    demos = ((np.array([[3, 3, 8], [3, 7, 0]]), np.array([[1]])),)
+    msgs, answer = T.messages((demos, (np.array([[5, 0]]), np.array([[2, 2], [0, 4]]))))
+    assert msgs[0] == {"role": "system", "content": T.INSTRUCTION + "[[3 3 8]\n [3 7 0]] -> [[1]]#\n"}
+    assert msgs[1] == {"role": "user", "content": "[[5 0]] -> "} and answer == "[[2 2]\n [0 4]]#"
+    assert T.INSTRUCTION.startswith("Figure out the underlying transformation") and T.INSTRUCTION.endswith(
+        "provided as python arrays:\n")
+    np.testing.assert_array_equal(T.parse_grid_str(answer), [[2, 2], [0, 4]])
+    assert T.parse_grid_str("[[1 2]\n [3]]#") is None and T.parse_grid_str("") is None
+    prompt = T.render_prompt(smol_tok, msgs)
+    assert prompt.endswith("<|im_start|>assistant\n") and "[[5 0]] -> " in prompt
