@@ -42,6 +42,22 @@ class RestemConfig:
     seed: int                     # the run's key, and which contexts each iteration draws
     outer: OuterConfig            # the M-step
     final_eval: bool = True
+    draw: str = "random"          # random: `contexts` drawn per iteration (seeded by it); disjoint: iteration it
+                                  # takes contexts [it * contexts, (it + 1) * contexts) in order (SEAL's knowledge RL)
+
+
+def draw_contexts(contexts: Sequence, it: int, config: RestemConfig) -> list:
+    """The contexts iteration `it` works on."""
+    if config.draw == "disjoint":
+        lo, hi = it * config.contexts, (it + 1) * config.contexts
+        if hi > len(contexts):
+            raise ValueError(f"iteration {it} needs contexts [{lo}, {hi}) but there are {len(contexts)}: "
+                             "fewer iterations or contexts per iteration, or more passages")
+        return list(contexts[lo:hi])
+    if config.draw != "random":
+        raise ValueError(f"rl.draw {config.draw!r}; choose random or disjoint")
+    rng = np.random.default_rng([config.seed, it])
+    return [contexts[i] for i in rng.choice(len(contexts), size=min(config.contexts, len(contexts)), replace=False)]
 
 
 def sample_acceptable(domain: Domain, params, cfg, tok, prompts: Sequence[list[int]], k: int,
@@ -65,8 +81,7 @@ def iteration(it: int, domain: Domain, params, cfg, tok, contexts: Sequence, con
               key, mesh=None) -> tuple[dict, dict]:
     """E-step (resumable) + M-step of iteration `it`: (the new generator's params, metrics)."""
     t0 = time.perf_counter()
-    rng = np.random.default_rng([config.seed, it])
-    chosen = [contexts[i] for i in rng.choice(len(contexts), size=min(config.contexts, len(contexts)), replace=False)]
+    chosen = draw_contexts(contexts, it, config)
     k_sample, k_inner, k_outer = jax.random.split(jax.random.fold_in(key, it), 3)
     records = wd.records(iteration=it)  # scored before a restart; this iteration's rows are added as they come
     done = {(r[domain.context_field], r["sample"]) for r in records}
