@@ -14,11 +14,23 @@ _spec = importlib.util.spec_from_file_location("seal_jax_configs_common",
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def repo_file(relative: str, otherwise: str) -> str:
+    """`relative` resolved from the repository root (not the working directory) if that file exists, else
+    `otherwise` (a hub dataset)."""
+    path = os.path.join(REPO, relative)
+    return path if os.path.exists(path) else otherwise
+
 
 def get_config(arg: str = "demo"):
     preset = common.preset_of(arg)
     c = common.base("knowledge", preset, paper_model="Qwen/Qwen2.5-7B")
-    c.data = dict(source="demo", held_out=8, limit=0)
+    # source: RL passages; eval_source (SEAL's split): evaluation passages, SEAL's subset of them (shuffled with
+    # Python's random seeded shuffle_seed, then [eval_start, eval_start + eval_n)); without it the last held_out
+    # passages of source are held out.
+    c.data = dict(source="demo", held_out=8, limit=0, eval_source="", eval_start=0, eval_n=0, shuffle_seed=42)
     # prompt: one of SEAL's five templates; prompting: raw | chat | auto (SEAL: raw text for a base model, its
     # ChatML prompt only for an instruct model); documents: SEAL's build_train_sequences with split_newlines.
     c.self_edit = dict(prompt="implications", prompting="auto", max_new_tokens=160, temperature=1.0, top_p=0.95,
@@ -35,8 +47,9 @@ def get_config(arg: str = "demo"):
                   self_edits=1)  # self_edits: sampled per held-out passage in evaluation
     # SEAL's outer SFT: LoRA r=64, alpha=128 on all projections, lr 3e-4, 2 epochs, batch 10.
     # keep the best self-edit per passage if reward >= baseline + threshold and reward >= min_reward
+    # draw: random (contexts drawn per iteration) | disjoint (iteration it takes the next `contexts` passages)
     c.rl = common.rl(contexts=50, samples=5, min_reward=1e-6, lora_rank=64, lora_alpha=128.0, lr=3e-4, epochs=2,
-                     batch_size=10, max_len=1024)
+                     batch_size=10, max_len=1024, draw="random")
 
     if preset == "smoke":
         c.data.held_out = 2
@@ -54,7 +67,12 @@ def get_config(arg: str = "demo"):
         c.eval.max_new_tokens = 48
         c.rl.update(contexts=3, samples=2, batch_size=3, lr=3e-4)
     elif preset == "paper":
-        c.data.update(source="../shared/data/squad/train_pool.json", held_out=200)
+        # SEAL's data: RL on SQuAD train (a fresh, disjoint 50 passages per round from the list shuffled with seed 42),
+        # evaluation on SQuAD validation shuffled with seed 42, the first 200 (974 questions). SEAL's own files
+        # (squad_train.json / squad_val.json) in <repo>/data/squad/ are used if present, else the hub (online).
+        c.data.update(source=repo_file("data/squad/squad_train.json", "rajpurkar/squad:train"),
+                      eval_source=repo_file("data/squad/squad_val.json", "rajpurkar/squad:validation"), eval_n=200)
+        c.rl.update(draw="disjoint", contexts=50, samples=5, iterations=2)
         c.self_edit.max_new_tokens = 1024
         c.inner.update(epochs=10, edits_per_chunk=8, max_len=2048)
         c.eval.max_new_tokens = 64

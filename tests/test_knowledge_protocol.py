@@ -269,3 +269,73 @@ def test_judge_startup_checks_and_key_never_written(fake_openai, tmp_path):
     for root, _, files in os.walk(run_dir):
         for f in files:
             assert KEY.encode() not in open(os.path.join(root, f), "rb").read(), f
+
+
+# ---- data ------------------------------------------------------------------------------------------------------
+
+def test_disjoint_draw_takes_fresh_blocks_in_order():
+    from seal_jax.rl.restem import RestemConfig, draw_contexts
+    config = RestemConfig(iterations=3, contexts=4, samples=1, seed=0, outer=None, draw="disjoint")
+    items = list(range(10))
+    assert [draw_contexts(items, it, config) for it in (0, 1)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    with pytest.raises(ValueError, match=r"iteration 2 needs contexts \[8, 12\) but there are 10"):
+        draw_contexts(items, 2, config)
+    import dataclasses
+    rnd = dataclasses.replace(config, draw="random")
+    assert len(set(draw_contexts(items, 0, rnd))) == 4 and draw_contexts(items, 0, rnd) == draw_contexts(items, 0, rnd)
+
+
+def test_eval_200_selection_is_seals_shuffle():
+    """SEAL: random.seed(42); random.shuffle(raw); raw[start:start + n]: the same items in the same order."""
+    import random
+    from seal_jax.domains.knowledge.passages import seal_subset
+    raw = [{"title": f"t{i % 48}", "context": f"c{i}"} for i in range(2067)]
+    for start, n in [(0, 200), (0, 250), (50, 50), (100, 0)]:
+        direct = list(raw)
+        random.seed(42)
+        random.shuffle(direct)
+        expected = direct[start:start + n] if n > 0 else direct[start:]
+        assert seal_subset(raw, 42, start, n) == expected
+    assert raw == [{"title": f"t{i % 48}", "context": f"c{i}"} for i in range(2067)]  # the input is not shuffled
+    assert seal_subset(raw, 43, 0, 200) != seal_subset(raw, 42, 0, 200)
+
+
+def _squad_file(path, n, prefix):
+    records = [{"title": f"{prefix} title {i}", "context": f"{prefix} passage {i}.",
+                "questions": [{"question": f"q{i}?", "answer": f"a{i}"}]} for i in range(n)]
+    path.write_text(json.dumps(records))
+    return records
+
+
+def test_paper_data_split_from_local_files_and_hub_offline(tmp_path, monkeypatch):
+    """:paper with SEAL's local files: RL on the train file shuffled with seed 42, evaluation on SEAL's 200 of the
+    validation file; the hub path without network is a clear error; preset paths resolve from the repository."""
+    import random
+    from seal_jax.cli.settings import domain_for
+    from seal_jax.domains.knowledge.passages import load_passages
+    train, val = tmp_path / "squad_train.json", tmp_path / "squad_val.json"
+    train_records, val_records = _squad_file(train, 120, "train"), _squad_file(val, 300, "val")
+    c = load_config("knowledge.py", "paper")
+    c.data.update(source=str(train), eval_source=str(val))
+    rl, held = domain_for(c).load_data()
+    direct = list(val_records)
+    random.seed(42)
+    random.shuffle(direct)
+    assert [p.context for p in held] == [r["context"] for r in direct[:200]]
+    assert len(rl) == 120 and sorted(p.context for p in rl) == sorted(r["context"] for r in train_records)
+    assert [p.context for p in rl] != [r["context"] for r in train_records]  # shuffled
+    assert not {p.context for p in rl} & {p.context for p in held}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match=r"could not load the 'train' split of 'rajpurkar/squad'.*local file"):
+        load_passages("rajpurkar/squad:train")
+    # the preset's data paths: from the repository root whatever the working directory
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location("kcfg", os.path.join(ROOT, "configs", "knowledge.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.repo_file("seal_jax/data/demo_corpus.json", "hub/x") == os.path.join(ROOT, "seal_jax/data/demo_corpus.json")
+    assert mod.repo_file("data/squad/missing.json", "rajpurkar/squad:train") == "rajpurkar/squad:train"
+    paper = mod.get_config("paper").data
+    for path in (paper.source, paper.eval_source):
+        assert os.path.isabs(path) or path.startswith("rajpurkar/squad:")

@@ -40,7 +40,10 @@ def conditions_of(c) -> tuple[str, ...]:
 
 def evaluate_knowledge(c, domain, cfg, params, tok, generator, out_dir: str) -> tuple[dict, list[str]]:
     settings = domain.settings
-    passages = load_passages(c.data.source)[c.data.offset:][: c.data.limit or None]
+    if domain.settings.eval_source:  # SEAL's evaluation passages (its validation set, shuffled with seed 42)
+        passages = domain.eval_passages()
+    else:
+        passages = load_passages(c.data.source)[c.data.offset:][: c.data.limit or None]
     completions = load_completions(c.eval.completions_file) if c.eval.completions_file else None
     key = jax.random.PRNGKey(c.seed)
     learner = generator if c.eval.learner == "generator" else params

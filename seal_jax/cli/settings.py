@@ -69,7 +69,9 @@ def chat_prompting(c) -> bool:
 def knowledge_settings(c) -> KnowledgeSettings:
     se, ev = c.self_edit, c.eval
     return KnowledgeSettings(
-        source=c.data.source, held_out=c.data.held_out, limit=c.data.limit, prompt=se.prompt, chat=chat_prompting(c),
+        source=c.data.source, held_out=c.data.held_out, eval_source=c.data.get("eval_source", ""),
+        eval_start=c.data.get("eval_start", 0), eval_n=c.data.get("eval_n", 0),
+        shuffle_seed=c.data.get("shuffle_seed", 42), limit=c.data.limit, prompt=se.prompt, chat=chat_prompting(c),
         documents=DocOptions(se.split_lines, se.drop_preamble, se.prefix_title, se.append_passage),
         self_edits=self_edit_sampling(se), adapt=adapt_config(c, ev.max_new_tokens), lr=c.inner.lr,
         epochs=c.inner.epochs, repeats=max(1, ev.eval_repeats),
@@ -118,4 +120,4 @@ def outer_config(rl) -> OuterConfig:
 
 def restem_config(c) -> RestemConfig:
     return RestemConfig(iterations=c.rl.iterations, contexts=c.rl.contexts, samples=c.rl.samples, seed=c.seed,
-                        outer=outer_config(c.rl), final_eval=c.eval.final_eval)
+                        outer=outer_config(c.rl), final_eval=c.eval.final_eval, draw=c.rl.get("draw", "random"))

@@ -14,7 +14,7 @@ import numpy as np
 
 from seal_jax.domains.base import Domain, EStepTiming
 from seal_jax.domains.knowledge.evaluation import run_conditions
-from seal_jax.domains.knowledge.passages import Passage, load_passages, split_passages
+from seal_jax.domains.knowledge.passages import Passage, load_passages, seal_subset, split_passages
 from seal_jax.domains.knowledge.self_edit import prompt_text, self_edit_documents, self_edit_prompt_ids
 from seal_jax.domains.knowledge.settings import KnowledgeSettings
 from seal_jax.domains.knowledge.updates import Graded, Item, adapt_and_grade, baseline
@@ -29,8 +29,18 @@ class KnowledgeDomain(Domain):
     nothing_kept = "no self-edit beat the baseline; the generator is unchanged"
 
     def load_data(self) -> tuple[list[Passage], list[Passage]]:
+        """(RL passages, held-out passages). With an eval_source, SEAL's split: RL on `source` (its SQuAD train set)
+        shuffled with seed 42, evaluation on SEAL's subset of `eval_source`; else the last `held_out` of `source`."""
         s = self.settings
-        return split_passages(load_passages(s.source, s.limit or None), s.held_out)
+        if not s.eval_source:
+            return split_passages(load_passages(s.source, s.limit or None), s.held_out)
+        train = seal_subset(load_passages(s.source), s.shuffle_seed, 0, s.limit)
+        return train, self.eval_passages()
+
+    def eval_passages(self) -> list[Passage]:
+        """SEAL's evaluation passages: eval_source shuffled with seed 42, [eval_start, eval_start + eval_n)."""
+        s = self.settings
+        return seal_subset(load_passages(s.eval_source), s.shuffle_seed, s.eval_start, s.eval_n)
 
     def self_edit_prompt(self, context: Passage) -> str:
         return prompt_text(context, self.settings.prompt)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import re
 from typing import Optional, Sequence
 
@@ -53,13 +54,15 @@ def parse_passages(records: Sequence[dict], source: str = "input") -> list[Passa
 
 
 def load_passages(source: str = "demo", limit: Optional[int] = None) -> list[Passage]:
-    """Passages from 'demo' (shipped corpus), a local .json/.jsonl file, or 'rajpurkar/squad' (online)."""
+    """Passages from 'demo' (shipped corpus), a local .json/.jsonl file in SEAL's format, or a hub SQuAD dataset
+    `name[:split]` (online; split train or validation, default validation), e.g. 'rajpurkar/squad:train'."""
     if source == "demo":
         source = DEMO_CORPUS
     if os.path.exists(source):
         records = _read_json_records(source)
-    elif "/" in source and not source.startswith((".", "/")):
-        records = _squad_from_hub(source)
+    elif "/" in source and not source.startswith((".", "/")) and not source.endswith((".json", ".jsonl")):
+        name, _, split = source.partition(":")
+        records = _squad_from_hub(name, split or "validation")
     else:
         raise FileNotFoundError(f"passages {source!r}: no such file (use 'demo', a .json/.jsonl path or a hub name)")
     passages = parse_passages(records, os.path.basename(source))
@@ -101,15 +104,32 @@ def _read_json_records(path: str) -> list[dict]:
     return ds.to_list()
 
 
-def _squad_from_hub(name: str) -> list[dict]:
-    """A hub SQuAD dataset (needs internet), grouped into one record per context."""
+def _squad_from_hub(name: str, split: str = "validation") -> list[dict]:
+    """A hub SQuAD dataset split (needs internet), grouped into SEAL's format: one record per context, in order of
+    first appearance, each question with its first gold answer."""
     import datasets
-    ds = datasets.load_dataset(name, split="validation")
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as e:  # offline, unknown name or split: datasets raises many kinds
+        raise RuntimeError(
+            f"could not load the {split!r} split of {name!r} from the Hugging Face hub ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}); without network, pass a local file in SEAL's "
+            "format instead (a JSON list of {title, context, questions: [{question, answer}]}, e.g. SEAL's "
+            "squad_train.json / squad_val.json) with --config.data.source / --config.data.eval_source") from None
     grouped: dict[str, dict] = {}
     for row in ds:
         rec = grouped.setdefault(row["context"], {"title": row["title"], "context": row["context"], "questions": []})
         rec["questions"].append({"question": row["question"], "answer": row["answers"]["text"][0]})
     return list(grouped.values())
+
+
+def seal_subset(items: Sequence, seed: int = 42, start: int = 0, n: int = 0) -> list:
+    """SEAL's subset rule (make_squad_data.py lines 116-119): the whole list shuffled by Python's `random` seeded
+    with `seed`, then items [start, start + n) (n <= 0: to the end). On SEAL's squad_val.json, seed 42, start 0,
+    n 200 gives its 200 evaluation passages (974 questions)."""
+    shuffled = list(items)
+    random.Random(seed).shuffle(shuffled)  # the same draws as random.seed(seed); random.shuffle(...)
+    return shuffled[start:start + n] if n > 0 else shuffled[start:]
 
 
 def split_passages(passages: Sequence[Passage], held_out: int) -> tuple[list[Passage], list[Passage]]:

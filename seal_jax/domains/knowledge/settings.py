@@ -12,7 +12,11 @@ from seal_jax.engine.sampling import SelfEditSampling
 @dataclasses.dataclass(frozen=True)
 class KnowledgeSettings:
     source: str                   # passages: "demo", a .json/.jsonl path, or a hub name
-    held_out: int                 # the last `held_out` passages are for the final evaluation
+    held_out: int                 # without eval_source: the last `held_out` passages are for the final evaluation
+    eval_source: str              # SEAL's split: evaluation passages from here (its validation set), RL from source
+    eval_start: int               # ... SEAL's subset of it: shuffled with shuffle_seed, [eval_start, eval_start+eval_n)
+    eval_n: int
+    shuffle_seed: int             # SEAL's random.seed(42) shuffle, of the RL and the evaluation passages
     limit: int                    # use the first `limit` passages (0: all)
     prompt: str                   # the self-edit prompt (self_edit.PROMPTS)
     chat: bool                    # prompts through the chat template (SEAL's instruct path), else raw text
