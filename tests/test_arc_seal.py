@@ -373,3 +373,61 @@ def test_ttt_chat_text_is_seals_representation(smol_tok):
     assert T.parse_grid_str("[[1 2]\n [3]]#") is None and T.parse_grid_str("") is None
     prompt = T.render_prompt(smol_tok, msgs)
     assert prompt.endswith("<|im_start|>assistant\n") and "[[5 0]] -> " in prompt
+
+
+# ---- inference: leave-one-out queries under views, hierarchical vote ------------------------------
+
+from seal_jax.domains.arc import inference as I  # noqa: E402
+
+GA, GB, GC = ((1,),), ((2,),), ((3,),)
+
+
+def test_query_counts_are_seals():
+    """SEAL's get_leave_n_test_task gives 7, 10, 16, 20, 23 queries for 2..6 demonstrations."""
+    ids = ["6150a2bd", "5582e5ca", "5bd6f4ac", "6e02f1e3", "44f52bb0"]
+    tasks = load_tasks(ids, version="arcagi1")
+    assert [len(t.train) for t in tasks] == [2, 3, 4, 5, 6]
+    assert [len(I.queries(t, 0)) for t in tasks] == [7, 10, 16, 20, 23]
+    cats = [c for c, _ in I.queries(tasks[1], 0)]
+    assert cats[:5] == ["transpose", "flip0", "flip1", "rot90", "rot180"] and set(cats[5:]) == {"identity"}
+    for cat, (demos, (qi, qo)) in I.queries(tasks[1], 0):
+        assert len(demos) == 2                                     # leave-one-out: N-1 demonstrations
+        np.testing.assert_array_equal(I.back(cat, qi), tasks[1].test_input)   # the real test input, under the view
+        np.testing.assert_array_equal(I.back(cat, qo), tasks[1].test_output)
+
+
+def test_vote_picks_the_most_common_then_the_runner_up():
+    # identity A3 B2 C1 -> (A, B, C); transpose A2 B1 -> (A, B, A); all A5 B3 C1 -> (A, B, C)
+    # candidates A4 B3 C2 -> (A, B)
+    preds = [("identity", a) for a in (GA, GA, GA, GB, GB, GC)] + [("transpose", a) for a in (GA, GA, GB)]
+    assert I.vote(preds) == (GA, GB)
+
+
+@pytest.mark.parametrize("identity,other,second", [
+    ((GA, GA, GA, GB, GB, GC), (GA, GA, GA, GC, GC, GB), GB),   # B and C tie among candidates: identity favours B
+    ((GA, GA, GA, GC, GC, GB), (GA, GA, GA, GB, GB, GC), GC),   # the same, mirrored: identity favours C
+])
+def test_vote_breaks_a_runner_up_tie_by_the_identity_category(identity, other, second):
+    # candidates: all (A, B|C, C|B), identity, transpose, flip0 (A, A, A): A6 B3 C3
+    preds = [("identity", a) for a in identity] + [("transpose", a) for a in other] + [("flip0", GA)]
+    assert I.vote(preds) == (GA, second)
+
+
+def test_vote_without_predictions_and_majority_grids():
+    assert I.vote([]) == (I.NO_ANSWER, I.NO_ANSWER)
+    x, y, z = ((1, 2), (3, 4)), ((1, 2), (5, 6)), ((7, 8), (5, 6))
+    assert I._row_majority([x, y, z]) == ((1, 2), (5, 6))           # the most common row at each index
+    a, b, c = ((1, 2), (3, 4)), ((1, 9), (3, 9)), ((8, 2), (8, 4))
+    assert I._row_majority([a, b, c], transpose=True) == a         # the most common column at each index
+    assert I.top3([x]) == (x, x, x)                                 # one answer: the majority grids equal it
+    assert I.vote([("rot90", x)]) == (x, x)
+
+
+def test_a_two_test_input_task_counts_only_when_both_are_right():
+    t = ArcTask("two", ((np.ones((1, 1), int), np.ones((1, 1), int)),),
+                ((np.array([[1]]), np.array([[4]])), (np.array([[2]]), np.array([[5]]))))
+    right0, right1, wrong = (((4,),), GA), ((GB, ((5,),))), (GA, GB)
+    assert I.solved([right0, right1], t)
+    assert not I.solved([right0, wrong], t) and not I.solved([wrong, right1], t)
+    with pytest.raises(ValueError, match="2 test inputs"):
+        I.solved([right0], t)
