@@ -431,3 +431,11 @@ def test_a_two_test_input_task_counts_only_when_both_are_right():
     assert not I.solved([right0, wrong], t) and not I.solved([wrong, right1], t)
     with pytest.raises(ValueError, match="2 test inputs"):
         I.solved([right0], t)
+
+
+def test_config_reaches_warmup_steps_and_the_m_step_schedule():
+    from seal_jax.cli.settings import inner_config, outer_config
+    c = load_config("arc", "smoke")
+    assert inner_config(c.inner).warmup_steps == c.inner.get("warmup_steps", 0)
+    c.inner.warmup_steps, c.rl.schedule = 11, "cosine"
+    assert inner_config(c.inner).warmup_steps == 11 and outer_config(c.rl).schedule == "cosine"

@@ -37,6 +37,7 @@ def lora_spec(section) -> LoraSpec:
 def inner_config(inner) -> InnerConfig:
     """The inner update of a config's `inner` section (knowledge and ARC share it)."""
     return InnerConfig(lora=lora_spec(inner), batch_size=inner.batch_size, schedule=inner.schedule,
+                       warmup_steps=inner.get("warmup_steps", 0),
                        length_buckets=inner.get("length_buckets", 4))
 
 
@@ -115,7 +116,7 @@ def preflight(domain: Domain) -> None:
 
 def outer_config(rl) -> OuterConfig:
     return OuterConfig(lora=lora_spec(rl), lr=rl.lr, epochs=rl.epochs, batch_size=rl.batch_size, max_len=rl.max_len,
-                       mode=rl.get("mode", "lora"))
+                       mode=rl.get("mode", "lora"), schedule=rl.get("schedule", "linear"))
 
 
 def restem_config(c) -> RestemConfig:

@@ -31,6 +31,7 @@ class OuterConfig:
     batch_size: int
     max_len: int                  # examples (prompt + self-edit) are cut to this many tokens
     mode: str = "lora"
+    schedule: str = "linear"      # mode lora: linear | cosine | constant (SEAL's ARC M-step: cosine)
 
     def __post_init__(self):
         if self.mode not in ("lora", "full"):
@@ -65,7 +66,7 @@ def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], ou
         docs.append((list(prompt_ids) + c, [0] * len(prompt_ids) + [1] * len(c)))
     if outer.mode == "full":
         return full_update(params, cfg, docs, outer, key)
-    ocfg = InnerConfig(lora=outer.lora, batch_size=outer.batch_size, schedule="linear",
+    ocfg = InnerConfig(lora=outer.lora, batch_size=outer.batch_size, schedule=outer.schedule,
                        length_buckets=1)  # one edit, compiled anew each iteration: buckets would cost more than save
     packed = pack_edits([docs], [outer.lr], [outer.epochs], batch_size=outer.batch_size, max_len=outer.max_len)
     edits, hp = packed.arrays()
