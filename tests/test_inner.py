@@ -8,7 +8,8 @@ import optax
 import pytest
 
 from seal_jax.engine.inner import (InnerConfig, batch_loss, epoch_order, inner_train_edits, pack_edits, pad_edits,
-                            summarize, tokenize_document, train_in_chunks)
+                            summarize, tokenize_document)
+from seal_jax.engine.chunks import train_in_chunks
 from seal_jax.model.config import preset
 from seal_jax.model.lora import LoraSpec, init_lora
 

@@ -3,11 +3,11 @@ import jax
 import numpy as np
 import pytest
 
-from seal_jax.inner import InnerConfig, inner_train_edits, pack_edits, pad_edits
+from seal_jax.engine.inner import InnerConfig, inner_train_edits, pack_edits, pad_edits
 from seal_jax.model.config import preset
 from seal_jax.model.lora import LoraSpec
 from seal_jax.model.transformer import sequence_logprobs, forward, token_logprobs
-from seal_jax.packed import plan_steps, train_packed
+from seal_jax.engine.packed import plan_steps, train_packed
 
 CFG = preset("tiny")
 
@@ -85,3 +85,44 @@ def test_no_attention_across_packed_documents(base):
         idx = np.flatnonzero(seg == s)
         alone = np.asarray(sequence_logprobs(base, CFG, plan["tokens"][:, idx], np.ones((1, len(idx)))))[0]
         np.testing.assert_allclose(a[idx[:-1]], alone, atol=1e-5)
+
+
+def test_chunks_give_the_same_adapters_in_either_step_form(base):
+    """`train_in_chunks` with step_form=packed equals the vmapped form chunk by chunk (last chunk padded with
+    dummy edits), and packed computes fewer token slots than vmapped for a short/long document mix."""
+    import dataclasses
+    from seal_jax.engine.chunks import token_slots, train_in_chunks
+    rng = np.random.default_rng(4)
+    examples = [_docs(rng, 4, 4, 12) + _docs(rng, 1, 50, 60) for _ in range(5)]
+    vm = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v")), batch_size=1, loss_chunk=8)
+    pk = dataclasses.replace(vm, step_form="packed")
+    packed = pack_edits(examples, [1e-2] * 5, [2] * 5, batch_size=1)
+    keys = jax.random.split(jax.random.PRNGKey(5), 5)
+    a = list(train_in_chunks(base, CFG, vm, packed, keys, edits_per_chunk=3))
+    b = list(train_in_chunks(base, CFG, pk, packed, keys, edits_per_chunk=3))
+    assert [(s, e) for s, e, *_ in a] == [(s, e) for s, e, *_ in b] == [(0, 3), (3, 5)]
+    for (_, _, la, ma), (_, _, lb, mb) in zip(a, b):
+        # per-step losses to 1e-5; weights to 5e-5: Adam divides each gradient entry by its own magnitude, so the
+        # float32 reduction-order noise of two matmul layouts grows over 10 steps on near-zero gradients
+        np.testing.assert_allclose(ma["loss"][:, :mb["loss"].shape[1]], mb["loss"], atol=1e-5, rtol=1e-5)
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=5e-5, rtol=5e-5), la, lb)
+    real = packed.train_tokens()
+    assert real < token_slots(packed, keys, pk, 3) < token_slots(packed, keys, vm, 3)
+    with pytest.raises(ValueError, match="step_form"):
+        InnerConfig(step_form="ragged")
+
+
+def test_both_grouped_lora_forms_equal_a_per_token_loop():
+    """The CPU form (masked dense) and the TPU/GPU form (lax.ragged_dot) of the per-token LoRA delta, values and
+    gradients, against one matmul per token."""
+    from seal_jax.model.transformer import grouped_masked, grouped_ragged
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(11, 6)).astype(np.float32)
+    a, b = rng.normal(size=(3, 6, 2)).astype(np.float32), rng.normal(size=(3, 2, 5)).astype(np.float32)
+    ids = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2])
+    ref = np.stack([x[t] @ a[ids[t]] @ b[ids[t]] for t in range(len(ids))])
+    loss = lambda f: lambda a, b: (f(x, a, b, ids) ** 2).sum()
+    for f in (grouped_masked, grouped_ragged):
+        np.testing.assert_allclose(np.asarray(f(x, a, b, ids)), ref, rtol=1e-5, atol=1e-5)
+    ga, gr = jax.grad(loss(grouped_masked), (0, 1))(a, b), jax.grad(loss(grouped_ragged), (0, 1))(a, b)
+    jax.tree.map(lambda p, q: np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-4, atol=1e-4), ga, gr)

@@ -7,7 +7,8 @@ import pytest
 from jax.sharding import NamedSharding
 
 from seal_jax.runtime import sharding
-from seal_jax.engine.inner import InnerConfig, pack_edits, train_in_chunks
+from seal_jax.engine.chunks import train_in_chunks
+from seal_jax.engine.inner import InnerConfig, pack_edits
 from seal_jax.model.config import preset
 from seal_jax.model.lora import LoraSpec
 from seal_jax.engine.sampling import SamplingConfig, generate

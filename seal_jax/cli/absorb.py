@@ -23,7 +23,8 @@ from absl import flags
 from seal_jax.cli.common import run
 from seal_jax.domains.knowledge.passages import document_passages, read_documents
 from seal_jax.domains.knowledge.self_edit import PROMPTS, passage_document, prompt_text, self_edit_documents
-from seal_jax.engine.inner import InnerConfig, pack_edits, summarize, tokenize_document, train_in_chunks
+from seal_jax.engine.chunks import train_in_chunks
+from seal_jax.engine.inner import InnerConfig, pack_edits, summarize, tokenize_document
 from seal_jax.engine.sampling import SamplingConfig, SelfEditSampling, sample_self_edits
 from seal_jax.model.lora import LoraSpec, merge_lora
 from seal_jax.runtime.terminal import progress

@@ -2,7 +2,7 @@
 
     python -m seal_jax.cli.bench generate [--model=smollm2-135m] [--max_new_tokens=64]
     python -m seal_jax.cli.bench inner --workload=../shared/bench/inner_workload.json [--edits_per_chunk=4]
-        [--repeats=2] [--remat=none] [--dtype=float32] [--no_peer] [--profile=DIR]
+        [--repeats=2] [--remat=none] [--dtype=float32] [--step_form=vmapped|packed] [--no_peer] [--profile=DIR]
 
 Speed on a shared machine is noisy, so every figure that matters is a ratio against a peer timed in the
 same run (HF transformers on torch, when torch is installed; `bench_peer.py` for the inner loop).
@@ -24,6 +24,7 @@ from absl import flags
 from seal_jax.cli.bench_peer import run_hf_peft
 from seal_jax.cli.common import run
 from seal_jax.engine.adapt import AdaptConfig, Request, adapt_and_answer, pack_requests
+from seal_jax.engine.chunks import token_slots
 from seal_jax.engine.answering import question_prompts
 from seal_jax.engine.inner import InnerConfig, tokenize_document
 from seal_jax.engine.sampling import SamplingConfig, generate
@@ -54,6 +55,7 @@ class BenchOptions:
     repeats: int = 2                  # inner: warm rounds, alternating seal-jax and the peer; best of each
     no_peer: bool = False             # inner: skip the HF transformers + PEFT peer
     profile: Optional[str] = None     # inner: trace one more round into this directory
+    step_form: str = "vmapped"        # inner: vmapped or packed inner steps (engine/chunks.py)
 
 
 def define_flags() -> None:
@@ -69,9 +71,20 @@ def define_flags() -> None:
                       "inner: base weights and compute, for seal-jax and the peer alike (LoRA and Adam stay float32).")
     flags.DEFINE_integer("repeats", defaults.repeats,
                          "inner: warm rounds, alternating seal-jax and the peer; best of each.")
+    flags.DEFINE_enum("step_form", defaults.step_form, ["vmapped", "packed"],
+                      "inner: vmapped steps (every edit at the step's longest document) or packed (real tokens).")
     flags.DEFINE_bool("no_peer", defaults.no_peer, "inner: skip the HF transformers + PEFT peer.")
     flags.DEFINE_string("profile", None, "inner: trace one more seal-jax round into DIR (jax.profiler) and report its "
                         "wall-clock time by jitted function and kind of XLA op.")
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (`lscpu`'s), which every CPU figure must carry."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "unknown")
+    except OSError:
+        return "unknown"
 
 
 def peak_rss_mb() -> float:
@@ -180,11 +193,11 @@ def load_workload(path: Optional[str]) -> dict:
     return workload
 
 
-def workload_config(workload: dict, edits_per_chunk: int) -> AdaptConfig:
+def workload_config(workload: dict, edits_per_chunk: int, step_form: str = "vmapped") -> AdaptConfig:
     """The workload's inner update (LoRA, batch) and answers (greedy, max_new_tokens)."""
     lw = workload["lora"]
     return AdaptConfig(InnerConfig(lora=LoraSpec(lw["rank"], float(lw["alpha"]), tuple(lw["targets"])),
-                                   batch_size=workload["batch_size"]),
+                                   batch_size=workload["batch_size"], step_form=step_form),
                        edits_per_chunk=edits_per_chunk, max_len=2048,
                        answer=SamplingConfig(max_new_tokens=workload["max_new_tokens"]))
 
@@ -215,7 +228,7 @@ def bench_inner(options: BenchOptions) -> dict:
     workload = load_workload(options.workload)
     cfg, params, tok = load_model(options.model, dtype=jnp.dtype(options.dtype))
     cfg = cfg.replace(remat=options.remat)
-    config = workload_config(workload, options.edits_per_chunk)
+    config = workload_config(workload, options.edits_per_chunk, options.step_form)
     peer_model = None if options.no_peer else load_hf_torch_model(resolve_model_path(options.model), options.dtype)
     run_once = lambda: run_inner_workload(params, cfg, tok, workload, config)
     _, cold = _timed(run_once)
@@ -236,19 +249,24 @@ def bench_inner(options: BenchOptions) -> dict:
         finally:
             jax.profiler.stop_trace()
         profile = {"trace_dir": options.profile, **wall_breakdown(xla_op_events(options.profile))}
-    packed = pack_requests(workload_requests(tok, workload), config)
+    requests = workload_requests(tok, workload)
+    packed = pack_requests(requests, config)
     tokens = packed.train_tokens()
+    slots = token_slots(packed, np.stack([r.key for item in requests for r in item]), config.inner,
+                        config.edits_per_chunk)
     mean_len = tokens / max(1, int((packed.seq_valid.sum(-1) * packed.epochs).sum()))
     train_flops = 2 * cfg.flops_per_token(int(mean_len)) * tokens  # forward + backward to activations
     peak = matmul_peak_gflops()
     result = {"bench": "inner", "model": options.model, "backend": jax.default_backend(), "remat": cfg.remat,
               "dtype": options.dtype, "edits": len(workload["edits"]), "edits_per_chunk": options.edits_per_chunk,
-              "train_tokens": tokens, "padded_shape": list(packed.tokens.shape), "steps": packed.steps,
+              "step_form": options.step_form, "cpu": cpu_model(),
+              "train_tokens": tokens, "token_slots": slots, "slots_per_real_token": round(slots / max(1, tokens), 3),
+              "padded_shape": list(packed.tokens.shape), "steps": packed.steps,
               "cold_s": round(cold, 2), "warm_s": round(warm, 2), "warm_s_rounds": [round(t, 2) for t, _ in rounds],
               "train_s": round(phases["train_s"], 2), "answer_s": round(phases["answer_s"], 2),
               "answers": answers,
               "matmul_peak_gflops": round(peak, 1), "train_model_gflop": round(train_flops / 1e9, 1),
-              # model FLOPs utilisation of the training phase of the best warm round
+              # model FLOPs utilisation on real tokens, training phase of the best warm round
               "train_mfu": round(train_flops / phases["train_s"] / (peak * 1e9), 3)}
     if peers:
         result["peer_hf_peft_s"] = round(min(peers), 2)
@@ -274,7 +292,8 @@ def main(argv):
         raise SystemExit(f"usage: python -m seal_jax.cli.bench {{{','.join(BENCHES)}}} [--flags]; got {argv[1:]}")
     options = BenchOptions(model=FLAGS.model, max_new_tokens=FLAGS.max_new_tokens, workload=FLAGS.workload,
                            edits_per_chunk=FLAGS.edits_per_chunk, remat=FLAGS.remat, dtype=FLAGS.dtype,
-                           repeats=FLAGS.repeats, no_peer=FLAGS.no_peer, profile=FLAGS.profile)
+                           repeats=FLAGS.repeats, no_peer=FLAGS.no_peer, profile=FLAGS.profile,
+                           step_form=FLAGS.step_form)
     print(json.dumps(bench(argv[1], options)), flush=True)
 
 

@@ -38,7 +38,7 @@ def inner_config(inner) -> InnerConfig:
     """The inner update of a config's `inner` section (knowledge and ARC share it)."""
     return InnerConfig(lora=lora_spec(inner), batch_size=inner.batch_size, schedule=inner.schedule,
                        warmup_steps=inner.get("warmup_steps", 0),
-                       length_buckets=inner.get("length_buckets", 4))
+                       length_buckets=inner.get("length_buckets", 4), step_form=inner.get("step_form", "vmapped"))
 
 
 def adapt_config(c, answer_tokens: int) -> AdaptConfig:

@@ -21,7 +21,8 @@ import jax
 import numpy as np
 
 from seal_jax.engine.answering import answer_per_edit
-from seal_jax.engine.inner import InnerConfig, PackedEdits, pack_edits, summarize, take_edits, train_in_chunks
+from seal_jax.engine.chunks import train_in_chunks
+from seal_jax.engine.inner import InnerConfig, PackedEdits, pack_edits, summarize, take_edits
 from seal_jax.engine.sampling import SamplingConfig
 from seal_jax.runtime.terminal import progress
 

@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import logging
 import math
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,6 @@ import optax
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import LoraSpec, init_lora
 from seal_jax.model.transformer import sequence_logprobs
-from seal_jax.runtime import sharding
 from seal_jax.tokenizer import encode_example
 
 log = logging.getLogger(__name__)
@@ -60,12 +59,15 @@ class InnerConfig:
     adam_eps: float = 1e-8
     loss_chunk: Optional[int] = 128  # positions per log-softmax chunk; None for one pass
     length_buckets: int = 4         # per-step sequence lengths S/n, 2S/n, ..., S (1: every step at full S)
+    step_form: str = "vmapped"      # vmapped (this module) | packed (`packed.py`: compute follows real tokens)
 
     def __post_init__(self):
         if self.schedule not in ("linear", "cosine", "constant"):
             raise ValueError(f"inner schedule {self.schedule!r}; choose linear, cosine or constant")
         if self.batch_size < 1:
             raise ValueError(f"inner batch_size must be >= 1, got {self.batch_size}")
+        if self.step_form not in ("vmapped", "packed"):
+            raise ValueError(f"inner step_form {self.step_form!r}; choose vmapped or packed")
         if self.length_buckets < 1:
             raise ValueError(f"inner length_buckets must be >= 1, got {self.length_buckets}")
         if self.warmup_steps < 0:
@@ -308,29 +310,6 @@ def inner_train_edits(base, edits, keys, hparams, *, cfg: ModelConfig, icfg: Inn
     one = functools.partial(inner_train_one, cfg=cfg, icfg=icfg, steps=steps)
     plan = step_plan(edits, keys, hparams, icfg=icfg, steps=steps)
     return jax.vmap(one, in_axes=(None, 0, 0, 0, None))(base, edits, keys, hparams, plan)
-
-
-def train_in_chunks(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits, keys,
-                    edits_per_chunk: int, mesh=None) -> Iterator[tuple[int, int, dict, dict]]:
-    """Yield (start, stop, lora_stack [C, ...], metrics) per chunk; every chunk has the same shapes.
-
-    keys: [E, 2] PRNG keys, one per edit. The last chunk is padded with dummy edits (results dropped).
-    With a mesh, chunks are rounded up to a multiple of its "edit" axis and placed edit-sharded; `base`
-    should already be placed (`sharding.shard_params`).
-    """
-    keys = np.asarray(keys)
-    m = sharding.edit_multiple(mesh)
-    width = -(-edits_per_chunk // m) * m
-    for start in range(0, packed.num_edits, edits_per_chunk):
-        stop = min(start + edits_per_chunk, packed.num_edits)
-        chunk = pad_edits(take_edits(packed, start, stop), width)
-        k = np.concatenate([keys[start:stop], np.repeat(keys[:1], width - (stop - start), 0)])
-        edits, hparams = chunk.arrays()
-        if mesh is not None:
-            edits, k, hparams = sharding.edit_sharded((edits, k, hparams), mesh)
-        lora, metrics = inner_train_edits(base, edits, k, hparams, cfg=cfg, icfg=icfg, steps=packed.steps)
-        n = stop - start
-        yield start, stop, jax.tree.map(lambda x: x[:n], lora), jax.tree.map(lambda x: sharding.to_host(x)[:n], metrics)
 
 
 def summarize(metrics: dict) -> dict:

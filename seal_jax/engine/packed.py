@@ -2,20 +2,19 @@
 
 The vmapped inner loop (`inner.py`) runs every edit at every step at the step's longest document. Here the host
 plans each step once: the documents the chunk's *active* edits train on at step t (same per-epoch shuffle,
-same schedule as the vmapped loop) are laid end to end in one packed row of a bucketed length T, each document
-padded to a multiple of `block` tokens and given its own segment id (attention is block-diagonal and causal
-within a document; positions restart per document). Each block of tokens belongs to one edit, so the LoRA
-delta is one small matmul per block with that edit's adapter (`transformer.lora_delta`, `adapter_index`),
-gathered a layer at a time. The loss is each edit's own mean over its own loss tokens and the objective their
+same schedule as the vmapped loop) are laid end to end, edit by edit, in one packed row of a bucketed length
+T, each document with its own segment id (attention is block-diagonal and causal within a document; positions
+restart per document). Each token's LoRA delta uses its own edit's adapter (`transformer.lora_delta_per_token`:
+a grouped matmul on TPU/GPU, masked dense matmuls against the E adapters side by side on CPU). The loss is each edit's own mean over its own loss tokens and the objective their
 sum, so each edit's gradient is exactly its gradient alone. LoRA and AdamW state stay one stack updated by a
 vmap over edits, with inactive steps and non-finite edits masked as in the vmapped loop.
 
-    step batch   tokens, positions, segment_ids, weight  [1, T]; token_edit [T]; adapter_index [T / block]
+    step batch   tokens, positions, segment_ids, weight, token_adapter [1, T]; token_edit [T] (E on the tail)
     state        lora, opt_state: leaves [E, ...]; ok bool [E]
 
 One jitted step per distinct T; a Python loop walks the steps (dispatch is asynchronous). On TPU the same
 segment ids drive splash attention's block skipping; on CPU attention costs T^2 per step, bounded by the
-row buckets (multiples of 128 up to 1024, then of 256).
+row buckets (`row_bucket`).
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seal_jax.inner import (InnerConfig, PackedEdits, _lengths, all_finite, epoch_order, keep_if, lr_multiplier,
+from seal_jax.engine.inner import (InnerConfig, PackedEdits, _lengths, all_finite, epoch_order, keep_if, lr_multiplier,
                             optimizer, round_up)
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import init_lora
@@ -33,7 +32,9 @@ from seal_jax.model.transformer import forward, token_logprobs
 
 
 def row_bucket(n: int) -> int:
-    return round_up(n, 128) if n <= 1024 else round_up(n, 256)
+    """Row lengths a step may take: multiples of 1/8 of n's power of two (at least 16), so padding stays under
+    12.5% and a run compiles about 8 row lengths per doubling of the step's token count."""
+    return round_up(n, max(16, 1 << max(0, int(n).bit_length() - 4)))
 
 
 def edit_schedules(packed: PackedEdits, keys, batch_size: int) -> list[list[np.ndarray]]:
@@ -54,7 +55,7 @@ def edit_schedules(packed: PackedEdits, keys, batch_size: int) -> list[list[np.n
     return out
 
 
-def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig, block: int = 16) -> list[dict]:
+def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig) -> list[dict]:
     """Host-side packed batches, one per step (numpy), plus per-edit `active` and `lr` of the step."""
     schedules = edit_schedules(packed, keys, icfg.batch_size)
     lengths = _lengths(packed.loss_mask)  # [E, N]
@@ -66,7 +67,7 @@ def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig, block: int = 16) ->
     plans = []
     for t in range(steps):
         docs = [(e, int(d)) for e in range(E) if t < totals[e] for d in schedules[e][t]]
-        T = row_bucket(sum(round_up(lengths[e, d], block) for e, d in docs))
+        T = row_bucket(sum(int(lengths[e, d]) for e, d in docs))
         tokens, positions = np.zeros(T, np.int32), np.zeros(T, np.int32)
         segment, weight = np.full(T, -1, np.int32), np.zeros(T, np.float32)
         token_edit, pos = np.full(T, E, np.int32), 0
@@ -75,12 +76,11 @@ def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig, block: int = 16) ->
             sl = slice(pos, pos + n)
             tokens[sl], positions[sl], segment[sl], token_edit[sl] = packed.tokens[e, d, :n], np.arange(n), seg, e
             weight[pos + 1:pos + n] = packed.loss_mask[e, d, 1:n]  # targets inside the document only
-            token_edit[pos + n:pos + round_up(n, block)] = e  # block padding keeps its edit's adapter
-            pos += round_up(n, block)
-        segment[pos:] = len(docs)  # the tail: one segment of its own
+            pos += n
+        segment[pos:] = len(docs)  # the tail: one segment of its own, no loss
         plans.append({"real_tokens": sum(int(lengths[e, d]) for e, d in docs), "tokens": tokens[None], "positions": positions[None], "segment_ids": segment[None],
                       "weight": weight[None], "token_edit": token_edit,
-                      "adapter_index": np.minimum(token_edit[::block], E - 1),
+                      "token_adapter": np.minimum(token_edit, E - 1)[None],  # the tail keeps the order sorted
                       "active": t < totals, "lr": (packed.lr * lr_mult[:, t]).astype(np.float32)})
     return plans
 
@@ -94,7 +94,7 @@ def packed_step(base, lora, opt_state, ok, batch, *, cfg: ModelConfig, icfg: Inn
     def objective(lora):
         hidden, _ = forward(base, cfg, batch["tokens"], batch["positions"], jnp.ones_like(batch["tokens"], bool),
                             lora=layer_major(lora), lora_scale=icfg.lora.scale, segment_ids=batch["segment_ids"],
-                            adapter_index=batch["adapter_index"])
+                            token_adapter=batch["token_adapter"])
         lp = token_logprobs(base, hidden[:, :-1], batch["tokens"][:, 1:], icfg.loss_chunk)[0]  # [T-1]
         w, edit = batch["weight"][0, 1:], batch["token_edit"][1:]
         nll = jax.ops.segment_sum(-lp * w, edit, num_segments=E + 1)[:E]
@@ -123,9 +123,9 @@ def init_state(keys, *, cfg: ModelConfig, icfg: InnerConfig, num_edits: int):
     return lora, jax.vmap(optimizer(icfg).init)(lora)
 
 
-def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits, keys, block: int = 16):
+def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits, keys):
     """(lora stack [E, ...], metrics) like `inner.inner_train_edits`: loss, active [E, steps], ok [E]."""
-    plans = plan_steps(packed, np.asarray(keys), icfg, block)
+    plans = plan_steps(packed, np.asarray(keys), icfg)
     E = packed.num_edits
     lora, opt_state = init_state(jnp.asarray(keys), cfg=cfg, icfg=icfg, num_edits=E)
     ok = jnp.ones((E,), bool)
@@ -139,7 +139,7 @@ def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits,
     return lora, {"loss": stack(losses), "active": stack(active).astype(bool), "ok": ok}
 
 
-def slots_and_tokens(packed: PackedEdits, keys, icfg: InnerConfig, block: int = 16) -> tuple[int, int]:
+def slots_and_tokens(packed: PackedEdits, keys, icfg: InnerConfig) -> tuple[int, int]:
     """(token slots computed, real tokens trained) over the chunk's steps."""
-    plans = plan_steps(packed, np.asarray(keys), icfg, block)
+    plans = plan_steps(packed, np.asarray(keys), icfg)
     return sum(p["tokens"].size for p in plans), sum(p["real_tokens"] for p in plans)

@@ -42,20 +42,45 @@ _INIT = nnx.initializers.normal(0.02)  # random weights for tests and smoke runs
 
 
 def lora_delta(x, a, b, scale: float):
-    """scale * (x @ A) @ B for x [B, S, in]. a: [in, r] shared, or [n, in, r]: one adapter per each of n equal
-    slices of the B*S tokens in order (n = B: one per row; packed training: one per block of tokens)."""
+    """scale * (x @ A) @ B for x [B, S, in]. a: [in, r] shared, or [B, in, r] one adapter per batch row."""
     if a.ndim == 2:
         h = jnp.einsum("...i,ir->...r", x, a.astype(x.dtype))
         return scale * jnp.einsum("...r,ro->...o", h, b.astype(x.dtype))
-    xs = x.reshape(a.shape[0], -1, x.shape[-1])  # [n, B*S/n, in]
-    h = jnp.einsum("ngi,nir->ngr", xs, a.astype(x.dtype))
-    return scale * jnp.einsum("ngr,nro->ngo", h, b.astype(x.dtype)).reshape(*x.shape[:-1], b.shape[-1])
+    h = jnp.einsum("bsi,bir->bsr", x, a.astype(x.dtype))
+    return scale * jnp.einsum("bsr,bro->bso", h, b.astype(x.dtype))
 
 
-def project(linear: nnx.Linear, x, lora: Optional[dict], scale: float):
+def lora_delta_per_token(x, a, b, token_adapter, scale: float):
+    """scale * (x @ A_e) @ B_e where e = token_adapter [B, S] names each token's adapter in a stack a [E, in, r],
+    b [E, r, out]. Tokens must come sorted by adapter (packed rows are laid out edit by edit).
+
+    On TPU/GPU `lax.ragged_dot` runs one grouped matmul; XLA:CPU has no grouped kernel (its fallback
+    materialises [E, tokens, in]), so there the delta is two dense matmuls against all E adapters side by side
+    ([tokens, E*r]) with each token's other adapters masked out: E*r extra columns, no gathers, no padding."""
+    grouped = grouped_masked if jax.default_backend() == "cpu" else grouped_ragged
+    xf, ids = x.reshape(-1, x.shape[-1]), token_adapter.reshape(-1)
+    out = grouped(xf, a.astype(x.dtype), b.astype(x.dtype), ids)
+    return scale * out.reshape(*x.shape[:-1], b.shape[-1])
+
+
+def grouped_masked(x, a, b, ids):  # x [M, in], a [E, in, r], b [E, r, out], ids int [M] -> [M, out]
+    h = jnp.einsum("ti,eir->ter", x, a) * jax.nn.one_hot(ids, a.shape[0], dtype=x.dtype)[..., None]
+    return jnp.einsum("ter,ero->to", h, b)
+
+
+def grouped_ragged(x, a, b, ids):  # the same with ids sorted, as two grouped matmuls
+    sizes = jnp.bincount(ids, length=a.shape[0]).astype(jnp.int32)
+    return jax.lax.ragged_dot(jax.lax.ragged_dot(x, a, sizes), b, sizes)
+
+
+def project(linear: nnx.Linear, x, lora: Optional[dict], scale: float, token_adapter=None):
     """x @ W (+ b) (+ the LoRA delta when this projection has an adapter)."""
     y = linear(x)
-    return y if lora is None else y + lora_delta(x, lora["a"], lora["b"], scale).astype(y.dtype)
+    if lora is None:
+        return y
+    if token_adapter is not None:
+        return y + lora_delta_per_token(x, lora["a"], lora["b"], token_adapter, scale).astype(y.dtype)
+    return y + lora_delta(x, lora["a"], lora["b"], scale).astype(y.dtype)
 
 
 class RMSNorm(nnx.Module):
@@ -132,15 +157,16 @@ class Attention(nnx.Module):
         self.o_proj = linear(cfg.q_dim, D)
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
-    def __call__(self, x, lora: dict, scale: float, positions, inv_freq, mask, kv=None):
+    def __call__(self, x, lora: dict, scale: float, positions, inv_freq, mask, kv=None, token_adapter=None):
         """x: [B, S, D] -> ([B, S, D], cache); mask: bool [B, S, T], which keys each query sees. kv: None, or
         (k, v, layer, index) with the whole cache k, v [L, B, Hkv, T, Dh]: this step's keys/values are written
         at slot `index` of `layer`, in place."""
         B, S, _ = x.shape
         heads_first = lambda t: t.transpose(0, 2, 1, 3)  # [B, S, H, Dh] -> [B, H, S, Dh]
-        q = project(self.q_proj, x, lora.get("q_proj"), scale).reshape(B, S, self.num_heads, self.head_dim)
-        k = project(self.k_proj, x, lora.get("k_proj"), scale).reshape(B, S, self.num_kv_heads, self.head_dim)
-        v = project(self.v_proj, x, lora.get("v_proj"), scale).reshape(B, S, self.num_kv_heads, self.head_dim)
+        proj = lambda name, x: project(getattr(self, name), x, lora.get(name), scale, token_adapter)
+        q = proj("q_proj", x).reshape(B, S, self.num_heads, self.head_dim)
+        k = proj("k_proj", x).reshape(B, S, self.num_kv_heads, self.head_dim)
+        v = proj("v_proj", x).reshape(B, S, self.num_kv_heads, self.head_dim)
         q, k, v = apply_rope(q, positions, inv_freq), heads_first(apply_rope(k, positions, inv_freq)), heads_first(v)
         new_kv = None
         if kv is not None:  # write into the cache, attend over this layer's whole cache
@@ -148,7 +174,7 @@ class Attention(nnx.Module):
             k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, 0, index, 0))
             v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, 0, index, 0))
             k, v, new_kv = k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), (k_all, v_all)
-        return project(self.o_proj, attend(q, k, v, mask), lora.get("o_proj"), scale), new_kv
+        return proj("o_proj", attend(q, k, v, mask)), new_kv
 
 
 class MLP(nnx.Module):
@@ -157,10 +183,9 @@ class MLP(nnx.Module):
         D, F = cfg.hidden_size, cfg.intermediate_size
         self.gate_proj, self.up_proj, self.down_proj = linear(D, F), linear(D, F), linear(F, D)
 
-    def __call__(self, x, lora: dict, scale: float):  # SwiGLU
-        gate = project(self.gate_proj, x, lora.get("gate_proj"), scale)
-        up = project(self.up_proj, x, lora.get("up_proj"), scale)
-        return project(self.down_proj, jax.nn.silu(gate) * up, lora.get("down_proj"), scale)
+    def __call__(self, x, lora: dict, scale: float, token_adapter=None):  # SwiGLU
+        proj = lambda name, x: project(getattr(self, name), x, lora.get(name), scale, token_adapter)
+        return proj("down_proj", jax.nn.silu(proj("gate_proj", x)) * proj("up_proj", x))
 
 
 class DecoderLayer(nnx.Module):
@@ -170,11 +195,11 @@ class DecoderLayer(nnx.Module):
         self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
         self.mlp = MLP(cfg, rngs=rngs, param_dtype=param_dtype)
 
-    def __call__(self, h, lora: Optional[dict], scale: float, positions, inv_freq, mask, kv=None):
+    def __call__(self, h, lora: Optional[dict], scale: float, positions, inv_freq, mask, kv=None, token_adapter=None):
         lora = lora or {}
-        a, new_kv = self.attn(self.attn_norm(h), lora, scale, positions, inv_freq, mask, kv)
+        a, new_kv = self.attn(self.attn_norm(h), lora, scale, positions, inv_freq, mask, kv, token_adapter)
         h = h + a
-        return h + self.mlp(self.mlp_norm(h), lora, scale), new_kv
+        return h + self.mlp(self.mlp_norm(h), lora, scale, token_adapter), new_kv
 
 
 def _remat(fn, policy: str):
@@ -202,7 +227,7 @@ class Decoder(nnx.Module):
                                       param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, tokens, positions, token_mask, *, lora: Optional[dict] = None, lora_scale: float = 0.0,
-                 cache: Optional[dict] = None, segment_ids=None, adapter_index=None):
+                 cache: Optional[dict] = None, segment_ids=None, token_adapter=None):
         """(hidden [B, S, D] after the final norm, updated cache or None); see `forward`."""
         cfg = self.cfg
         B, S = tokens.shape
@@ -221,9 +246,7 @@ class Decoder(nnx.Module):
 
         def layer_fn(h, params, lo, kv):
             layer = nnx.merge(layer_def, params)
-            if adapter_index is not None:  # a stack of adapters [E, ...] -> the one of each token slice
-                lo = jax.tree.map(lambda x: x[adapter_index], lo)
-            return layer(h, lo, lora_scale, positions, inv_freq, mask, kv)
+            return layer(h, lo, lora_scale, positions, inv_freq, mask, kv, token_adapter)
 
         if cache is None:
             h, _ = jax.lax.scan(_remat(lambda h, xs: (layer_fn(h, *xs, None)[0], None), cfg.remat), h,
@@ -282,18 +305,18 @@ def output_embedding(params: dict):  # -> [D, V]
 
 
 def forward(params: dict, cfg: ModelConfig, tokens, positions, token_mask, *, lora: Optional[dict] = None,
-            lora_scale: float = 0.0, cache: Optional[dict] = None, segment_ids=None, adapter_index=None):
+            lora_scale: float = 0.0, cache: Optional[dict] = None, segment_ids=None, token_adapter=None):
     """Run the decoder; return (hidden [B, S, D] after the final norm, updated cache or None).
 
     tokens, positions: int [B, S]; token_mask: bool [B, S] (False on padding).
     lora: None, a shared adapter (leaves [L, in, r]), one adapter per row (leaves [L, B, in, r]), or with
-      `adapter_index` int [n] a stack (leaves [L, E, in, r]) of which slice i of the B*S tokens uses adapter
-      adapter_index[i] (gathered one layer at a time inside the scan).
+      `token_adapter` int [B, S] a stack (leaves [L, E, in, r]) of which each token uses its own adapter
+      (tokens sorted by adapter; `lora_delta_per_token`).
     cache: None, or a KV cache from `kv_cache.init_cache`; tokens are written at `cache["index"]`.
     segment_ids: None, or int [B, S]: tokens attend only within their own segment (packed documents).
     """
     return bind(params, cfg)(tokens, positions, token_mask, lora=lora, lora_scale=lora_scale, cache=cache,
-                             segment_ids=segment_ids, adapter_index=adapter_index)
+                             segment_ids=segment_ids, token_adapter=token_adapter)
 
 
 def logits_from_hidden(params: dict, hidden):  # hidden [..., D] -> float32 [..., V]
