@@ -46,10 +46,12 @@ def get_config(arg: str = "demo"):
                   max_new_tokens=64, eval_repeats=1, final_eval=True,
                   self_edits=1)  # self_edits: sampled per held-out passage in evaluation
     # SEAL's outer SFT: LoRA r=64, alpha=128 on all projections, lr 3e-4, 2 epochs, batch 10.
-    # keep the best self-edit per passage if reward >= baseline + threshold and reward >= min_reward
-    # draw: random (contexts drawn per iteration) | disjoint (iteration it takes the next `contexts` passages)
+    # draw: random (contexts drawn per iteration) | disjoint (iteration it takes the next `contexts` passages);
+    # reward_repeats: inner updates per self-edit, the reward is their mean accuracy (SEAL: 3); keep: top1 (SEAL:
+    # the best self-edit of every passage, always) | threshold (the best if reward >= baseline + threshold and
+    # reward >= min_reward)
     c.rl = common.rl(contexts=50, samples=5, min_reward=1e-6, lora_rank=64, lora_alpha=128.0, lr=3e-4, epochs=2,
-                     batch_size=10, max_len=1024, draw="random")
+                     batch_size=10, max_len=1024, draw="random", reward_repeats=1, keep="threshold")
 
     if preset == "smoke":
         c.data.held_out = 2
@@ -72,7 +74,7 @@ def get_config(arg: str = "demo"):
         # (squad_train.json / squad_val.json) in <repo>/data/squad/ are used if present, else the hub (online).
         c.data.update(source=repo_file("data/squad/squad_train.json", "rajpurkar/squad:train"),
                       eval_source=repo_file("data/squad/squad_val.json", "rajpurkar/squad:validation"), eval_n=200)
-        c.rl.update(draw="disjoint", contexts=50, samples=5, iterations=2)
+        c.rl.update(draw="disjoint", contexts=50, samples=5, iterations=2, reward_repeats=3, keep="top1")
         c.self_edit.max_new_tokens = 1024
         c.inner.update(epochs=10, edits_per_chunk=8, max_len=2048)
         c.eval.max_new_tokens = 64

@@ -339,3 +339,54 @@ def test_paper_data_split_from_local_files_and_hub_offline(tmp_path, monkeypatch
     paper = mod.get_config("paper").data
     for path in (paper.source, paper.eval_source):
         assert os.path.isabs(path) or path.startswith("rajpurkar/squad:")
+
+
+# ---- reward and selection --------------------------------------------------------------------------------------
+
+def test_top1_always_under_paper():
+    """:paper keeps the best self-edit of every passage even when it does not beat the baseline; ties go to the
+    earlier sample; an empty top self-edit is dropped. The threshold rule (demo) filters against the baseline."""
+    from seal_jax.cli.settings import domain_for
+    rows = [{"passage_id": "a", "sample": s, "reward": r, "baseline": 0.5, "ok": True, "self_edit": f"edit {s}"}
+            for s, r in enumerate([0.25, 0.4, 0.4])]
+    rows += [{"passage_id": "b", "sample": s, "reward": r, "baseline": 0.0, "ok": True, "self_edit": t}
+             for s, (r, t) in enumerate([(0.0, "x"), (0.0, "y")])]
+    rows += [{"passage_id": "c", "sample": s, "reward": r, "baseline": 0.0, "ok": True, "self_edit": t}
+             for s, (r, t) in enumerate([(0.2, "x"), (0.9, "  ")])]
+    paper = domain_for(load_config("knowledge.py", "paper"))
+    assert paper.settings.keep == "top1"
+    assert [(r["passage_id"], r["sample"]) for r in paper.keep(rows)] == [("a", 1), ("b", 0)]
+    demo = domain_for(load_config("knowledge.py", "demo"))
+    assert [(r["passage_id"], r["sample"]) for r in demo.keep(rows)] == [("c", 1)]  # a: below its baseline
+
+
+def test_paper_reward_is_the_mean_of_3_inner_runs(monkeypatch):
+    """The E-step's reward under :paper settings is the mean accuracy of 3 independent inner updates per
+    self-edit (SEAL's eval_times=3); evaluation keeps 1."""
+    import dataclasses
+    import jax
+    import numpy as np
+    from seal_jax.cli.common import build_model
+    from seal_jax.cli.settings import knowledge_settings
+    from seal_jax.domains.knowledge import updates
+    from seal_jax.domains.knowledge.domain import KnowledgeDomain
+    paper = knowledge_settings(load_config("knowledge.py", "paper"))
+    assert (paper.reward_repeats, paper.repeats) == (3, 1)
+    c = load_config("knowledge.py", "smoke")
+    cfg, params, tok = build_model(c.model)
+    settings = dataclasses.replace(knowledge_settings(c), reward_repeats=3, grading=paper.grading)
+    calls = []
+
+    def fake_grade(grading, qs, preds, golds):  # a per-answer score that follows the answer text
+        calls.append(len(preds))
+        return [sum(map(ord, p)) % 5 / 4 for p in preds], [False] * len(preds)
+    monkeypatch.setattr(updates, "grade_answers", fake_grade)
+    domain = KnowledgeDomain(settings)
+    passages = [Passage(f"p{i}", f"Place {i}", f"Place {i} was founded in {1800 + i}.",
+                        ((f"When was Place {i} founded?", str(1800 + i)), ("Who lives there?", "Nobody")))
+                for i in range(2)]
+    items, _ = domain.items(0, passages, [["It is old.\nIt is big."], ["Founded long ago."]], [(0, 0), (1, 0)])
+    results = [r for chunk in domain.score(params, cfg, tok, items, jax.random.PRNGKey(1)) for r in chunk]
+    assert len(results) == 2 and sum(calls) == 2 * 3 * 2  # items x repeats x questions
+    for r in results:
+        assert len(r.repeat_rewards) == 3 and r.reward == pytest.approx(np.mean(r.repeat_rewards))

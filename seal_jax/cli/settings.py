@@ -75,7 +75,8 @@ def knowledge_settings(c) -> KnowledgeSettings:
         shuffle_seed=c.data.get("shuffle_seed", 42), limit=c.data.limit, prompt=se.prompt, chat=chat_prompting(c),
         documents=DocOptions(se.split_lines, se.drop_preamble, se.prefix_title, se.append_passage),
         self_edits=self_edit_sampling(se), adapt=adapt_config(c, ev.max_new_tokens), lr=c.inner.lr,
-        epochs=c.inner.epochs, repeats=max(1, ev.eval_repeats),
+        epochs=c.inner.epochs, repeats=max(1, ev.eval_repeats), reward_repeats=max(1, c.rl.get("reward_repeats", 1)),
+        keep=c.rl.get("keep", "threshold"),
         grading=Grading(ev.grader, ev.judge_url, ev.judge_model, ev.get("judge_api", "chat"),
                         ev.get("judge_key_env", "OPENAI_API_KEY")),
         threshold=c.rl.threshold, min_reward=c.rl.min_reward, eval_self_edits=ev.self_edits)

@@ -3,11 +3,13 @@
 Context: a passage with questions. Self-edit: implications (or a rewrite, or Q/A pairs) the generator writes
 after reading it. Item: the self-edit's training documents (self_edit.py). Reward: the fraction of the
 passage's questions the adapted model answers correctly *without* the passage (updates.py, grading.py).
-Keep rule: the best self-edit per passage (ties to the earlier sample), if it beats the no-update baseline
-by `threshold`. M-step target: the self-edit text itself.
+Reward: the mean over `reward_repeats` inner updates (SEAL: 3). Keep rule: top1 (SEAL) keeps the best self-edit
+of every passage (ties to the earlier sample); threshold keeps it only if it beats the no-update baseline by
+`threshold`. M-step target: the self-edit text itself.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -19,6 +21,17 @@ from seal_jax.domains.knowledge.self_edit import prompt_text, self_edit_document
 from seal_jax.domains.knowledge.settings import KnowledgeSettings
 from seal_jax.domains.knowledge.updates import Graded, Item, adapt_and_grade, baseline
 from seal_jax.engine.outer import keep_best
+
+
+def keep_top1(records, group: str) -> list[dict]:
+    """SEAL's ReST-EM selection (build_SFT_dataset.py lines 20-30, 57-65): per passage, the self-edit with the
+    highest reward, ties to the earliest sample, with no threshold against the baseline; kept unless its text is
+    empty (SEAL drops an empty top completion rather than taking the next)."""
+    best: dict = {}
+    for r in sorted(records, key=lambda r: (r[group], r["sample"])):
+        if r[group] not in best or r["reward"] > best[r[group]]["reward"]:
+            best[r[group]] = r
+    return [r for r in best.values() if r["self_edit"].strip()]
 
 
 class KnowledgeDomain(Domain):
@@ -62,7 +75,9 @@ class KnowledgeDomain(Domain):
         return items, []
 
     def score(self, params, cfg, tok, items, key, *, mesh=None, desc="inner updates") -> Iterator[list[Graded]]:
-        return adapt_and_grade(params, cfg, tok, items, self.settings, key, mesh=mesh, desc=desc)
+        """Rewards: the mean accuracy over `reward_repeats` independent inner updates per self-edit (SEAL: 3)."""
+        settings = dataclasses.replace(self.settings, repeats=self.settings.reward_repeats)
+        return adapt_and_grade(params, cfg, tok, items, settings, key, mesh=mesh, desc=desc)
 
     def record(self, iteration: int, result: Graded, baseline: dict) -> dict:
         passage_id = result.item.passages[0].id
@@ -73,6 +88,10 @@ class KnowledgeDomain(Domain):
                 "judge_failures": result.judge_failures}
 
     def keep(self, records):
+        if self.settings.keep == "top1":
+            return keep_top1(records, self.context_field)
+        if self.settings.keep != "threshold":
+            raise ValueError(f"rl.keep {self.settings.keep!r}; choose top1 or threshold")
         return keep_best(records, self.context_field, self.settings.threshold, self.settings.min_reward)
 
     def m_step_target(self, record: dict) -> str:

@@ -25,7 +25,10 @@ class KnowledgeSettings:
     adapt: AdaptConfig            # the inner update (LoRA, optimiser, chunks) and how adapted models answer
     lr: float                     # inner-update learning rate
     epochs: int                   # inner-update epochs
-    repeats: int                  # independent trainings per item; the reward is their mean accuracy
+    repeats: int                  # independent trainings per item in evaluation; the score is their mean accuracy
+    reward_repeats: int           # the same in the E-step: SEAL's reward is the mean over 3 inner runs
+    keep: str                     # top1: SEAL's ReST-EM, the best self-edit of every passage, always; threshold:
+                                  # the best if it beats the baseline by `threshold` and reaches `min_reward`
     grading: Grading
     threshold: float              # keep a self-edit if its reward >= its passage's baseline + threshold ...
     min_reward: float             # ... and >= min_reward
