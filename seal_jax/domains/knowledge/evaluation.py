@@ -1,27 +1,35 @@
-"""SEAL's knowledge-incorporation evaluation, each condition scored on questions asked *without* the passage:
+"""SEAL's knowledge-incorporation evaluation (paper Table 2), each condition scored on questions asked *without*
+the passage:
 
-  base             no update
-  passage          train on the passage only
-  self_edit        train on the passage + self-edits sampled from the generator
+  base             no update (the base model)
+  passage          train on the passage only (SEAL's "Train on Passage")
+  self_edit_base   train on the passage + self-edits the base model writes
   file             train on the passage + self-edits read from a file (SEAL's synthetic-data format: records
-                   with `completions: [str]`, e.g. GPT-4.1-written data)
+                   with `completions: [str]`, e.g. GPT-4.1-written data); the first k non-empty ones (SEAL: k=1)
+  self_edit_rl     train the RL-trained model on the passage + self-edits it writes (SEAL's row; its TTT server
+                   serves the RL checkpoint as generator and learner)
+  self_edit        the generator (a run's, if given) writes; `learner` is updated (the general form)
 
-Modes: `single` (one LoRA per passage), `cpt` (one LoRA over n passages jointly). `continual` applies the
-updates one passage after another, merged into the weights, and records accuracy on every earlier passage
-(the forgetting matrix).
+Modes (SEAL's two columns): `single`, one LoRA per passage, k=1 self-edit, accuracy averaged per passage
+(query_server.py lines 221-280); `cpt`, one LoRA over n passages jointly: k=5 whole completions per passage, the
+passage appended once per completion, question-weighted accuracy, its own LoRA settings (CPT.py, CPT.sh).
+`continual` is SEAL's forgetting protocol (continual_self_edits.py): sequences of K random passages; row 0 is the
+no-edit model; at step k the *current merged* model writes the self-edit for passage k, a LoRA is trained on it,
+every passage so far is re-scored, and the LoRA is merged; mean and standard error over sequences.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import random
 from typing import Optional, Sequence
 
 import jax
 import numpy as np
 
 from seal_jax.domains.knowledge.passages import Passage, json_lines
-from seal_jax.domains.knowledge.self_edit import passage_document, self_edit_documents, self_edit_prompt_ids
+from seal_jax.domains.knowledge.self_edit import DocOptions, build_documents, self_edit_prompt_ids
 from seal_jax.domains.knowledge.settings import KnowledgeSettings
 from seal_jax.domains.knowledge.updates import Item, adapt_and_grade, baseline
 from seal_jax.engine.inner import inner_train_edits, pack_edits, tokenize_document
@@ -30,7 +38,45 @@ from seal_jax.model.lora import merge_lora
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = ("base", "passage", "self_edit", "file")
+CONDITIONS = ("base", "passage", "self_edit_base", "file", "self_edit_rl", "self_edit")
+MODES = ("single", "cpt")
+
+# Paper Table 2 (%), as issue 15 quotes it: single passage (n=1) and continued pretraining (n=200).
+PAPER_TABLE2 = {
+    "single": {"base": 32.7, "passage": 33.5, "self_edit_base": 39.7, "file": 46.3, "self_edit_rl": 47.0},
+    "cpt": {"passage": 36.0, "self_edit_base": 50.6, "file": 59.4, "self_edit_rl": 58.2},
+}
+# The same rows in SEAL's stored result files (knowledge-incorporation/results/query_server/eval/{base,naive,
+# gpt4_1,iter2}.json, results/cpt/cpt_{base,naive,gpt4_1,iter2}.json), in %.
+SEAL_RESULT_FILES = {
+    "single": {"base": 32.67, "passage": 33.51, "self_edit_base": 39.68, "file": 46.31, "self_edit_rl": 46.99},
+    "cpt": {"base": 32.55, "passage": 32.24, "self_edit_base": 40.97, "file": 39.43, "self_edit_rl": 43.84},
+}
+ROW_NAMES = {"base": "Base model", "passage": "Train on passage", "self_edit_base": "Passage + self-edits (base model)",
+             "file": "Passage + external self-edits (file)", "self_edit_rl": "SEAL: self-edits after RL",
+             "self_edit": "Passage + self-edits (generator)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CptSettings:
+    """SEAL's CPT run (CPT.sh line 25; cpt_naive.json): k=5 completions, one LoRA over all n passages, 3 epochs,
+    lr 1e-3 (passage only: 1e-4), effective batch 8 (4 x accumulation 2), whole completions (no line split)."""
+    n: int = 0                    # passages per LoRA (0: all)
+    k: int = 5
+    epochs: int = 3
+    lr: float = 1e-3
+    passage_lr: float = 1e-4
+    batch_size: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ContinualSettings:
+    """SEAL's continual run (continual_self_edits.sh): sequences of K passages drawn with random.sample from
+    `seed`; one self-edit per step from the current merged model, split into lines; one inner update each."""
+    sequences: int = 8
+    k: int = 8
+    seed: int = 42
+    condition: str = "self_edit"  # self_edit (the current model writes) | passage | file
 
 
 def load_completions(path: str) -> dict[str, list[str]]:
@@ -53,37 +99,55 @@ def load_completions(path: str) -> dict[str, list[str]]:
     return out
 
 
+def documents_of(p: Passage, completions: Sequence[str], opts: DocOptions, cpt: bool) -> list[str]:
+    """Training documents for passage `p` from its completions. CPT (SEAL): each completion's documents with the
+    passage appended, so k copies of the passage. Single: k=1 is SEAL's; for k > 1 the completions' documents
+    go into one update with the passage once (SEAL would train on each apart and average)."""
+    if not completions:
+        return build_documents(p.title, p.context, "", opts)  # SEAL's passage-only set
+    if cpt or len(completions) == 1:
+        return [d for c in completions for d in build_documents(p.title, p.context, c, opts)]
+    body = [d for c in completions for d in build_documents(p.title, p.context, c, dataclasses.replace(
+        opts, append_passage=False))]
+    return body + build_documents(p.title, p.context, "", dataclasses.replace(opts, split_lines=True))
+
+
+def file_completions(p: Passage, completions: Optional[dict], k: int) -> list[str]:
+    """SEAL's choice from a synthetic-data file: the first k non-empty completions (query_server.py line 202)."""
+    if completions is None:
+        raise ValueError("condition 'file' needs --config.eval.completions_file")
+    if p.context not in completions:
+        raise ValueError(f"no completions in the file for passage {p.id} ({p.title!r})")
+    chosen = [c for c in completions[p.context] if c.strip()][:k]
+    if not chosen:
+        raise ValueError(f"the file's completions for passage {p.id} ({p.title!r}) are all empty")
+    return chosen
+
+
 def condition_docs(condition: str, passages: Sequence[Passage], settings: KnowledgeSettings, generator=None,
-                   cfg=None, tok=None, completions: Optional[dict] = None, key=None) -> list[list[str]]:
-    """Training documents per passage for a condition; `generator` (params) writes the self_edit condition's."""
-    opts = settings.documents
-    passage_only = [[passage_document(p)] for p in passages]
+                   cfg=None, tok=None, completions: Optional[dict] = None, key=None, k: int = 0,
+                   cpt: bool = False) -> list[list[str]]:
+    """Training documents per passage for a condition; `generator` (params) writes the self-edit conditions'
+    k self-edits per passage (k=0: settings.eval_self_edits). CPT keeps each completion whole (SEAL)."""
+    k = k or settings.eval_self_edits
+    opts = dataclasses.replace(settings.documents, split_lines=False) if cpt else settings.documents
     if condition == "passage":
-        return passage_only
-    if condition == "self_edit":
+        return [documents_of(p, [], opts, cpt) for p in passages]
+    if condition in ("self_edit", "self_edit_base", "self_edit_rl"):
         prompts = [self_edit_prompt_ids(tok, p, settings.prompt, settings.chat) for p in passages]
-        edits = sample_self_edits(generator, cfg, tok, prompts, settings.eval_self_edits, settings.self_edits, key)
-        return [[d for e in es for d in self_edit_documents(p, e, settings.prompt, opts)[:-1]] + only
-                if opts.append_passage else
-                [d for e in es for d in self_edit_documents(p, e, settings.prompt, opts)]
-                for p, es, only in zip(passages, edits, passage_only)]
+        edits = sample_self_edits(generator, cfg, tok, prompts, k, settings.self_edits, key)
+        return [documents_of(p, [e if e.strip() else p.context for e in es], opts, cpt)
+                for p, es in zip(passages, edits)]
     if condition == "file":
-        if completions is None:
-            raise ValueError("condition 'file' needs --config.eval.completions_file")
-        docs = []
-        for p, only in zip(passages, passage_only):
-            if p.context not in completions:
-                raise ValueError(f"no completions in the file for passage {p.id} ({p.title!r})")
-            body = [d for e in completions[p.context] for d in self_edit_documents(p, e, settings.prompt, opts)
-                    if d != only[0]]
-            docs.append(body + (only if opts.append_passage else []))
-        return docs
+        return [documents_of(p, file_completions(p, completions, k), opts, cpt) for p in passages]
     raise ValueError(f"unknown condition {condition!r}; choose among {CONDITIONS}")
 
 
 def accuracy_of(learner, cfg, tok, passages: Sequence[Passage], docs: Sequence[Sequence[str]],
                 settings: KnowledgeSettings, key, mode: str = "single", cpt_n: int = 0, desc: str = "eval") -> float:
-    """Mean accuracy over the passages' questions after the updates (single: one LoRA per passage)."""
+    """Accuracy on the passages' questions after the updates. single: one LoRA per passage, the mean over passages
+    of each passage's accuracy (SEAL's macro average); cpt: one LoRA per `cpt_n` passages (0: all), accuracy
+    over all their questions."""
     if mode == "single":
         items = [Item(i, (p,), tuple(d)) for i, (p, d) in enumerate(zip(passages, docs))]
     elif mode == "cpt":
@@ -96,7 +160,7 @@ def accuracy_of(learner, cfg, tok, passages: Sequence[Passage], docs: Sequence[S
     for chunk in adapt_and_grade(learner, cfg, tok, items, settings, key, desc=desc):
         for r in chunk:
             scores.append(r.reward)
-            weights.append(sum(len(p.questions) for p in r.item.passages))
+            weights.append(1 if mode == "single" else sum(len(p.questions) for p in r.item.passages))
             judge_failures += r.judge_failures
     warn_judge_failures(judge_failures, desc)
     return float(np.average(scores, weights=weights))
@@ -104,44 +168,115 @@ def accuracy_of(learner, cfg, tok, passages: Sequence[Passage], docs: Sequence[S
 
 def warn_judge_failures(n: int, what: str) -> None:
     if n:
-        log.warning("%s: %d judge calls failed (endpoint down or no yes/no reply); those answers count as wrong",
-                    what, n)
+        log.warning("%s: %d judge calls failed after their retries; those answers count as wrong", what, n)
+
+
+def base_accuracy(params, cfg, tok, passages: Sequence[Passage], settings: KnowledgeSettings, mode: str) -> float:
+    """No-update accuracy: per-passage mean (single) or over all questions (cpt), as SEAL reports each."""
+    base = baseline(params, cfg, tok, passages, settings)
+    warn_judge_failures(sum(b["judge_failures"] for b in base.values()), "eval: base")
+    weights = [1 if mode == "single" else len(p.questions) for p in passages]
+    return float(np.average([base[p.id]["accuracy"] for p in passages], weights=weights))
+
+
+def cpt_settings(settings: KnowledgeSettings, cpt: CptSettings, condition: str) -> KnowledgeSettings:
+    """The inner update of SEAL's CPT run: its epochs, lr (passage only: its own) and batch."""
+    inner = dataclasses.replace(settings.adapt.inner, batch_size=cpt.batch_size)
+    return dataclasses.replace(settings, epochs=cpt.epochs, lr=cpt.passage_lr if condition == "passage" else cpt.lr,
+                               adapt=dataclasses.replace(settings.adapt, inner=inner))
 
 
 def run_conditions(learner, generator, cfg, tok, passages: Sequence[Passage], settings: KnowledgeSettings, key,
                    conditions: Sequence[str] = ("base", "passage", "self_edit"), completions: Optional[dict] = None,
-                   mode: str = "single", cpt_n: int = 0) -> dict:
-    """{condition: accuracy}. `learner` is updated; `generator` writes the self_edit condition's self-edits."""
+                   mode: str = "single", cpt_n: int = 0, cpt: Optional[CptSettings] = None) -> dict:
+    """{condition: accuracy}. `learner` is the base model (updated by base/passage/file/self_edit_base/self_edit);
+    `generator` writes self_edit's self-edits and is both generator and learner for self_edit_rl."""
     out = {}
     for i, cond in enumerate(conditions):
         k = jax.random.fold_in(key, i)
         if cond == "base":
-            base = baseline(learner, cfg, tok, passages, settings)
-            warn_judge_failures(sum(b["judge_failures"] for b in base.values()), "eval: base")
-            out[cond] = float(np.average([base[p.id]["accuracy"] for p in passages],
-                                         weights=[len(p.questions) for p in passages]))
+            out[cond] = base_accuracy(learner, cfg, tok, passages, settings, mode)
             continue
-        if mode == "cpt":  # CPT keeps each generation whole (SEAL), one document per self-edit
-            settings = dataclasses.replace(settings, documents=dataclasses.replace(settings.documents,
-                                                                                   split_lines=False))
-        docs = condition_docs(cond, passages, settings, generator, cfg, tok, completions, k)
-        out[cond] = accuracy_of(learner, cfg, tok, passages, docs, settings, k, mode, cpt_n, f"eval: {cond}")
+        writer = {"self_edit_base": learner, "self_edit_rl": generator, "self_edit": generator}.get(cond)
+        trained = generator if cond == "self_edit_rl" else learner
+        s, n_edits = settings, 0
+        if mode == "cpt":
+            cpt = cpt or CptSettings(n=cpt_n)
+            s, n_edits = cpt_settings(settings, cpt, cond), cpt.k
+        docs = condition_docs(cond, passages, s, writer, cfg, tok, completions, k, n_edits, cpt=mode == "cpt")
+        out[cond] = accuracy_of(trained, cfg, tok, passages, docs, s, k, mode, cpt.n if mode == "cpt" else cpt_n,
+                                f"eval {mode}: {cond}")
     return out
 
 
-def continual(params, cfg, tok, passages: Sequence[Passage], docs: Sequence[Sequence[str]],
-              settings: KnowledgeSettings, key) -> np.ndarray:
-    """Sequential updates merged into the weights; acc[i, j] = accuracy on passage j after update i (j <= i)."""
+def table2(accuracy_by_mode: dict[str, dict[str, float]]) -> list[dict]:
+    """Paper Table 2 rows beside ours (%, ours rounded to 0.1): one row per (mode, condition) evaluated."""
+    rows = []
+    for mode, acc in accuracy_by_mode.items():
+        for cond, value in acc.items():
+            rows.append({"mode": mode, "condition": cond, "row": ROW_NAMES.get(cond, cond),
+                         "ours": round(100 * value, 1), "paper": PAPER_TABLE2.get(mode, {}).get(cond),
+                         "seal_result_files": SEAL_RESULT_FILES.get(mode, {}).get(cond)})
+    return rows
+
+
+def format_table2(rows: Sequence[dict]) -> str:
+    lines = [f"{'mode':7s} {'row':40s} {'ours':>6s} {'paper':>6s} {'SEAL files':>10s}"]
+    for r in rows:
+        fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        lines.append(f"{r['mode']:7s} {r['row']:40s} {fmt(r['ours']):>6s} {fmt(r['paper']):>6s} "
+                     f"{fmt(r['seal_result_files']):>10s}")
+    return "\n".join(lines)
+
+
+def continual_step(params, cfg, tok, docs: Sequence[str], settings: KnowledgeSettings, key):
+    """One inner update on `docs`, merged into `params`."""
     icfg = settings.adapt.inner
+    packed = pack_edits([[tokenize_document(tok, d) for d in docs]], [settings.lr], [settings.epochs],
+                        batch_size=icfg.batch_size, max_len=settings.adapt.max_len)
+    edits, hparams = packed.arrays()
+    lora, _ = inner_train_edits(params, edits, np.asarray(key)[None], hparams, cfg=cfg, icfg=icfg, steps=packed.steps)
+    return merge_lora(params, jax.tree.map(lambda x: x[0], lora), icfg.lora)
+
+
+def continual_sequence(params, cfg, tok, passages: Sequence[Passage], settings: KnowledgeSettings, key,
+                       condition: str = "self_edit", completions: Optional[dict] = None) -> np.ndarray:
+    """One sequence of SEAL's continual protocol: a (K+1) x K matrix, row 0 the no-edit model's accuracy on each
+    passage, row r (after r edits merged) the accuracy on passages 0..r-1 (NaN elsewhere; SEAL writes 0.0)."""
     n = len(passages)
-    acc = np.full((n, n), np.nan)
-    for i in range(n):
-        packed = pack_edits([[tokenize_document(tok, d) for d in docs[i]]], [settings.lr], [settings.epochs],
-                            batch_size=icfg.batch_size, max_len=settings.adapt.max_len)
-        edits, hparams = packed.arrays()
-        lora, _ = inner_train_edits(params, edits, np.asarray(jax.random.fold_in(key, i))[None], hparams, cfg=cfg,
-                                    icfg=icfg, steps=packed.steps)
-        params = merge_lora(params, jax.tree.map(lambda x: x[0], lora), icfg.lora)
-        base = baseline(params, cfg, tok, passages[:i + 1], settings)
-        acc[i, :i + 1] = [base[p.id]["accuracy"] for p in passages[:i + 1]]
+    acc = np.full((n + 1, n), np.nan)
+    base = baseline(params, cfg, tok, passages, settings)
+    acc[0] = [base[p.id]["accuracy"] for p in passages]
+    opts = dataclasses.replace(settings.documents, split_lines=True)  # continual_self_edits.py line 262
+    for i, p in enumerate(passages):
+        k_docs, k_train = jax.random.split(jax.random.fold_in(key, i))
+        if condition == "self_edit":  # written by the current merged model
+            edit = sample_self_edits(params, cfg, tok, [self_edit_prompt_ids(tok, p, settings.prompt, settings.chat)],
+                                     1, settings.self_edits, k_docs)[0][0]
+            docs = build_documents(p.title, p.context, edit if edit.strip() else p.context, opts)
+        elif condition == "passage":
+            docs = build_documents(p.title, p.context, "", opts)
+        elif condition == "file":
+            docs = build_documents(p.title, p.context, file_completions(p, completions, 1)[0], opts)
+        else:
+            raise ValueError(f"continual condition {condition!r}; choose self_edit, passage or file")
+        params = continual_step(params, cfg, tok, docs, settings, k_train)
+        res = baseline(params, cfg, tok, passages[:i + 1], settings)
+        acc[i + 1, :i + 1] = [res[q.id]["accuracy"] for q in passages[:i + 1]]
     return acc
+
+
+def continual(params, cfg, tok, pool: Sequence[Passage], settings: KnowledgeSettings, key,
+              cont: ContinualSettings = ContinualSettings(), completions: Optional[dict] = None) -> dict:
+    """SEAL's continual protocol over `cont.sequences` sequences of `cont.k` passages drawn from `pool` (Python's
+    random seeded `cont.seed`, random.sample per sequence): per-sequence matrices, their mean and standard error."""
+    if cont.k > len(pool):
+        raise ValueError(f"continual: sequences of {cont.k} passages, but only {len(pool)} to draw from")
+    rng = random.Random(cont.seed)
+    sequences = [rng.sample(list(pool), cont.k) for _ in range(cont.sequences)]
+    mats = np.stack([continual_sequence(params, cfg, tok, seq, settings, jax.random.fold_in(key, s), cont.condition,
+                                        completions) for s, seq in enumerate(sequences)])
+    mean = mats.mean(axis=0)  # every sequence has the same NaN cells (not yet learned), which stay NaN
+    sem = mats.std(axis=0, ddof=1) / np.sqrt(len(mats)) if len(mats) > 1 else np.full_like(mean, np.nan)
+    return {"condition": cont.condition, "k": cont.k, "sequences": [[p.id for p in seq] for seq in sequences],
+            "matrices": mats, "mean": mean, "sem": sem}
