@@ -1,4 +1,4 @@
-"""Evaluate few-shot ARC: ICL, TTT with the default self-edit, the oracle configuration, sampled self-edits.
+"""Evaluate few-shot ARC, SEAL's Table 1: ICL, TTT with self-edits before RL, SEAL (self-edits after RL), oracle.
 
     python -m seal_jax.cli.evaluate --config=configs/arc_eval.py:demo --out=runs/arc_eval
     python -m seal_jax.cli.evaluate --config=configs/arc_eval.py:demo --out=runs/arc_eval_rl \
@@ -14,4 +14,4 @@ _spec.loader.exec_module(common)
 
 
 def get_config(arg: str = "demo"):
-    return common.evaluation(common.sibling("arc").get_config(arg), conditions="icl,ttt_default,oracle,self_edit")
+    return common.evaluation(common.sibling("arc").get_config(arg), conditions="icl,ttt_no_rl,seal,oracle")

@@ -181,24 +181,22 @@ def _fake_sampler(replies):
     return sample, calls
 
 
-def test_resampling_replaces_only_rejected_replies_and_stops_when_all_are_acceptable(monkeypatch):
+def test_resampling_replaces_only_rejected_replies_and_stops_when_all_are_acceptable():
     import types
-    from seal_jax.rl import restem
+    from seal_jax.domains.base import sample_acceptable
     domain = types.SimpleNamespace(self_edits=None, max_resamples=5, acceptable=lambda t: t.startswith("{"))
     sample, calls = _fake_sampler(["{a", "x", "{b", "y", "z", "{c", "{d"])
-    monkeypatch.setattr(restem, "sample_self_edits", sample)
-    texts = restem.sample_acceptable(domain, None, None, None, [[1], [2]], 2, np.zeros(2, np.uint32))
+    texts = sample_acceptable(domain, None, None, None, [[1], [2]], 2, np.zeros(2, np.uint32), sample=sample)
     assert texts == [["{a", "{d"], ["{b", "{c"]]
     assert calls == [4, 2, 1]   # 2 prompts x 2, then the 2 rejected ("z", "{c"), then the 1 still rejected
 
 
-def test_resampling_is_bounded(monkeypatch):
+def test_resampling_is_bounded():
     import types
-    from seal_jax.rl import restem
+    from seal_jax.domains.base import sample_acceptable
     domain = types.SimpleNamespace(self_edits=None, max_resamples=3, acceptable=lambda t: t.startswith("{"))
     sample, calls = _fake_sampler(["never json"] * 100)
-    monkeypatch.setattr(restem, "sample_self_edits", sample)
-    texts = restem.sample_acceptable(domain, None, None, None, [[1]], 2, np.zeros(2, np.uint32))
+    texts = sample_acceptable(domain, None, None, None, [[1]], 2, np.zeros(2, np.uint32), sample=sample)
     assert texts == [["never json"] * 2] and calls == [2, 2, 2, 2]   # first draw + 3 rounds, then given up
 
 

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
 from typing import Any, Iterator, Sequence
 
-from seal_jax.engine.sampling import SelfEditSampling
+import jax
+
+from seal_jax.engine.sampling import SelfEditSampling, sample_self_edits
 from seal_jax.tokenizer import chat_prompt
 
+log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class EStepTiming:
@@ -96,3 +100,20 @@ class Domain(abc.ABC):
     @abc.abstractmethod
     def final_eval(self, initial, trained, cfg, tok, held_out: Sequence, key) -> dict:
         """{condition: score} on the held-out contexts, before (`initial`) and after (`trained`) RL."""
+
+
+def sample_acceptable(domain, params, cfg, tok, prompts: Sequence[list[int]], k: int, key,
+                      sample=sample_self_edits) -> list[list[str]]:
+    """k self-edits per prompt (`sample`: engine.sampling.sample_self_edits' signature); those
+    `domain.acceptable` rejects are resampled, at most `domain.max_resamples` rounds (round r samples with
+    fold_in(key, r)); what is still rejected after that is returned as it is."""
+    texts = sample(params, cfg, tok, prompts, k, domain.self_edits, key)
+    for r in range(1, domain.max_resamples + 1):
+        bad = [(i, s) for i, row in enumerate(texts) for s, text in enumerate(row) if not domain.acceptable(text)]
+        if not bad:
+            break
+        log.info("resampling %d self-edits (round %d of %d)", len(bad), r, domain.max_resamples)
+        again = sample(params, cfg, tok, [prompts[i] for i, _ in bad], 1, domain.self_edits, jax.random.fold_in(key, r))
+        for (i, s), row in zip(bad, again):
+            texts[i][s] = row[0]
+    return texts

