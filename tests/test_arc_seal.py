@@ -437,3 +437,18 @@ def test_config_reaches_warmup_steps_and_the_m_step_schedule():
     assert inner_config(c.inner).warmup_steps == c.inner.get("warmup_steps", 0)
     c.inner.warmup_steps, c.rl.schedule = 11, "cosine"
     assert inner_config(c.inner).warmup_steps == 11 and outer_config(c.rl).schedule == "cosine"
+
+
+# SEAL's pre-token-filter TTT set sizes (leave-1 + leave-2), from running SEAL's code on its 12 training tasks:
+# (no augmentation, basic only, all four groups)
+SEAL_TTT_SIZES = {"44f52bb0": (69, 864, 1728), "4be741c5": (10, 188, 264), "5582e5ca": (10, 216, 432),
+                  "5614dbcf": (4, 96, 192), "5bd6f4ac": (23, 384, 768), "6150a2bd": (4, 96, 192),
+                  "67e8384a": (23, 384, 768), "6d0aefbc": (23, 384, 768), "6e02f1e3": (47, 600, 1200),
+                  "8be77c9e": (10, 212, 428), "8d5021e8": (10, 200, 400), "8e1813be": (10, 188, 264)}
+
+
+def test_ttt_set_sizes_equal_seals_on_its_training_tasks():
+    groups = ([], ["basic"], ["basic", "size", "chain", "repeat"])
+    for t in load_tasks(SEAL_TRAIN_IDS, version="arcagi1"):
+        sizes = tuple(sum(len(T.pseudo_tasks(t.train, A.augmenters(g), n)) for n in (1, 2)) for g in groups)
+        assert sizes == SEAL_TTT_SIZES[t.id], t.id
