@@ -466,3 +466,68 @@ def test_table2_rows_carry_the_papers_numbers():
     assert [(r["mode"], r["condition"], r["ours"], r["paper"]) for r in rows] == [
         ("single", "base", 30.0, 32.7), ("single", "self_edit_rl", 50.0, 47.0), ("cpt", "passage", 25.0, 36.0)]
     assert "SEAL: self-edits after RL" in format_table2(rows)
+
+
+# ---- the :smoke variant of the paper protocol, end to end ------------------------------------------------------
+
+def test_smoke_paper_protocol_end_to_end(tmp_path, fake_openai):
+    """:smoke with SEAL's data path (local files in SEAL's format, the eval subset by SEAL's shuffle), 3 reward
+    repeats, top-1 selection, disjoint rounds and the judge at an OpenAI-compatible endpoint; then the paper's
+    evaluation (every Table 2 row, single and CPT, continual) of the trained generator. Offline, tiny model."""
+    import random
+    corpus = json.load(open(os.path.join(ROOT, "seal_jax", "data", "demo_corpus.json")))
+    records = corpus["data"] if isinstance(corpus, dict) else corpus
+    records = [{k: r[k] for k in ("title", "context", "questions")} for r in records]
+    train, val = tmp_path / "squad_train.json", tmp_path / "squad_val.json"
+    train.write_text(json.dumps(records[:40]))
+    val.write_text(json.dumps(records[40:]))
+    server = fake_openai(lambda path, body, n: (200, "yes"))
+    env = dict(os.environ, OPENAI_API_KEY=KEY)
+    paper = [f"--config.data.source={train}", f"--config.data.eval_source={val}", "--config.data.eval_n=2",
+             "--config.eval.grader=judge-http", f"--config.eval.judge_url={server.url}",
+             "--config.eval.judge_model=gpt-4.1", "--config.eval.judge_api=responses"]
+    run = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "seal_jax.cli.train", "--config=configs/knowledge.py:smoke",
+                          f"--workdir={run}", "--config.rl.reward_repeats=3", *paper],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in open(run / "records.jsonl")]
+    shuffled = list(records[:40])
+    random.seed(42)
+    random.shuffle(shuffled)
+    by_iteration = [sorted({r["passage_id"] for r in rows if r["iteration"] == it}) for it in (0, 1)]
+    titles = {f"squad_train.json:{i}": r["context"] for i, r in enumerate(records[:40])}
+    assert [sorted(titles[i] for i in ids) for ids in by_iteration] == [
+        sorted(r["context"] for r in shuffled[0:3]), sorted(r["context"] for r in shuffled[3:6])]
+    metrics = [m for m in map(json.loads, open(run / "metrics.jsonl")) if "reward_mean" in m]
+    assert [m["kept_fraction"] for m in metrics] == [1.0, 1.0]  # top-1 always
+    final = json.load(open(run / "eval.json"))
+    assert set(final) >= {"base", "passage_only", "self_edit_before_rl", "self_edit_after_rl"}
+
+    comp = tmp_path / "gpt41.json"
+    comp.write_text(json.dumps([{"context": r["context"], "completions": [f"{r['title']} is notable.\nIt is real."]}
+                                for r in records[40:]]))
+    out_dir = tmp_path / "eval"
+    out = subprocess.run([sys.executable, "-m", "seal_jax.cli.evaluate", "--config=configs/knowledge_eval.py:smoke",
+                          f"--out={out_dir}", f"--config.generator_workdir={run}", *paper,
+                          "--config.eval.conditions=base,passage,self_edit_base,file,self_edit_rl",
+                          "--config.eval.mode=single,cpt", f"--config.eval.completions_file={comp}",
+                          "--config.eval.continual=True", "--config.eval.continual_k=2",
+                          "--config.eval.continual_sequences=2"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.load(open(out_dir / "eval.json"))
+    assert result["passages"] == 2 and result["skipped"] == {}
+    assert [(r["mode"], r["condition"]) for r in result["table2"]] == [
+        (m, c) for m in ("single", "cpt") for c in ("base", "passage", "self_edit_base", "file", "self_edit_rl")]
+    assert all(0 <= r["ours"] <= 100 for r in result["table2"])
+    assert [r["paper"] for r in result["table2"]][:5] == [32.7, 33.5, 39.7, 46.3, 47.0]
+    cont = result["continual"]
+    assert len(cont["sequences"]) == 2 and len(cont["mean"]) == 3 and len(cont["sem"]) == 3
+    assert cont["mean"][1][1] is None and cont["mean"][2][1] is not None
+    assert "Base model" in out.stdout and "32.7" in out.stdout
+    for png in ("conditions.png", "conditions_cpt.png", "forgetting.png", "rl.png"):
+        assert (out_dir / png).stat().st_size > 0
+    for root, _, files in os.walk(tmp_path):
+        for f in files:
+            assert KEY.encode() not in open(os.path.join(root, f), "rb").read(), f
