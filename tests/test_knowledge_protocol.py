@@ -460,12 +460,14 @@ def test_continual_protocol_on_the_tiny_model(monkeypatch):
     np.testing.assert_allclose(res["sem"], mats.std(0, ddof=1) / np.sqrt(2))
 
 
-def test_table2_rows_carry_the_papers_numbers():
+def test_table2_rows_carry_the_papers_numbers(tmp_path):
     from seal_jax.domains.knowledge.evaluation import format_table2, table2
+    from seal_jax.runtime.plots import plot_table2
     rows = table2({"single": {"base": 0.3, "self_edit_rl": 0.5}, "cpt": {"passage": 0.25}})
     assert [(r["mode"], r["condition"], r["ours"], r["paper"]) for r in rows] == [
         ("single", "base", 30.0, 32.7), ("single", "self_edit_rl", 50.0, 47.0), ("cpt", "passage", 25.0, 36.0)]
     assert "SEAL: self-edits after RL" in format_table2(rows)
+    assert os.path.getsize(plot_table2(rows, str(tmp_path / "t.png"))) > 0
 
 
 # ---- the :smoke variant of the paper protocol, end to end ------------------------------------------------------
@@ -526,7 +528,7 @@ def test_smoke_paper_protocol_end_to_end(tmp_path, fake_openai):
     assert len(cont["sequences"]) == 2 and len(cont["mean"]) == 3 and len(cont["sem"]) == 3
     assert cont["mean"][1][1] is None and cont["mean"][2][1] is not None
     assert "Base model" in out.stdout and "32.7" in out.stdout
-    for png in ("conditions.png", "conditions_cpt.png", "forgetting.png", "rl.png"):
+    for png in ("conditions.png", "conditions_cpt.png", "table2.png", "forgetting.png", "rl.png"):
         assert (out_dir / png).stat().st_size > 0
     for root, _, files in os.walk(tmp_path):
         for f in files:

@@ -24,7 +24,7 @@ from seal_jax.domains.arc.evaluation import evaluate as evaluate_arc, table_1
 from seal_jax.domains.knowledge.evaluation import (ContinualSettings, CptSettings, continual, format_table2,
                                                   load_completions, run_conditions, table2)
 from seal_jax.domains.knowledge.passages import load_passages
-from seal_jax.runtime.plots import plot_conditions, plot_forgetting, plot_rl
+from seal_jax.runtime.plots import plot_conditions, plot_forgetting, plot_rl, plot_table2
 from seal_jax.runtime.workdir import Workdir, restore_generator
 
 FLAGS = flags.FLAGS
@@ -84,6 +84,7 @@ def evaluate_knowledge(c, domain, cfg, params, tok, generator, out_dir: str) -> 
     plots = [plot_conditions(acc, os.path.join(out_dir, "conditions.png" if m == "single" else f"conditions_{m}.png"),
                              f"accuracy without the passage ({m}, {len(passages)} passages)")
              for m, acc in by_mode.items()]
+    plots.append(plot_table2(rows, os.path.join(out_dir, "table2.png")))
     if ev.continual:
         cont = ContinualSettings(sequences=ev.get("continual_sequences", 8), k=ev.get("continual_k", 8),
                                  seed=ev.get("continual_seed", 42), condition=ev.continual_condition)

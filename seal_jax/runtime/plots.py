@@ -31,6 +31,30 @@ def plot_conditions(results: dict, path: str, title: str = "held-out accuracy (n
     return path
 
 
+def plot_table2(rows: list[dict], path: str) -> str:
+    """Ours beside the paper's Table 2 (%), one panel per mode; rows: {mode, condition, ours, paper}."""
+    plt = _plt()
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 3.8), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        sel = [r for r in rows if r["mode"] == mode]
+        x = np.arange(len(sel))
+        ours = ax.bar(x - 0.2, [r["ours"] for r in sel], 0.4, label="ours", color="#4C72B0")
+        paper = ax.bar(x + 0.2, [r["paper"] if r["paper"] is not None else 0.0 for r in sel], 0.4, label="paper",
+                       color="#DD8452")
+        ax.bar_label(ours, fmt="%.1f", fontsize=7)
+        ax.bar_label(paper, labels=["-" if r["paper"] is None else f"{r['paper']:.1f}" for r in sel], fontsize=7)
+        ax.set_xticks(x, [r["condition"] for r in sel], rotation=20, ha="right")
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"SEAL Table 2, {mode}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_rl(metrics_path: str, path: str) -> Optional[str]:
     if not os.path.exists(metrics_path):
         return None
