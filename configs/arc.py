@@ -55,9 +55,10 @@ def get_config(arg: str = "demo"):
         # reason, and the M-step is skipped (nothing solved), which the smoke run exercises as well.
         c.rl.update(contexts=2, samples=2, lora_rank=4, lora_alpha=4.0, epochs=1, batch_size=2)
     elif preset == "demo":
-        c.data.update(train_ids="6150a2bd,5582e5ca,44f52bb0")
-        c.self_edit.update(batch=8, max_resamples=2)
-        c.inner.update(lora_rank=16, lora_alpha=16.0, max_len=1024)
+        # three small one-test tasks (2-3 demonstrations of 3x3 grids), one item per chunk: a few GB of memory
+        c.data.update(train_ids="6150a2bd,5582e5ca,8be77c9e")
+        c.self_edit.update(batch=8, max_resamples=1)
+        c.inner.update(lora_rank=16, lora_alpha=16.0, max_len=1024, edits_per_chunk=1)
         c.ttt.update(cap=16, max_new_tokens=48)
         c.eval.update(self_edits=2)
         c.rl.update(contexts=3, samples=4, batch_size=2)
