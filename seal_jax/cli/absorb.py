@@ -15,14 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from typing import Optional
 
 import jax
 from absl import flags
 
 from seal_jax.cli.common import run
-from seal_jax.domains.knowledge.passages import document_passages, read_documents
-from seal_jax.domains.knowledge.self_edit import PROMPTS, passage_document, prompt_text, self_edit_documents
+from seal_jax.domains.knowledge.passages import Passage, document_passages, read_documents
+from seal_jax.domains.knowledge.self_edit import PROMPTS, passage_document
 from seal_jax.engine.chunks import train_in_chunks
 from seal_jax.engine.inner import InnerConfig, pack_edits, summarize, tokenize_document
 from seal_jax.engine.sampling import SamplingConfig, SelfEditSampling, sample_self_edits
@@ -61,6 +62,35 @@ def sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+# absorb's own wording for a chat model (SEAL's templates are for a base model reading raw text; see
+# domains/knowledge/self_edit.py): one instruction per prompt key, as a user turn.
+ABSORB_PROMPTS = {
+    "implications": "Read the passage below and list the implications that follow from it, one per line.\n\n"
+                    "Title: {title}\n{context}",
+    "implications-long": "Read the passage below. Write a long list of implications and consequences of its "
+                         "facts, one complete, self-contained sentence per line.\n\nTitle: {title}\n{context}",
+    "implications-very-long": "Read the passage below. Write a very long, thorough list of every implication, "
+                              "consequence and restatement of its facts you can think of, one self-contained "
+                              "sentence per line.\n\nTitle: {title}\n{context}",
+    "rewrite": "Rewrite the passage below in your own words, several times, each version on its own lines.\n\n"
+               "Title: {title}\n{context}",
+    "self-qa": "Read the passage below and write question and answer pairs that test every fact in it. "
+               "Format each pair as two lines: 'Question: ...' then 'Answer: ...'.\n\nTitle: {title}\n{context}",
+}
+_PREAMBLE = re.compile(r"^(here|sure|certainly|the following|below)\b.*|.*:\s*$", re.IGNORECASE)
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*")
+
+
+def absorb_documents(p: Passage, self_edit: str) -> list[str]:
+    """One titled document per line of a self-edit, bullets and a list preamble removed (the passage is added
+    by the caller)."""
+    lines = [_BULLET.sub("", line).strip() for line in self_edit.splitlines()]
+    lines = [line for line in lines if line]
+    if lines and _PREAMBLE.match(lines[0]):
+        lines = lines[1:]
+    return [f"{p.title}\n{line}" for line in lines]
+
+
 def absorb(model: str, docs_path: str, out: str, *, prompt="implications", samples=1, temperature=0.0,
            max_new_tokens=160, passage_words=150, per_doc=False, rank=32, alpha=64.0, targets="all", lr=1e-3,
            epochs=6, seed=0, dry_run=False, overwrite=False, merge: Optional[str] = None, log=print) -> dict:
@@ -76,7 +106,8 @@ def absorb(model: str, docs_path: str, out: str, *, prompt="implications", sampl
     per_source = [document_passages(text, os.path.splitext(os.path.basename(p))[0], passage_words, str(i))
                   for i, (p, text) in enumerate(sources)]
     passages = [p for ps in per_source for p in ps]
-    texts = sample_self_edits(params, cfg, tok, [chat_prompt(tok, prompt_text(p, prompt)) for p in passages], samples,
+    prompts = [chat_prompt(tok, ABSORB_PROMPTS[prompt].format(title=p.title, context=p.context)) for p in passages]
+    texts = sample_self_edits(params, cfg, tok, prompts, samples,
                               SelfEditSampling(SamplingConfig(max_new_tokens, temperature, 0.95), batch=8),
                               jax.random.PRNGKey(seed), "writing self-edits")
     edits = {p.id: t for p, t in zip(passages, texts)}
@@ -87,7 +118,7 @@ def absorb(model: str, docs_path: str, out: str, *, prompt="implications", sampl
         return {"passages": len(passages), "self_edits": edits}
 
     def documents(ps):
-        return [d for p in ps for e in edits[p.id] for d in self_edit_documents(p, e, prompt)[:-1]] + \
+        return [d for p in ps for e in edits[p.id] for d in absorb_documents(p, e)] + \
                [passage_document(p) for p in ps]
 
     groups = per_source if per_doc else [passages]
