@@ -21,7 +21,13 @@ DEMO_DIR ?= runs/demo
 demo: install
 	$(PY) -m seal_jax.cli.train --config=configs/knowledge.py:demo --workdir=$(DEMO_DIR)
 
-test: install
+# libtpu for the AOT-plan tests (compile for TPU topologies that are not attached); CPU runs default to
+# JAX_PLATFORMS=cpu (runtime/topology.default_to_cpu), so its presence costs them nothing.
+$(VENV)/.libtpu: $(VENV)/.installed
+	$(PY) -m pip install -q "libtpu==0.0.42.*"
+	touch $@
+
+test: install $(VENV)/.libtpu
 	$(PY) -m pytest -q tests
 
 clean:

@@ -8,6 +8,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+from seal_jax.runtime.topology import default_to_cpu  # noqa: E402
+
+default_to_cpu()  # libtpu is installed for the AOT tests; CPU runs must not probe for TPUs
+
 
 @pytest.fixture(scope="session")
 def smollm():

@@ -17,6 +17,8 @@ from ml_collections import config_flags
 
 from seal_jax.model.config import preset
 from seal_jax.model.transformer import init_params
+from seal_jax.runtime import sharding
+from seal_jax.runtime.topology import default_to_cpu
 from seal_jax.tokenizer import load_tokenizer
 from seal_jax.weights import load_model, resolve_model_path
 
@@ -24,6 +26,7 @@ from seal_jax.weights import load_model, resolve_model_path
 def run(main: Callable, define_flags: Optional[Callable] = None) -> None:
     """absl's app.run(main) with this package's logging defaults; `define_flags` first (modules that are not
     the program never define flags, so tests and other tools can import them)."""
+    default_to_cpu()  # before any JAX backend starts: an installed libtpu must not make CPU runs probe for TPUs
     if define_flags is not None:
         define_flags()
 
@@ -41,8 +44,9 @@ def define_config_flag(help_text: str = "Experiment config file (configs/*.py[:p
     config_flags.DEFINE_config_file("config", None, help_text, lock_config=True)
 
 
-def build_model(model_section, seed: int = 0):
-    """(cfg, params, tokenizer) from a config's `model` section; `random:<preset>` for smoke runs."""
+def build_model(model_section, seed: int = 0, mesh=None):
+    """(cfg, params, tokenizer) from a config's `model` section; `random:<preset>` for smoke runs. With a
+    mesh, each device receives only its shard of the weights (the partition rules), straight from the files."""
     dtype = model_section.get("dtype", "auto")
     if dtype == "auto":  # bf16 base weights on accelerators, f32 on CPU; LoRA and Adam state are always f32
         dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
@@ -51,6 +55,8 @@ def build_model(model_section, seed: int = 0):
         tok = load_tokenizer(resolve_model_path(model_section.tokenizer))
         cfg = preset(model_section.name.split(":", 1)[1]).replace(vocab_size=len(tok))
         params = init_params(jax.random.PRNGKey(seed), cfg, dtype)
+        params = params if mesh is None else sharding.shard_params(params, mesh)
     else:
-        cfg, params, tok = load_model(model_section.name, dtype)
+        shardings = None if mesh is None else sharding.param_shardings(mesh)
+        cfg, params, tok = load_model(model_section.name, dtype, shardings=shardings)
     return cfg.replace(remat=model_section.remat), params, tok

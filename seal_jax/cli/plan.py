@@ -1,9 +1,15 @@
-"""Per-device memory plan for a config and mesh: `python -m seal_jax.cli.plan --config=configs/knowledge.py:paper`.
+"""Per-device memory plan for a config and mesh; with --topology and --compile, XLA's own, for a TPU not present.
 
     python -m seal_jax.cli.plan --config=configs/knowledge.py:paper --edit=2 --fsdp=4 --device_gib=16
+    python -m seal_jax.cli.plan --config=configs/knowledge.py:paper --topology=v5e:2x4 --compile [--suggest]
 
-Prints runtime/memory_plan.py's estimate as JSON: base weights, LoRA + Adam per edit, activations, KV cache
-per device, and the largest edits-per-chunk that fits. No weights are loaded.
+Without --compile: runtime/memory_plan.py's hand estimate as JSON (no weights, no compiler). With it (needs
+libtpu): the real jitted phases (`engine/aot.py`) AOT-compiled for the topology's devices on the
+(--edit, --fsdp, --tp) mesh, per phase XLA's per-device memory against the chip's HBM, flops, bytes and
+roofline time, and device-seconds per self-edit and per SEAL round: a compiler-cost-model estimate, a lower
+bound, beside SEAL's reported cost. --suggest first searches the largest edit x fsdp x tp split and
+edits-per-chunk whose inner update compiles within HBM. Sizes the data decide (document lengths, tokens
+generated) are the typical values in `TYPICAL`, printed with the plan.
 """
 from __future__ import annotations
 
@@ -12,13 +18,24 @@ import json
 from absl import flags
 
 from seal_jax.cli.common import define_config_flag, run
-from seal_jax.cli.settings import inner_config
+from seal_jax.cli.settings import inner_config, outer_config
 from seal_jax.model.config import preset
-from seal_jax.runtime.memory_plan import plan
+from seal_jax.runtime.memory_plan import GiB, phase_estimates, plan
 
 FLAGS = flags.FLAGS
 MODEL_PRESETS = {"Qwen/Qwen2.5-7B": "qwen2p5_7b", "meta-llama/Llama-3.2-1B-Instruct": "llama3p2_1b",
                  "smollm2-135m": "smollm2_135m", "random:tiny": "tiny"}
+# Typical sizes the data decide, per domain (SEAL's SQuAD passages are ~150-250 tokens and its implications ~15
+# lines; ARC prompts hold 2-4 demonstrations of grids up to 30x30, TTT keeps <= 250 augmented examples).
+TYPICAL = {
+    "knowledge": dict(docs=16, step_len=256, prompt_len=512, sample_tokens=1024, answer_rows=5, answer_prompt_len=64,
+                      answer_tokens=32, mstep_len=2048),
+    "arc": dict(docs=256, step_len=2048, epochs=2, prompt_len=4096, sample_tokens=128, answer_rows=24,
+                answer_prompt_len=4096, answer_tokens=512, mstep_examples=20, mstep_len=4096),
+}
+# SEAL's reported cost of one knowledge round (Qwen2.5-7B, 50 passages x 5 self-edits x 3 inner runs): ~6 h on
+# 2 x H100 (paper, Section "Limitations"/appendix), i.e. 12 H100-hours.
+SEAL_ROUND_DEVICE_S = {"knowledge": 6 * 3600 * 2}
 
 
 def define_flags() -> None:
@@ -32,6 +49,91 @@ def define_flags() -> None:
     flags.DEFINE_integer("weight_bytes", 2, "Bytes per base weight (2 for bf16 on accelerators).")
     flags.DEFINE_integer("sample_batch", 64, "Sampling batch (rows).")
     flags.DEFINE_integer("sample_len", 2048, "Prompt + new tokens in the KV cache.")
+    flags.DEFINE_string("topology", None, "TPU topology to compile for, e.g. v5e:2x4, v4:2x2x1, v5p:2x2x1, v6e:2x4.")
+    flags.DEFINE_bool("compile", False, "AOT-compile every phase for --topology (needs libtpu).")
+    flags.DEFINE_bool("cost", True, "With --compile: also XLA's cost model and roofline times.")
+    flags.DEFINE_bool("suggest", False, "With --topology: search the mesh split and edits-per-chunk that fit.")
+    flags.DEFINE_integer("edits_per_chunk", 0, "Override the config's inner.edits_per_chunk (0: keep it).")
+
+
+def workload(c, edits_per_chunk: int):
+    """The round's shapes: the config's settings plus `TYPICAL` sizes."""
+    from seal_jax.engine.aot import Workload
+    from seal_jax.engine.inner import round_up
+    t = TYPICAL[c.domain]
+    if c.domain == "knowledge":
+        steps, runs, self_edits = c.inner.epochs * t["docs"] // c.inner.batch_size, c.rl.reward_repeats, \
+            c.rl.contexts * c.rl.samples
+        sample_cap, answer_cap, doc_len, examples = c.self_edit.max_new_tokens, c.eval.max_new_tokens, \
+            c.inner.max_len, c.rl.contexts
+    else:
+        steps, runs, self_edits = t["epochs"] * -(-c.ttt.cap // c.inner.batch_size), 1, c.rl.contexts * c.rl.samples
+        sample_cap, answer_cap, doc_len, examples = c.self_edit.max_new_tokens, c.ttt.max_new_tokens, \
+            min(c.inner.max_len, c.ttt.max_tokens), t["mstep_examples"]
+    return Workload(edits_per_chunk=edits_per_chunk, docs=t["docs"], doc_len=doc_len, step_len=t["step_len"],
+                    steps=round_up(steps, 8), inner_runs=runs, self_edits=self_edits, sample_batch=c.self_edit.batch,
+                    prompt_len=t["prompt_len"], sample_cap=sample_cap, sample_tokens=min(t["sample_tokens"], sample_cap),
+                    answer_rows=t["answer_rows"], answer_prompt_len=t["answer_prompt_len"], answer_cap=answer_cap,
+                    answer_tokens=min(t["answer_tokens"], answer_cap), mstep_examples=examples,
+                    mstep_len=min(t["mstep_len"], c.rl.max_len),
+                    mstep_steps=c.rl.epochs * -(-examples // c.rl.batch_size))
+
+
+def estimates(cfg, icfg, outer, w, edit: int, fsdp: int, tp: int) -> dict:
+    """The hand estimate of every phase `engine/aot.py` compiles, with the same shapes."""
+    rows = edit * fsdp
+    return phase_estimates(cfg, icfg.lora, outer.lora, edit=edit, fsdp=fsdp, tp=tp, edits_per_chunk=w.edits_per_chunk,
+                           doc_len=w.doc_len, batch=icfg.batch_size,
+                           sample_rows=-(-w.sample_batch // rows) * rows, sample_len=w.prompt_len + w.sample_cap,
+                           answer_rows=-(-w.edits_per_chunk * w.answer_rows // rows) * rows,
+                           answer_len=w.answer_prompt_len + w.answer_cap, mstep_len=w.mstep_len,
+                           mstep_batch=outer.batch_size)
+
+
+def compiled_plan(c, cfg, name: str) -> dict:
+    from seal_jax.engine import aot
+    from seal_jax.runtime import sharding
+    from seal_jax.runtime.topology import chip_of, topology_devices
+    devices = topology_devices(FLAGS.topology)
+    chip = chip_of(devices)
+    icfg, outer = inner_config(c.inner), outer_config(c.rl)
+    edit, fsdp, tp, per_chunk = FLAGS.edit, FLAGS.fsdp, FLAGS.tp, FLAGS.edits_per_chunk or c.inner.edits_per_chunk
+    out = {"model": name, "topology": FLAGS.topology, "chip": chip.name, "hbm_gib": chip.hbm_gib}
+    if FLAGS.suggest:
+        w = workload(c, per_chunk)
+        fits_base = lambda f, t: estimates(cfg, icfg, outer, w, 1, f, t)["inner"] < chip.hbm_gib * GiB
+        s = aot.suggest(cfg, icfg, devices, w, fits_base)
+        out["suggested"] = s
+        if s is None:
+            out["fits"] = False
+            out["reason"] = "no edit x fsdp x tp split of these devices compiles the inner update within HBM"
+            return out
+        edit, fsdp, tp, per_chunk = s["edit"], s["fsdp"], s["tp"], s["edits_per_chunk"]
+    elif edit * fsdp * tp != len(devices):
+        edit = len(devices) // (fsdp * tp)
+    mesh = sharding.make_mesh(edit, fsdp, tp, devices)
+    w = workload(c, max(per_chunk, edit))
+    phases = aot.plan_phases(cfg, icfg, outer, mesh, chip, w, estimates(cfg, icfg, outer, w, edit, fsdp, tp),
+                             cost=FLAGS.cost)
+    mib = lambda b: round(b / 2 ** 20, 1)
+    out.update(mesh={"edit": edit, "fsdp": fsdp, "tp": tp}, edits_per_chunk=w.edits_per_chunk,
+               fits=all(p.memory.fits for p in phases), workload=w.__dict__, phases={})
+    for p in phases:
+        m = p.memory
+        out["phases"][p.name] = {
+            "fits": m.fits, "reason": m.reason, "peak_mib": mib(m.peak), "argument_mib": mib(m.argument),
+            "output_mib": mib(m.output), "temp_mib": mib(m.temp), "estimate_mib": mib(p.estimate),
+            "estimate_over_peak": round(p.estimate / m.peak, 2) if m.peak else None,
+            "tflops": p.flops / 1e12, "gbytes": p.bytes_accessed / 1e9, "roofline_s": p.seconds,
+            "calls_per_round": p.calls_per_round}
+    if FLAGS.cost:
+        r = aot.round_seconds(phases, len(devices), w)
+        out["device_seconds (compiler cost model, roofline lower bound)"] = {
+            "per_self_edit": r["self_edit"], "per_round": r["round"], "per_phase_round": r["per_phase_round"]}
+        if c.domain in SEAL_ROUND_DEVICE_S:
+            out["seal_reported_device_seconds_per_round"] = {
+                "h100": SEAL_ROUND_DEVICE_S[c.domain], "note": "~6 h per round on 2 x H100, 750 inner loops"}
+    return out
 
 
 def main(argv):
@@ -41,6 +143,11 @@ def main(argv):
     if name is None:
         raise SystemExit(f"no preset known for model {c.model.name!r}; pass --preset (one of the model presets)")
     cfg = preset(name).replace(remat=c.model.remat)
+    if FLAGS.topology and (FLAGS.compile or FLAGS.suggest):
+        print(json.dumps(compiled_plan(c, cfg, name), indent=2, default=float))
+        return
+    if FLAGS.compile:
+        raise SystemExit("--compile needs --topology (e.g. --topology=v5e:2x4)")
     inner = inner_config(c.inner)
     print(json.dumps(plan(cfg, inner.lora, edit=FLAGS.edit, fsdp=FLAGS.fsdp, tp=FLAGS.tp, device_gib=FLAGS.device_gib,
                           seq_len=FLAGS.seq_len, batch=inner.batch_size, weight_bytes=FLAGS.weight_bytes,

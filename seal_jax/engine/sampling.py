@@ -90,17 +90,36 @@ def nucleus_cutoff(probs, top_p, iters: int = 40):  # probs: f32 [B, V] -> [B, 1
 def _generate(params, lora, adapter_of_row, tokens, mask, stop_ids, key, temperature, top_p, *, cfg: ModelConfig,
               max_new_tokens: int, greedy: bool, lora_scale: float):
     """tokens, mask: [B, P] left-padded. Returns (out [B, M] int32, n_generated [B] int32)."""
-    B, P = tokens.shape
     if lora is not None and adapter_of_row is not None:  # stack [E, L, ...] -> per-row [L, B, ...]
         lora = rows_lora(lora, adapter_of_row)
+    static = dict(cfg=cfg, max_new_tokens=max_new_tokens, greedy=greedy, lora_scale=lora_scale)
+    state = prefill(params, lora, tokens, mask, stop_ids, key, temperature, top_p, **static)
+    return decode(params, lora, state, stop_ids, temperature, top_p, **static)
+
+
+def prefill(params, lora, tokens, mask, stop_ids, key, temperature, top_p, *, cfg: ModelConfig, max_new_tokens: int,
+            greedy: bool, lora_scale: float):
+    """The prompts through the model into a fresh cache, and the first token: the decode loop's state.
+
+    Separate from `decode` (both run inside `_generate`) so a plan can cost each (`engine/aot.py`)."""
+    B, P = tokens.shape
     cache = kv_cache.init_cache(cfg, B, P + max_new_tokens, param_dtype(params))
     positions = positions_from_mask(mask)
     hidden, cache = forward(params, cfg, tokens, positions, mask, lora=lora, lora_scale=lora_scale, cache=cache)
     key, sub = jax.random.split(key)
     first = _pick(logits_from_hidden(params, hidden[:, -1]), sub, temperature, top_p, greedy)
     out = jnp.zeros((B, max_new_tokens), jnp.int32).at[:, 0].set(first)
-    is_stop = lambda t: jnp.any(t[:, None] == stop_ids[None, :], axis=-1)
-    state = (jnp.int32(1), cache, first, positions[:, -1] + 1, out, is_stop(first), key)
+    return (jnp.int32(1), cache, first, positions[:, -1] + 1, out, _is_stop(first, stop_ids), key)
+
+
+def _is_stop(t, stop_ids):  # t [B] -> bool [B]
+    return jnp.any(t[:, None] == stop_ids[None, :], axis=-1)
+
+
+def decode(params, lora, state, stop_ids, temperature, top_p, *, cfg: ModelConfig, max_new_tokens: int, greedy: bool,
+           lora_scale: float):
+    """The `lax.while_loop` from `prefill`'s state until every row stopped or M tokens: (out [B, M], n [B])."""
+    B = state[2].shape[0]
 
     def cond(s):
         step, *_, done, _ = s
@@ -114,7 +133,7 @@ def _generate(params, lora, adapter_of_row, tokens, mask, stop_ids, key, tempera
         nxt = _pick(logits_from_hidden(params, hidden[:, 0]), sub, temperature, top_p, greedy)
         nxt = jnp.where(done, 0, nxt)
         out = out.at[:, step].set(nxt)
-        return step + 1, cache, nxt, pos + 1, out, done | is_stop(nxt), key
+        return step + 1, cache, nxt, pos + 1, out, done | _is_stop(nxt, stop_ids), key
 
     step, _, _, _, out, done, _ = jax.lax.while_loop(cond, body, state)
     # number generated = index of first stop + 1, or all `step` tokens if none

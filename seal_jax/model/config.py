@@ -39,6 +39,7 @@ class ModelConfig:
     max_position_embeddings: int = 4096
     model_type: str = "llama"        # "llama" or "qwen2": the HF family used on export
     remat: str = "full"              # per-layer rematerialisation: none | full | dots
+    unroll_layers: bool = False      # unrolled layer scan: XLA's cost model counts a loop body once (planning)
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:

@@ -243,6 +243,7 @@ class Decoder(nnx.Module):
         if segment_ids is not None:  # packed documents: block-diagonal, causal within each
             mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
         layer_def, layer_params = nnx.split(self.layers)
+        unroll = cfg.num_layers if cfg.unroll_layers else 1
 
         def layer_fn(h, params, lo, kv):
             layer = nnx.merge(layer_def, params)
@@ -250,7 +251,7 @@ class Decoder(nnx.Module):
 
         if cache is None:
             h, _ = jax.lax.scan(_remat(lambda h, xs: (layer_fn(h, *xs, None)[0], None), cfg.remat), h,
-                                (layer_params, lora))
+                                (layer_params, lora), unroll=unroll)
         else:  # the cache rides in the carry, so each layer updates it in place
 
             def body(carry, xs):
@@ -260,7 +261,7 @@ class Decoder(nnx.Module):
                 return (h, k_all, v_all), None
 
             (h, k_all, v_all), _ = jax.lax.scan(body, (h, cache["k"], cache["v"]),
-                                                (layer_params, lora, jnp.arange(cfg.num_layers)))
+                                                (layer_params, lora, jnp.arange(cfg.num_layers)), unroll=unroll)
             cache = {"k": k_all, "v": v_all, "valid": key_valid, "index": cache["index"] + S}
         return self.final_norm(h), cache
 
