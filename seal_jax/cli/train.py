@@ -46,12 +46,11 @@ def train(c, workdir: str) -> dict:
     preflight(domain)
     wd = Workdir(workdir)
     claim_workdir(wd, c)
-    cfg, params, tok = build_model(c.model, c.seed)
     mesh = None
     if c.mesh.edit != 0:
         mesh = sharding.make_mesh(c.mesh.edit, c.mesh.fsdp, c.mesh.tp)
-        params = sharding.shard_params(params, mesh)
         log.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
+    cfg, params, tok = build_model(c.model, c.seed, mesh)  # with a mesh: loaded straight onto it
     return restem.train(domain, params, cfg, tok, config, wd, mesh=mesh)
 
 

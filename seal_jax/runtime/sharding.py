@@ -91,9 +91,16 @@ def param_specs(params, mesh: Mesh, lead: tuple = ()):
     return jax.tree_util.tree_map_with_path(spec, params)
 
 
+def param_shardings(mesh: Mesh):
+    """params (or their abstract shapes) -> the NamedSharding of every leaf: how `weights.load_model` streams a
+    checkpoint onto the mesh and `shard_params` moves a pytree there."""
+    def shardings(params):
+        return jax.tree.map(lambda _, s: NamedSharding(mesh, s), params, param_specs(params, mesh))
+    return shardings
+
+
 def shard_params(params, mesh: Mesh):
-    specs = param_specs(params, mesh)
-    return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), params, specs)
+    return jax.tree.map(jax.device_put, params, param_shardings(mesh)(params))
 
 
 def edit_sharded(tree, mesh: Mesh):

@@ -2,16 +2,18 @@
 
 llama.cpp's converter permutes the rows of q/k projections of `llama` models so that RoPE pairs
 interleave; we undo that here so the weights match HF's rotate-half layout (Qwen2 files are not permuted).
-Each tensor is looked up by its HF name and assembled by the same code as HF checkpoints (`assemble_params`).
+Each tensor is looked up by its HF name and loaded by the same code as HF checkpoints (`load_params`); a
+block of a tensor is sliced from the whole tensor, dequantised (GGUF models here are small).
 """
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import numpy as np
 
 from seal_jax.model.config import from_gguf_fields
-from seal_jax.weights.hf import assemble_params
+from seal_jax.weights.hf import Shardings, load_params
 
 
 def _field_values(reader) -> dict:
@@ -29,8 +31,8 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def load_gguf(path: str, dtype=np.float32):
-    """(ModelConfig, params) from a GGUF file, every tensor dequantised on read."""
+def load_gguf(path: str, dtype=np.float32, shardings: Optional[Shardings] = None):
+    """(ModelConfig, params as jax arrays) from a GGUF file, every tensor dequantised on read."""
     import gguf
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
@@ -40,19 +42,31 @@ def load_gguf(path: str, dtype=np.float32):
         raise ValueError(f"{path}: Llama-3 RoPE scaling (rope_freqs.weight) is not read from GGUF files; "
                          "load the model's HF checkpoint directory instead (its config.json has rope_scaling)")
     cfg = from_gguf_fields(_field_values(reader), has_output_tensor="output.weight" in tensors)
+    return cfg, load_params(cfg, _GGUFSource(tensors, cfg), path, dtype, shardings)
 
-    def get(hf_name: str) -> np.ndarray:  # a tensor by its HF name, in HF's [out, in] layout
+
+class _GGUFSource:
+    """Tensors by their HF name, in HF's [out, in] layout, dequantised to float32."""
+
+    def __init__(self, tensors: dict, cfg):
+        self.tensors, self.cfg = tensors, cfg
+
+    def _tensor(self, hf_name: str):
         name = _gguf_name(hf_name)
-        if name not in tensors:
+        if name not in self.tensors:
             raise KeyError(hf_name)
-        t = tensors[name]
-        arr = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
-        arr = arr.reshape(tuple(int(d) for d in reversed(t.shape)))  # GGUF lists dims fastest-first
-        if cfg.model_type == "llama" and name.endswith(("attn_q.weight", "attn_k.weight")):
-            arr = _unpermute(arr, cfg.num_heads if "attn_q" in name else cfg.num_kv_heads)
-        return arr
+        return name, self.tensors[name]
 
-    return cfg, assemble_params(cfg, get, path, dtype)
+    def shape(self, hf_name: str) -> tuple:
+        return tuple(int(d) for d in reversed(self._tensor(hf_name)[1].shape))  # GGUF lists dims fastest-first
+
+    def read(self, hf_name: str, index: tuple) -> np.ndarray:
+        import gguf
+        name, t = self._tensor(hf_name)
+        arr = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(self.shape(hf_name))
+        if self.cfg.model_type == "llama" and name.endswith(("attn_q.weight", "attn_k.weight")):
+            arr = _unpermute(arr, self.cfg.num_heads if "attn_q" in name else self.cfg.num_kv_heads)
+        return arr[index]
 
 
 _GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
