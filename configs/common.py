@@ -36,7 +36,8 @@ def base(domain: str, preset: str, paper_model: str) -> ml_collections.ConfigDic
     c.seed = 0
     # SPMD mesh ("edit", "fsdp", "tp"); edit=0: one device, no mesh; edit=-1: all devices not used by fsdp x tp.
     c.mesh = dict(edit=-1 if preset == "paper" else 0, fsdp=1, tp=1)
-    # name: a registered name (smollm2-135m), a HF directory or .gguf path, or random:<preset> (tests/smoke).
+    # name: a registered name (smollm2-135m), a HF directory (config.json, *.safetensors, tokenizer files) or
+    # .gguf path, a hub repo id (fetched once into the HF cache; gated repos need a login), or random:<preset>.
     c.model = dict(name="smollm2-135m", tokenizer="smollm2-135m", remat="none",
                    dtype="auto")  # base weights: auto = bf16 on accelerators, f32 on CPU
     if preset == "smoke":

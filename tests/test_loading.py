@@ -2,6 +2,7 @@
 straight to its NamedShardings; each device holds only its shard, the logits equal the single-device load's;
 bf16 stays bf16 on the host; and a hub id that cannot be fetched says why and how to pass a directory."""
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -144,3 +145,34 @@ def test_offline_hub_id_fails_with_the_hint():
     """No network here and HF_HUB_OFFLINE=1 (tests/conftest.py): the real huggingface_hub call fails cleanly."""
     with pytest.raises(FileNotFoundError, match=r"offline mode is on .*--config.model.name=/path/to/dir"):
         resolve_model_path("seal-jax-tests/no-such-model")
+
+
+def _load_config(config_file: str, preset: str):
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(config_file[:-3], os.path.join(root, "configs", config_file))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset)
+
+
+def test_paper_preset_takes_a_local_directory_or_explains_the_hub(sharded_dir, tmp_path_factory):
+    """configs/arc.py:paper with --config.model.name=<a local directory> and fsdp=8 builds the model straight
+    onto the mesh; left at its hub id with no network, it fails with the hint instead."""
+    from seal_jax.cli.common import build_model
+    from seal_jax.tokenizer import load_tokenizer
+    c = _load_config("arc.py", "paper")
+    with pytest.raises(FileNotFoundError, match=re.escape(c.model.name) + ".*--config.model.name=/path/to/dir"):
+        build_model(c.model, c.seed)
+    local = tmp_path_factory.mktemp("local")
+    for f in os.listdir(sharded_dir):
+        os.link(os.path.join(sharded_dir, f), local / f)
+    load_tokenizer(resolve_model_path("smollm2-135m")).save_pretrained(str(local))  # any tokenizer will do
+    c.model.name, c.mesh.fsdp = str(local), 8
+    mesh = sharding.make_mesh(c.mesh.edit, c.mesh.fsdp, c.mesh.tp)
+    cfg, params, tok = build_model(c.model, c.seed, mesh)
+    _, ref = load_hf_checkpoint(sharded_dir)
+    q = params["layers"]["attn"]["q_proj"]["kernel"]
+    assert q.sharding.mesh.shape == mesh.shape and q.addressable_shards[0].data.shape == (2, 8, 64)
+    assert cfg.remat == c.model.remat and tok is not None
+    np.testing.assert_array_equal(np.asarray(q), np.asarray(ref["layers"]["attn"]["q_proj"]["kernel"]))
