@@ -87,6 +87,35 @@ def test_no_attention_across_packed_documents(base):
         np.testing.assert_allclose(a[idx[:-1]], alone, atol=1e-5)
 
 
+def test_banded_attention_equals_full_attention_on_a_packed_row(base):
+    """Each query block scoring only the window before it gives the full block-diagonal result, as long as no
+    document is longer than the window; and the packed plan picks banded rows when they are shorter."""
+    rng = np.random.default_rng(6)
+    examples = [_docs(rng, 3, 5, 25) for _ in range(4)]
+    icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v")), batch_size=3)
+    packed = pack_edits(examples, [1e-2] * 4, [1] * 4, batch_size=3)
+    plan = plan_steps(packed, jax.random.split(jax.random.PRNGKey(0), 4), icfg)[0]
+    tokens, seg = plan["tokens"], plan["segment_ids"]
+    T = -(-tokens.shape[1] // 8) * 8
+    pad = lambda x, v: np.pad(x, ((0, 0), (0, T - x.shape[1])), constant_values=v)
+    tokens, seg, positions = pad(tokens, 0), pad(seg, seg.max()), pad(plan["positions"], 0)
+    run = lambda window: np.asarray(forward(base, CFG, tokens, positions, np.ones_like(tokens, bool),
+                                            segment_ids=seg, window=window)[0])
+    np.testing.assert_allclose(run((8, 24)), run(None), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="window"):
+        forward(base, CFG, tokens[:, :T - 3], positions[:, :T - 3], np.ones((1, T - 3), bool),
+                segment_ids=seg[:, :T - 3], window=(8, 24))
+
+
+def test_mixed_edits_plan_uses_banded_rows():
+    rng = np.random.default_rng(0)
+    examples = [_docs(rng, 3), _docs(rng, 5, 4, 12), _docs(rng, 2, 30, 60), _docs(rng, 4, output_only=True)]
+    icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v")), batch_size=2)
+    packed = pack_edits(examples, [1e-2] * 4, [2, 3, 1, 2], batch_size=2)
+    windows = [p["window"] for p in plan_steps(packed, jax.random.split(jax.random.PRNGKey(3), 4), icfg)]
+    assert any(w is not None for w in windows) and any(w is None for w in windows)  # both forms are compared
+
+
 def test_chunks_give_the_same_adapters_in_either_step_form(base):
     """`train_in_chunks` with step_form=packed equals the vmapped form chunk by chunk (last chunk padded with
     dummy edits), and packed computes fewer token slots than vmapped for a short/long document mix."""

@@ -19,6 +19,7 @@ row buckets (`row_bucket`).
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,17 @@ def row_bucket(n: int) -> int:
     """Row lengths a step may take: multiples of 1/8 of n's power of two (at least 16), so padding stays under
     12.5% and a run compiles about 8 row lengths per doubling of the step's token count."""
     return round_up(n, max(16, 1 << max(0, int(n).bit_length() - 4)))
+
+
+BLOCK = 64  # query block of banded attention (`transformer.attend_banded`)
+
+
+def attention_window(T: int, span: int) -> tuple[int, Optional[tuple[int, int]]]:
+    """(row length, window): banded attention when each query block's window (the chunk's longest document
+    before it, `span`, plus the block) is shorter than the row; else full attention over the row (None)."""
+    if T <= span + BLOCK:
+        return T, None
+    return round_up(T, BLOCK), (BLOCK, span)
 
 
 def edit_schedules(packed: PackedEdits, keys, batch_size: int) -> list[list[np.ndarray]]:
@@ -60,6 +72,7 @@ def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig) -> list[dict]:
     schedules = edit_schedules(packed, keys, icfg.batch_size)
     lengths = _lengths(packed.loss_mask)  # [E, N]
     E = packed.num_edits
+    span = round_up(max(int(lengths.max(initial=1)) - 1, 1), BLOCK)  # a query looks back at most this far
     totals = np.asarray([len(s) for s in schedules])
     steps = int(totals.max(initial=0))
     lr_mult = np.asarray(jax.vmap(lambda tot: jax.vmap(lambda t: lr_multiplier(icfg, t, tot))(jnp.arange(max(steps, 1))))(
@@ -67,7 +80,7 @@ def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig) -> list[dict]:
     plans = []
     for t in range(steps):
         docs = [(e, int(d)) for e in range(E) if t < totals[e] for d in schedules[e][t]]
-        T = row_bucket(sum(int(lengths[e, d]) for e, d in docs))
+        T, window = attention_window(row_bucket(sum(int(lengths[e, d]) for e, d in docs)), span)
         tokens, positions = np.zeros(T, np.int32), np.zeros(T, np.int32)
         segment, weight = np.full(T, -1, np.int32), np.zeros(T, np.float32)
         token_edit, pos = np.full(T, E, np.int32), 0
@@ -78,23 +91,28 @@ def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig) -> list[dict]:
             weight[pos + 1:pos + n] = packed.loss_mask[e, d, 1:n]  # targets inside the document only
             pos += n
         segment[pos:] = len(docs)  # the tail: one segment of its own, no loss
-        plans.append({"real_tokens": sum(int(lengths[e, d]) for e, d in docs), "tokens": tokens[None], "positions": positions[None], "segment_ids": segment[None],
+        plans.append({"real_tokens": sum(int(lengths[e, d]) for e, d in docs), "window": window,
+                      "tokens": tokens[None], "positions": positions[None], "segment_ids": segment[None],
                       "weight": weight[None], "token_edit": token_edit,
                       "token_adapter": np.minimum(token_edit, E - 1)[None],  # the tail keeps the order sorted
                       "active": t < totals, "lr": (packed.lr * lr_mult[:, t]).astype(np.float32)})
     return plans
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "icfg"), donate_argnums=(1, 2))
-def packed_step(base, lora, opt_state, ok, batch, *, cfg: ModelConfig, icfg: InnerConfig):
-    """One optimiser step of every edit on its own documents of a packed row. lora, opt_state: [E, ...]."""
+HOST_ONLY = ("real_tokens", "window")  # plan entries that are not step inputs
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "icfg", "window"), donate_argnums=(1, 2))
+def packed_step(base, lora, opt_state, ok, batch, *, cfg: ModelConfig, icfg: InnerConfig, window=None):
+    """One optimiser step of every edit on its own documents of a packed row. lora, opt_state: [E, ...].
+    window: static (block, span) for banded attention (`attention_window`), or None."""
     E = ok.shape[0]
     layer_major = lambda tree: jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), tree)  # [E, L, ...] -> [L, E, ...]
 
     def objective(lora):
         hidden, _ = forward(base, cfg, batch["tokens"], batch["positions"], jnp.ones_like(batch["tokens"], bool),
                             lora=layer_major(lora), lora_scale=icfg.lora.scale, segment_ids=batch["segment_ids"],
-                            token_adapter=batch["token_adapter"])
+                            token_adapter=batch["token_adapter"], window=window)
         lp = token_logprobs(base, hidden[:, :-1], batch["tokens"][:, 1:], icfg.loss_chunk)[0]  # [T-1]
         w, edit = batch["weight"][0, 1:], batch["token_edit"][1:]
         nll = jax.ops.segment_sum(-lp * w, edit, num_segments=E + 1)[:E]
@@ -131,8 +149,9 @@ def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits,
     ok = jnp.ones((E,), bool)
     losses, active = [], []
     for plan in plans:
-        batch = {k: v for k, v in plan.items() if k != "real_tokens"}
-        lora, opt_state, ok, loss, act = packed_step(base, lora, opt_state, ok, batch, cfg=cfg, icfg=icfg)
+        batch = {k: v for k, v in plan.items() if k not in HOST_ONLY}
+        lora, opt_state, ok, loss, act = packed_step(base, lora, opt_state, ok, batch, cfg=cfg, icfg=icfg,
+                                                     window=plan["window"])
         losses.append(loss)
         active.append(act)
     stack = lambda xs: jnp.stack(xs, axis=1) if xs else jnp.zeros((E, 0))

@@ -143,6 +143,47 @@ def attend(q, k, v, mask):
     return out.transpose(0, 3, 1, 2, 4).reshape(B, S, Hq * Dh)
 
 
+def windows(x, block: int, span: int, axis: int, fill=0):
+    """Blocks of `block` slots along `axis`, each with the `span` slots before it: [..., S, ...] ->
+    [..., S / block, span + block, ...]. Static slices of the left-padded array, so the backward is pads and adds
+    (no gather / scatter)."""
+    nb, nw = x.shape[axis] // block, span // block
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (span, 0)
+    xp = jnp.pad(x, pad, constant_values=fill)
+    xb = xp.reshape(*x.shape[:axis], nb + nw, block, *x.shape[axis + 1:])
+    parts = [jax.lax.slice_in_dim(xb, s, s + nb, axis=axis) for s in range(nw + 1)]  # each [.., nb, block, ..]
+    return jnp.concatenate(parts, axis=axis + 1)
+
+
+def banded_mask(segment_ids, token_mask, block: int, span: int):
+    """Which keys each query sees in a packed row, by query block: bool [B, S/block, block, span + block].
+
+    Query slot i = n*block + c sees window slot j (key slot n*block - span + j) iff that key exists, is not after
+    i, is a real token, and lies in i's segment. Exact whenever no segment is longer than `span` + 1 tokens."""
+    B, S = segment_ids.shape
+    q_slot = jnp.arange(S).reshape(S // block, block)[:, :, None]                        # [nb, C, 1]
+    k_slot = windows(jnp.arange(S), block, span, 0, fill=-1)[:, None, :]                # [nb, 1, W+C]
+    seg_q = segment_ids.reshape(B, S // block, block)[..., None]
+    seg_k = windows(segment_ids, block, span, 1, fill=-1)[:, :, None, :]
+    valid_k = windows(token_mask, block, span, 1, fill=False)[:, :, None, :]
+    return (k_slot >= 0) & (k_slot <= q_slot) & (seg_q == seg_k) & valid_k
+
+
+def attend_banded(q, k, v, mask):
+    """`attend` over each query block's window of keys only. q: [B, S, Hq, Dh]; k, v: [B, Hkv, S, Dh];
+    mask: bool [B, nb, C, W+C] from `banded_mask` -> [B, S, Hq*Dh]. Work per row: S x (W+C), not S x S."""
+    B, S, Hq, Dh = q.shape
+    Hkv, (nb, C, WC) = k.shape[1], mask.shape[1:]
+    qb = q.reshape(B, nb, C, Hkv, Hq // Hkv, Dh)
+    kw, vw = windows(k, C, WC - C, 2), windows(v, C, WC - C, 2)                           # [B, Hkv, nb, W+C, Dh]
+    scores = jnp.einsum("bnckgd,bknjd->bkgncj", qb, kw, preferred_element_type=jnp.float32) / jnp.sqrt(Dh)
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgncj,bknjd->bnckgd", probs, vw)
+    return out.reshape(B, S, Hq * Dh)
+
+
 # ---- modules --------------------------------------------------------------------------------------
 
 
@@ -158,7 +199,8 @@ class Attention(nnx.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
     def __call__(self, x, lora: dict, scale: float, positions, inv_freq, mask, kv=None, token_adapter=None):
-        """x: [B, S, D] -> ([B, S, D], cache); mask: bool [B, S, T], which keys each query sees. kv: None, or
+        """x: [B, S, D] -> ([B, S, D], cache); mask: bool [B, S, T], which keys each query sees (or, banded, [B, S/C,
+        C, W+C]: `banded_mask`). kv: None, or
         (k, v, layer, index) with the whole cache k, v [L, B, Hkv, T, Dh]: this step's keys/values are written
         at slot `index` of `layer`, in place."""
         B, S, _ = x.shape
@@ -174,7 +216,8 @@ class Attention(nnx.Module):
             k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, 0, index, 0))
             v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, 0, index, 0))
             k, v, new_kv = k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), (k_all, v_all)
-        return proj("o_proj", attend(q, k, v, mask)), new_kv
+        attention = attend_banded if mask.ndim == 4 else attend  # [B, nb, C, W+C]: packed rows, by query block
+        return proj("o_proj", attention(q, k, v, mask)), new_kv
 
 
 class MLP(nnx.Module):
@@ -227,7 +270,7 @@ class Decoder(nnx.Module):
                                       param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, tokens, positions, token_mask, *, lora: Optional[dict] = None, lora_scale: float = 0.0,
-                 cache: Optional[dict] = None, segment_ids=None, token_adapter=None):
+                 cache: Optional[dict] = None, segment_ids=None, token_adapter=None, window=None):
         """(hidden [B, S, D] after the final norm, updated cache or None); see `forward`."""
         cfg = self.cfg
         B, S = tokens.shape
@@ -239,8 +282,11 @@ class Decoder(nnx.Module):
             q_slot = cache["index"] + jnp.arange(S)
             key_valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], token_mask, cache["index"], axis=1)
         k_slot = jnp.arange(key_valid.shape[1])
-        mask = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]  # [B, S, T]
-        if segment_ids is not None:  # packed documents: block-diagonal, causal within each
+        if window is not None:  # packed documents, each query block against its window of keys
+            mask = banded_mask(segment_ids, token_mask, *window)  # [B, S/C, C, W+C]
+        else:
+            mask = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]  # [B, S, T]
+        if segment_ids is not None and window is None:  # packed documents: block-diagonal, causal within each
             mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
         layer_def, layer_params = nnx.split(self.layers)
         unroll = cfg.num_layers if cfg.unroll_layers else 1
@@ -306,7 +352,8 @@ def output_embedding(params: dict):  # -> [D, V]
 
 
 def forward(params: dict, cfg: ModelConfig, tokens, positions, token_mask, *, lora: Optional[dict] = None,
-            lora_scale: float = 0.0, cache: Optional[dict] = None, segment_ids=None, token_adapter=None):
+            lora_scale: float = 0.0, cache: Optional[dict] = None, segment_ids=None, token_adapter=None,
+            window: Optional[tuple[int, int]] = None):
     """Run the decoder; return (hidden [B, S, D] after the final norm, updated cache or None).
 
     tokens, positions: int [B, S]; token_mask: bool [B, S] (False on padding).
@@ -315,9 +362,16 @@ def forward(params: dict, cfg: ModelConfig, tokens, positions, token_mask, *, lo
       (tokens sorted by adapter; `lora_delta_per_token`).
     cache: None, or a KV cache from `kv_cache.init_cache`; tokens are written at `cache["index"]`.
     segment_ids: None, or int [B, S]: tokens attend only within their own segment (packed documents).
+    window: None, or static (block C, span W) with segment_ids and no cache: each block of C queries scores only
+      the W keys before it and its own (`attend_banded`), exact while no segment is longer than W + 1 tokens;
+      S must be a multiple of C and W of C.
     """
+    if window is not None and (segment_ids is None or cache is not None or tokens.shape[1] % window[0]
+                               or window[1] % window[0]):
+        raise ValueError(f"window {window} needs segment_ids, no cache, and S ({tokens.shape[1]}) and the span "
+                         f"multiples of the block")
     return bind(params, cfg)(tokens, positions, token_mask, lora=lora, lora_scale=lora_scale, cache=cache,
-                             segment_ids=segment_ids, token_adapter=token_adapter)
+                             segment_ids=segment_ids, token_adapter=token_adapter, window=window)
 
 
 def logits_from_hidden(params: dict, hidden):  # hidden [..., D] -> float32 [..., V]
