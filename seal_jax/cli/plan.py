@@ -54,6 +54,8 @@ def define_flags() -> None:
     flags.DEFINE_bool("cost", True, "With --compile: also XLA's cost model and roofline times.")
     flags.DEFINE_bool("suggest", False, "With --topology: search the mesh split and edits-per-chunk that fit.")
     flags.DEFINE_integer("edits_per_chunk", 0, "Override the config's inner.edits_per_chunk (0: keep it).")
+    flags.DEFINE_bool("markdown", False, "With --compile: a markdown table (one row per topology; --topology may "
+                      "list several, comma-separated) instead of JSON.")
 
 
 def workload(c, edits_per_chunk: int):
@@ -90,15 +92,15 @@ def estimates(cfg, icfg, outer, w, edit: int, fsdp: int, tp: int) -> dict:
                            mstep_batch=outer.batch_size)
 
 
-def compiled_plan(c, cfg, name: str) -> dict:
+def compiled_plan(c, cfg, name: str, topology: str) -> dict:
     from seal_jax.engine import aot
     from seal_jax.runtime import sharding
     from seal_jax.runtime.topology import chip_of, topology_devices
-    devices = topology_devices(FLAGS.topology)
+    devices = topology_devices(topology)
     chip = chip_of(devices)
     icfg, outer = inner_config(c.inner), outer_config(c.rl)
     edit, fsdp, tp, per_chunk = FLAGS.edit, FLAGS.fsdp, FLAGS.tp, FLAGS.edits_per_chunk or c.inner.edits_per_chunk
-    out = {"model": name, "topology": FLAGS.topology, "chip": chip.name, "hbm_gib": chip.hbm_gib}
+    out = {"model": name, "topology": topology, "chip": chip.name, "hbm_gib": chip.hbm_gib}
     if FLAGS.suggest:
         w = workload(c, per_chunk)
         fits_base = lambda f, t: estimates(cfg, icfg, outer, w, 1, f, t)["inner"] < chip.hbm_gib * GiB
@@ -136,6 +138,30 @@ def compiled_plan(c, cfg, name: str) -> dict:
     return out
 
 
+def markdown_table(plans: list[dict]) -> str:
+    """One row per compiled plan: fits, XLA's peak per device (hand estimate), roofline per call, device-seconds."""
+    names = ("inner", "sampling", "answering", "m_step")
+    head = ["topology (chip, HBM)", "mesh e x f x t, edits/chunk", "fits"]
+    head += [f"{n}: peak GiB (est.), roofline s/call" for n in names]
+    head += ["device-s per self-edit", "device-s per round"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    gib = lambda mib: f"{mib / 1024:.2f}"
+    for p in plans:
+        m = p.get("mesh", {})
+        row = [f"{p['topology']} ({p['chip']}, {p['hbm_gib']:g})",
+               f"{m.get('edit')} x {m.get('fsdp')} x {m.get('tp')}, {p.get('edits_per_chunk')}",
+               "yes" if p.get("fits") else "**no**: " + "; ".join(
+                   f"{k}: {v['reason'][:80]}" for k, v in p.get("phases", {}).items() if not v["fits"])]
+        for n in names:
+            ph = p["phases"][n]
+            row.append(f"{gib(ph['peak_mib'])} ({gib(ph['estimate_mib'])}), {ph['roofline_s']:.3g}"
+                       if ph["fits"] else "does not fit")
+        secs = p.get("device_seconds (compiler cost model, roofline lower bound)", {})
+        row += [f"{secs.get('per_self_edit', float('nan')):.3g}", f"{secs.get('per_round', float('nan')):.4g}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv):
     del argv
     c = FLAGS.config
@@ -144,7 +170,9 @@ def main(argv):
         raise SystemExit(f"no preset known for model {c.model.name!r}; pass --preset (one of the model presets)")
     cfg = preset(name).replace(remat=c.model.remat)
     if FLAGS.topology and (FLAGS.compile or FLAGS.suggest):
-        print(json.dumps(compiled_plan(c, cfg, name), indent=2, default=float))
+        plans = [compiled_plan(c, cfg, name, t) for t in FLAGS.topology.split(",")]
+        print(markdown_table(plans) if FLAGS.markdown else json.dumps(plans if len(plans) > 1 else plans[0],
+                                                                       indent=2, default=float))
         return
     if FLAGS.compile:
         raise SystemExit("--compile needs --topology (e.g. --topology=v5e:2x4)")
