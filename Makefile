@@ -4,8 +4,6 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # torch comes in for the parity tests; 2.13.0 is the CPU build available offline on the dev machines.
 TORCH  ?= torch==2.13.0
-# pytest-xdist workers: most of the suite is single-threaded XLA compilation
-TEST_WORKERS ?= 2
 
 .PHONY: install demo test clean
 install: $(VENV)/.installed
@@ -30,7 +28,7 @@ $(VENV)/.libtpu: $(VENV)/.installed
 	touch $@
 
 test: install $(VENV)/.libtpu
-	$(PY) -m pytest -q -n $(TEST_WORKERS) tests
+	$(PY) -m pytest -q tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache

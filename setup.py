@@ -29,8 +29,7 @@ setup(
     ],
     extras_require={
         # Parity references: HF transformers on torch, PEFT, and transformers' GGUF loader (needs accelerate).
-        # pytest-xdist: the suite is mostly XLA compiles, single-threaded, so two workers fill two cores.
-        "test": ["pytest", "pytest-xdist", "torch>=2.1", "peft>=0.13", "accelerate"],
+        "test": ["pytest", "torch>=2.1", "peft>=0.13", "accelerate"],
         "tpu": ["jax[tpu]"],
         "gpu": ["jax[cuda12]"],
     },
