@@ -207,7 +207,12 @@ def generate_cost(cfg, mesh, rows: int, prompt: int, cap: int, lora: Optional[Lo
     def measure_decode(c):
         base = abstract_base(c, mesh)
         lo = None if lora is None else _rows_lora(c, lora, mesh, rows)
-        compiled = pre.lower(base, lo, t, m, stops, key, temp, top_p, cfg=c, **static).compile()
+        try:  # the decode step's inputs are the prefill's outputs, in the shardings XLA chose for them
+            compiled = pre.lower(base, lo, t, m, stops, key, temp, top_p, cfg=c, **static).compile()
+        except Exception as e:  # a prefill over HBM: no decode cost either, reported as not fitting
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            return Compiled(False, reason=_oom_reason(str(e)))
         shapes = jax.eval_shape(lambda *a: sampling.prefill(*a, cfg=c, **static), base, lo, t, m, stops, key, temp, top_p)
         state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
                              compiled.output_shardings)
