@@ -54,8 +54,8 @@ def define_flags() -> None:
     flags.DEFINE_bool("cost", True, "With --compile: also XLA's cost model and roofline times.")
     flags.DEFINE_bool("suggest", False, "With --topology: search the mesh split and edits-per-chunk that fit.")
     flags.DEFINE_integer("edits_per_chunk", 0, "Override the config's inner.edits_per_chunk (0: keep it).")
-    flags.DEFINE_bool("markdown", False, "With --compile: a markdown table (one row per topology; --topology may "
-                      "list several, comma-separated) instead of JSON.")
+    flags.DEFINE_bool("markdown", False, "With --compile: a markdown table row instead of JSON (libtpu builds one "
+                      "TPU generation per process: run one process per topology).")
 
 
 def workload(c, edits_per_chunk: int):
@@ -170,9 +170,8 @@ def main(argv):
         raise SystemExit(f"no preset known for model {c.model.name!r}; pass --preset (one of the model presets)")
     cfg = preset(name).replace(remat=c.model.remat)
     if FLAGS.topology and (FLAGS.compile or FLAGS.suggest):
-        plans = [compiled_plan(c, cfg, name, t) for t in FLAGS.topology.split(",")]
-        print(markdown_table(plans) if FLAGS.markdown else json.dumps(plans if len(plans) > 1 else plans[0],
-                                                                       indent=2, default=float))
+        out = compiled_plan(c, cfg, name, FLAGS.topology)
+        print(markdown_table([out]) if FLAGS.markdown else json.dumps(out, indent=2, default=float))
         return
     if FLAGS.compile:
         raise SystemExit("--compile needs --topology (e.g. --topology=v5e:2x4)")

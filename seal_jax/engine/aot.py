@@ -239,10 +239,6 @@ def rows_multiple(mesh: Mesh) -> int:
     return mesh.shape["edit"] * mesh.shape["fsdp"]
 
 
-def roofline(chip: Chip, flops: float, nbytes: float) -> float:
-    return chip.roofline_s(flops, nbytes)
-
-
 def plan_phases(cfg: ModelConfig, icfg: InnerConfig, outer: OuterConfig, mesh: Mesh, chip: Chip, w: Workload,
                 estimates: dict, cost: bool = True) -> list[Phase]:
     """Compile every phase on `mesh`; with `cost`, also their per-call roofline time and calls per round."""
@@ -258,14 +254,14 @@ def plan_phases(cfg: ModelConfig, icfg: InnerConfig, outer: OuterConfig, mesh: M
     costs = {k: (nan, nan, nan) for k in PHASES}
     if cost:
         step = inner_step_cost(cfg, icfg, mesh, C, w.docs, w.step_len)
-        costs["inner"] = (step[0] * w.steps, step[1] * w.steps, roofline(chip, *step) * w.steps)
+        costs["inner"] = (step[0] * w.steps, step[1] * w.steps, chip.roofline_s(*step) * w.steps)
         for name, rows, p, cap, n, lo in (("sampling", sample_rows, w.prompt_len, w.sample_cap, w.sample_tokens, None),
                                           ("answering", answer_rows, w.answer_prompt_len, w.answer_cap,
                                            w.answer_tokens, icfg.lora)):
             pre, dec = generate_cost(cfg, mesh, rows, p, cap, lo)
-            costs[name] = (pre[0] + n * dec[0], pre[1] + n * dec[1], roofline(chip, *pre) + n * roofline(chip, *dec))
+            costs[name] = (pre[0] + n * dec[0], pre[1] + n * dec[1], chip.roofline_s(*pre) + n * chip.roofline_s(*dec))
         ms = inner_step_cost(cfg, mstep_config(outer), mesh, 1, inner.bucket_pow2(w.mstep_examples), w.mstep_len, P())
-        costs["m_step"] = (ms[0] * w.mstep_steps, ms[1] * w.mstep_steps, roofline(chip, *ms) * w.mstep_steps)
+        costs["m_step"] = (ms[0] * w.mstep_steps, ms[1] * w.mstep_steps, chip.roofline_s(*ms) * w.mstep_steps)
     return [Phase(k, mem[k], estimates[k], *costs[k], calls[k]) for k in PHASES]
 
 
