@@ -27,8 +27,9 @@ $(VENV)/.libtpu: $(VENV)/.installed
 	$(PY) -m pip install -q "libtpu==0.0.42.*"
 	touch $@
 
+# Two workers (one per core here); every test and the CLI runs it starts share one XLA compilation cache.
 test: install $(VENV)/.libtpu
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache

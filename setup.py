@@ -29,7 +29,7 @@ setup(
     ],
     extras_require={
         # Parity references: HF transformers on torch, PEFT, and transformers' GGUF loader (needs accelerate).
-        "test": ["pytest", "torch>=2.1", "peft>=0.13", "accelerate"],
+        "test": ["pytest", "pytest-xdist", "torch>=2.1", "peft>=0.13", "accelerate"],
         "tpu": ["jax[tpu]"],
         "gpu": ["jax[cuda12]"],
     },

@@ -1,4 +1,5 @@
 """The vmapped inner loop against a sequential optax reference, padding invariance, one compile, real SmolLM2."""
+import functools
 import math
 
 import jax
@@ -36,6 +37,11 @@ def _run(base, packed, keys, icfg=ICFG):
     return inner_train_edits(base, e, keys, h, cfg=CFG, icfg=icfg, steps=packed.steps)
 
 
+@functools.partial(jax.jit, static_argnames="icfg")
+def _grad(lora, base, tokens, mask, *, icfg):  # one compile per shape for every reference run
+    return jax.grad(lambda l: batch_loss(l, base, tokens, mask, cfg=CFG, icfg=icfg)[0])(lora)
+
+
 def _reference(base, examples, key, lr, epochs, icfg=ICFG):
     """A plain sequential loop: optax.adamw with HF's linear schedule, one Python step at a time."""
     packed = pack_edits([examples], [lr], [epochs], batch_size=icfg.batch_size)
@@ -48,7 +54,7 @@ def _reference(base, examples, key, lr, epochs, icfg=ICFG):
                       optax.adamw(optax.linear_schedule(lr, 0.0, total), icfg.adam_b1, icfg.adam_b2, icfg.adam_eps,
                                   weight_decay=icfg.weight_decay))
     state = opt.init(lora)
-    grad = jax.jit(jax.grad(lambda l, t, m: batch_loss(l, base, t, m, cfg=CFG, icfg=icfg)[0]))
+    grad = lambda l, t, m: _grad(l, base, t, m, icfg=icfg)
     for epoch in range(epochs):
         order = [int(i) for i in epoch_order(k_shuffle, jnp.asarray(valid), epoch)][:len(examples)]
         for b in range(per_epoch):

@@ -273,7 +273,8 @@ def test_outer_full_fine_tuning_learns_and_lora_mode_too():
 
 
 def test_evaluate_cli_and_every_cli_defines_its_flags(tmp_path):
-    for module in ("train", "evaluate", "absorb", "ask", "plan", "generate", "export", "bench"):
+    # every other entry point runs with flags in its own test; export is called as a function there
+    for module in ("export",):
         out = subprocess.run([sys.executable, "-m", f"seal_jax.cli.{module}", "--help"], cwd=ROOT, capture_output=True,
                              text=True, timeout=120)
         assert "Error" not in out.stderr and "--" in out.stdout + out.stderr, (module, out.stderr[-2000:])

@@ -176,3 +176,22 @@ def test_paper_preset_takes_a_local_directory_or_explains_the_hub(sharded_dir, t
     assert q.sharding.mesh.shape == mesh.shape and q.addressable_shards[0].data.shape == (2, 8, 64)
     assert cfg.remat == c.model.remat and tok is not None
     np.testing.assert_array_equal(np.asarray(q), np.asarray(ref["layers"]["attn"]["q_proj"]["kernel"]))
+
+
+def test_gguf_tokenizer_is_saved_once_and_encodes_as_transformers_gguf_loader(tmp_path, monkeypatch):
+    """The tokenizer rebuilt from SmolLM2's GGUF is kept as a HF directory; loading that gives the same ids,
+    special tokens and chat prompt as transformers' GGUF loader, and a second load does not rebuild it."""
+    from transformers import AutoTokenizer
+    from seal_jax import tokenizer
+    monkeypatch.setattr(tokenizer, "GGUF_CACHE", str(tmp_path))
+    path = resolve_model_path("smollm2-135m")
+    reference = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+    ours = tokenizer.load_tokenizer(path)
+    (cached,) = tmp_path.iterdir()
+    stamp = cached.stat().st_mtime_ns
+    again = tokenizer.load_tokenizer(path)
+    assert cached.stat().st_mtime_ns == stamp and [p.name for p in tmp_path.iterdir()] == [cached.name]
+    for text in ["Hello world!", "Apollo 11\n landed in 1969. Äö 你好 <|im_end|><|im_start|>user"]:
+        assert ours.encode(text) == again.encode(text) == reference.encode(text)
+    assert tokenizer.chat_prompt(ours, "hi", system="Be brief.") == tokenizer.chat_prompt(reference, "hi", system="Be brief.")
+    assert (ours.eos_token_id, ours.pad_token, len(ours)) == (reference.eos_token_id, "<|im_end|>", len(reference))

@@ -298,4 +298,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run(main, define_flags)
+    run(main, define_flags, compile_cache=False)  # it reports cold (compile) time

@@ -3,10 +3,14 @@
 JAX logs backend probing ("Unable to initialize backend 'tpu'") at INFO through absl's handler; a person at
 a terminal wants our progress bars and results, so absl's threshold is WARNING unless `--verbosity` says
 otherwise. Our own loggers (`seal_jax.*`) stay at INFO.
+
+Every tool but `bench` (which reports compile time) keeps XLA's persistent compilation cache, so a resumed or
+repeated run loads its compiled programs instead of compiling them again (`use_compile_cache`).
 """
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable, Optional
 
 import jax
@@ -23,10 +27,27 @@ from seal_jax.tokenizer import load_tokenizer
 from seal_jax.weights import load_model, resolve_model_path
 
 
-def run(main: Callable, define_flags: Optional[Callable] = None) -> None:
+COMPILE_CACHE = os.path.join("~", ".cache", "seal_jax", "xla")
+COMPILE_CACHE_BYTES = 4 << 30  # least recently used entries are evicted past this
+
+
+def use_compile_cache() -> None:
+    """XLA's persistent compilation cache in $JAX_COMPILATION_CACHE_DIR (JAX reads it; an empty value turns
+    the cache off), else in COMPILE_CACHE, capped at COMPILE_CACHE_BYTES. A resumed run after preemption
+    recompiles nothing it compiled before."""
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(COMPILE_CACHE))
+        jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_BYTES)
+
+
+def run(main: Callable, define_flags: Optional[Callable] = None, compile_cache: bool = True) -> None:
     """absl's app.run(main) with this package's logging defaults; `define_flags` first (modules that are not
     the program never define flags, so tests and other tools can import them)."""
     default_to_cpu()  # before any JAX backend starts: an installed libtpu must not make CPU runs probe for TPUs
+    if compile_cache:
+        use_compile_cache()
+    else:
+        jax.config.update("jax_enable_compilation_cache", False)
     if define_flags is not None:
         define_flags()
 
