@@ -5,7 +5,8 @@ import tempfile
 # One XLA compilation cache for the session, shared by the xdist workers and every subprocess a test starts
 # (they inherit the environment): a CLI run that repeats another's programs (a resume after a kill, the same
 # smoke shapes) loads them instead of compiling them again.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="seal_jax_test_xla_"))
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the xdist controller makes it; workers inherit it
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="seal_jax_test_xla_")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
