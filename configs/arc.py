@@ -48,7 +48,8 @@ def get_config(arg: str = "demo"):
     if preset == "smoke":
         c.data.update(source="synthetic", limit=3)
         c.self_edit.update(max_new_tokens=16, batch=4, max_resamples=1)
-        c.inner.update(lora_rank=4, lora_alpha=4.0, max_len=512)
+        # length_buckets=1: on a tiny model compiling a branch per step length costs more than it saves
+        c.inner.update(lora_rank=4, lora_alpha=4.0, max_len=512, length_buckets=1)
         c.ttt.update(cap=6, max_new_tokens=16)
         c.eval.update(self_edits=2, oracle_epochs=1)
         # a random model never writes SEAL's JSON: after one resampling round the self-edits score 0 with a

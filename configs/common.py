@@ -39,11 +39,12 @@ def base(domain: str, preset: str, paper_model: str) -> ml_collections.ConfigDic
     # name: a registered name (smollm2-135m), a HF directory (config.json, *.safetensors, tokenizer files) or
     # .gguf path, a hub repo id (fetched once into the HF cache; gated repos need a login), or random:<preset>.
     c.model = dict(name="smollm2-135m", tokenizer="smollm2-135m", remat="none",
-                   dtype="auto")  # base weights: auto = bf16 on accelerators, f32 on CPU
+                   dtype="auto",  # base weights: auto = bf16 on accelerators, f32 on CPU
+                   query_chunk=0)  # > 0: attention over this many queries at a time (long sequences); 0: all
     if preset == "smoke":
         c.model.name = "random:tiny"
     elif preset == "paper":
-        c.model.update(name=paper_model, tokenizer=paper_model, remat="full")
+        c.model.update(name=paper_model, tokenizer=paper_model, remat="full", query_chunk=512)
     return c
 
 

@@ -64,12 +64,30 @@ def test_config_that_cannot_fit_is_reported_with_the_reason(mesh):
 def test_hand_estimate_within_25_percent_of_compiled_peak_on_smollm2(mesh):
     cfg, w = preset("smollm2_135m").replace(remat="full"), workload(doc_len=512, prompt_len=256, sample_cap=256)
     est = memory_plan.phase_estimates(cfg, ICFG.lora, OUTER.lora, edit=4, fsdp=2, tp=1, edits_per_chunk=4,
-                                      doc_len=512, batch=1, sample_rows=8, sample_len=512, answer_rows=8,
-                                      answer_len=48, mstep_len=256, mstep_batch=2)
+                                      doc_len=512, batch=1, sample_rows=8, sample_prompt=256, sample_len=512,
+                                      answer_rows=8, answer_prompt=16, answer_len=48, mstep_len=256, mstep_batch=2)
     inner = aot.inner_memory(cfg, ICFG, mesh, w)
     sample = aot.generate_memory(cfg, mesh, 8, w.prompt_len, w.sample_cap)
     assert 0.75 <= est["inner"] / inner.peak <= 1.25, (est["inner"], inner)
     assert 0.75 <= est["sampling"] / sample.peak <= 1.25, (est["sampling"], sample)
+
+
+def test_query_chunks_bound_a_long_prefill_and_the_estimate_follows(mesh):
+    """Answering 8 rows of 4096-token prompts (ARC's size): all queries at once hold [rows, H, 4096, 4112] f32
+    scores per layer; 512 at a time, an eighth of that. XLA's peak drops accordingly and the hand estimate
+    (`phase_estimates`, its prefill term) follows it both ways."""
+    base = preset("tiny").replace(remat="full")
+    peaks = {}
+    for chunk in (0, 512):
+        cfg = base.replace(query_chunk=chunk)
+        got = aot.generate_memory(cfg, mesh, 8, 4096, 16, (ICFG.lora, 4))
+        est = memory_plan.phase_estimates(cfg, ICFG.lora, OUTER.lora, edit=4, fsdp=2, tp=1, edits_per_chunk=4,
+                                          doc_len=256, batch=1, sample_rows=8, sample_prompt=64, sample_len=128,
+                                          answer_rows=8, answer_prompt=4096, answer_len=4112, mstep_len=256,
+                                          mstep_batch=2)["answering"]
+        assert got.fits and 0.75 <= est / got.peak <= 1.25, (chunk, est, got)
+        peaks[chunk] = got.peak
+    assert peaks[512] < peaks[0] / 4, peaks
 
 
 def test_layer_extrapolated_cost_matches_the_unrolled_program(mesh):

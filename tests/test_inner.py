@@ -189,7 +189,7 @@ def test_inner_update_teaches_smollm2_its_passage(smollm):
     does not raise them nearly as much."""
     from seal_jax.engine.answering import answer_logprobs
     cfg, params, tok = smollm
-    icfg = InnerConfig(lora=LoraSpec(rank=16, alpha=32.0, targets=("q_proj", "v_proj")))
+    icfg = InnerConfig(lora=LoraSpec(rank=16, alpha=32.0, targets=("q_proj", "v_proj")), length_buckets=1)
     examples = [[tokenize_document(tok, f"Varnholt Observatory\n{s}") for s in PASSAGE],
                 [tokenize_document(tok, f"Plimsey Ferry\n{s}") for s in OTHER]]
     packed = pack_edits(examples, [1e-3, 1e-3], [4, 4])

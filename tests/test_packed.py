@@ -1,4 +1,7 @@
-"""Packed inner steps against the vmapped inner loop (itself checked against a sequential optax loop)."""
+"""Packed inner steps against the vmapped inner loop (itself checked against a sequential optax loop).
+
+The vmapped reference runs every step at full length (`length_buckets=1`): one compiled step instead of
+four, and bucketed steps are checked against the sequential loop in tests/test_inner.py."""
 import jax
 import numpy as np
 import pytest
@@ -46,7 +49,7 @@ def test_packed_equals_vmapped_mixed_edits(base, batch_size):
     rng = np.random.default_rng(0)
     examples = [_docs(rng, 3), _docs(rng, 5, 4, 12), _docs(rng, 2, 30, 60), _docs(rng, 4, output_only=True)]
     icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v", "down")), batch_size=batch_size,
-                       loss_chunk=8)
+                       loss_chunk=8, length_buckets=1)
     _compare(base, examples, [1e-2, 3e-3, 2e-2, 5e-3], [2, 3, 1, 2], icfg, pad_to=6)  # 2 dummy edits
 
 
@@ -54,7 +57,7 @@ def test_packed_non_finite_edit_is_flagged_alone(base):
     rng = np.random.default_rng(1)
     examples = [_docs(rng, 3), _docs(rng, 3), _docs(rng, 2)]
     icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v")), batch_size=1, loss_chunk=8,
-                       max_grad_norm=0.0)
+                       max_grad_norm=0.0, length_buckets=1)
     m = _compare(base, examples, [1e-2, np.inf, 2e-2], [2, 2, 2], icfg)
     assert list(np.asarray(m["ok"])) == [True, False, True]
 
@@ -123,7 +126,8 @@ def test_chunks_give_the_same_adapters_in_either_step_form(base):
     from seal_jax.engine.chunks import token_slots, train_in_chunks
     rng = np.random.default_rng(4)
     examples = [_docs(rng, 4, 4, 12) + _docs(rng, 1, 50, 60) for _ in range(5)]
-    vm = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v")), batch_size=1, loss_chunk=8)
+    vm = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v")), batch_size=1, loss_chunk=8,
+                     length_buckets=1)
     pk = dataclasses.replace(vm, step_form="packed")
     packed = pack_edits(examples, [1e-2] * 5, [2] * 5, batch_size=1)
     keys = jax.random.split(jax.random.PRNGKey(5), 5)

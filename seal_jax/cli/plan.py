@@ -86,9 +86,11 @@ def estimates(cfg, icfg, outer, w, edit: int, fsdp: int, tp: int) -> dict:
     rows = edit * fsdp
     return phase_estimates(cfg, icfg.lora, outer.lora, edit=edit, fsdp=fsdp, tp=tp, edits_per_chunk=w.edits_per_chunk,
                            doc_len=w.doc_len, batch=icfg.batch_size,
-                           sample_rows=-(-w.sample_batch // rows) * rows, sample_len=w.prompt_len + w.sample_cap,
+                           sample_rows=-(-w.sample_batch // rows) * rows, sample_prompt=w.prompt_len,
+                           sample_len=w.prompt_len + w.sample_cap,
                            answer_rows=-(-w.edits_per_chunk * w.answer_rows // rows) * rows,
-                           answer_len=w.answer_prompt_len + w.answer_cap, mstep_len=w.mstep_len,
+                           answer_prompt=w.answer_prompt_len, answer_len=w.answer_prompt_len + w.answer_cap,
+                           mstep_len=w.mstep_len,
                            mstep_batch=outer.batch_size)
 
 
@@ -168,7 +170,7 @@ def main(argv):
     name = FLAGS.preset or MODEL_PRESETS.get(c.model.name)
     if name is None:
         raise SystemExit(f"no preset known for model {c.model.name!r}; pass --preset (one of the model presets)")
-    cfg = preset(name).replace(remat=c.model.remat)
+    cfg = preset(name).replace(remat=c.model.remat, query_chunk=c.model.get("query_chunk", 0))
     if FLAGS.topology and (FLAGS.compile or FLAGS.suggest):
         out = compiled_plan(c, cfg, name, FLAGS.topology)
         print(markdown_table([out]) if FLAGS.markdown else json.dumps(out, indent=2, default=float))

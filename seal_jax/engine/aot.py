@@ -176,7 +176,8 @@ def generate_memory(cfg, mesh, rows: int, prompt: int, cap: int, lora: Optional[
 
 def _layers(cfg: ModelConfig, measure: Callable[[ModelConfig], Compiled]) -> tuple[float, float]:
     """(flops, bytes) of `measure` at the full depth, from unrolled compiles at 1 and 2 layers."""
-    one, two = (measure(cfg.replace(num_layers=n, unroll_layers=True)) for n in (1, 2))
+    # query_chunk=0: a chunked attention's lax.map body would be counted once, like the layer scan's
+    one, two = (measure(cfg.replace(num_layers=n, unroll_layers=True, query_chunk=0)) for n in (1, 2))
     if not (one.fits and two.fits):
         return float("nan"), float("nan")
     extra = cfg.num_layers - 1

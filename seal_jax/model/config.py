@@ -40,12 +40,16 @@ class ModelConfig:
     model_type: str = "llama"        # "llama" or "qwen2": the HF family used on export
     remat: str = "full"              # per-layer rematerialisation: none | full | dots
     unroll_layers: bool = False      # unrolled layer scan: XLA's cost model counts a loop body once (planning)
+    query_chunk: int = 0             # > 0: attention scores for this many queries at a time (long prefills, long
+                                     # documents: [B, H, chunk, T] live instead of [B, H, S, T]); 0: all at once
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat={self.remat!r}; choose one of {REMAT_POLICIES}")
+        if self.query_chunk < 0:
+            raise ValueError(f"query_chunk={self.query_chunk} must be >= 0 (0: all queries at once)")
         if self.model_type not in ("llama", "qwen2"):
             raise ValueError(f"model_type={self.model_type!r}; supported: llama, qwen2")
 

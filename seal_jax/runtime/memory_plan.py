@@ -22,10 +22,22 @@ def lora_params(cfg: ModelConfig, spec: LoraSpec) -> int:
     return sum(cfg.num_layers * spec.rank * sum(projection_shape(cfg, t)) for t in spec.targets)
 
 
+def live_queries(cfg: ModelConfig, seq: int) -> int:
+    """Queries whose attention scores are live at once: `cfg.query_chunk` of them, or all `seq`."""
+    return min(seq, cfg.query_chunk or seq)
+
+
+def prefill_scores_bytes(cfg: ModelConfig, rows: float, prompt: int, keys: int) -> float:
+    """A prefill's f32 attention scores, [rows, H, live queries, keys] (XLA computes the softmax in place: one
+    buffer, measured on v5e in tests/test_aot.py), and its bool mask over all queries, [rows, prompt, keys]."""
+    return 4 * rows * cfg.num_heads * live_queries(cfg, prompt) * keys + rows * prompt * keys
+
+
 def activation_bytes(cfg: ModelConfig, seq: int, remat: str, batch: int = 1, chunk: int = 128) -> int:
     """One training step's live activations (f32) for `batch` sequences."""
     d, f, L, h = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.num_heads
-    per_layer = seq * (6 * d + 2 * cfg.q_dim + 2 * cfg.kv_dim + 3 * f) + h * seq * seq  # x, norms, qkv, mlp, probs
+    per_layer = (seq * (6 * d + 2 * cfg.q_dim + 2 * cfg.kv_dim + 3 * f)  # x, norms, qkv, mlp
+                 + h * live_queries(cfg, seq) * seq)                        # attention probabilities
     saved = {"none": L * per_layer, "dots": L * seq * (2 * d + cfg.q_dim + 2 * cfg.kv_dim + 2 * f) + per_layer,
              "full": L * seq * d + per_layer}[remat]
     logits = 2 * chunk * cfg.vocab_size  # one log-softmax chunk and its gradient
@@ -52,14 +64,15 @@ def plan(cfg: ModelConfig, spec: LoraSpec, *, edit: int, fsdp: int, tp: int, dev
 
 
 def phase_estimates(cfg: ModelConfig, spec: LoraSpec, outer_spec: LoraSpec, *, edit: int, fsdp: int, tp: int,
-                    edits_per_chunk: int, doc_len: int, batch: int, sample_rows: int, sample_len: int,
-                    answer_rows: int, answer_len: int, mstep_len: int, mstep_batch: int,
-                    weight_bytes: int = 2) -> dict:
+                    edits_per_chunk: int, doc_len: int, batch: int, sample_rows: int, sample_prompt: int,
+                    sample_len: int, answer_rows: int, answer_prompt: int, answer_len: int, mstep_len: int,
+                    mstep_batch: int, weight_bytes: int = 2) -> dict:
     """Per-device bytes of each phase `engine/aot.py` compiles (inner, sampling, answering, m_step), by hand.
 
     Every phase holds the base shard and, with fsdp, one gathered layer. The inner update adds per edit on
     this device LoRA + gradient + Adam moments and one step's activations; sampling adds the KV cache of its
-    rows and their logits; answering adds the adapter stack and its per-row copy; the M-step is one edit of
+    rows, their logits and the prefill's attention scores over the whole cache (`*_len` = prompt + new tokens);
+    answering adds the adapter stack and its per-row copy; the M-step is one edit of
     the outer LoRA whose rows are not sharded. Compared with XLA's compiled peak in tests/test_aot.py."""
     shards, row_shards = fsdp * tp, edit * fsdp
     base = cfg.num_params() * weight_bytes / shards
@@ -73,8 +86,11 @@ def phase_estimates(cfg: ModelConfig, spec: LoraSpec, outer_spec: LoraSpec, *, e
     # The decode loop's weights are loop-invariant, so XLA hoists the fsdp all-gather out of it: sampling and
     # answering hold every layer gathered (measured on v5e: 285 MB peak for SmolLM2 at fsdp=2, base shard 139 MB).
     whole = cfg.num_params() * weight_bytes / tp
+    scores = lambda rows, prompt, length: prefill_scores_bytes(cfg, rows / row_shards, prompt, length) / tp
     return {"inner": fixed + -(-edits_per_chunk // edit) * per_edit,
-            "sampling": whole + cache(sample_rows, sample_len) + logits(sample_rows),
+            "sampling": whole + cache(sample_rows, sample_len) + logits(sample_rows)
+            + scores(sample_rows, sample_prompt, sample_len),
             "answering": whole + cache(answer_rows, answer_len) + logits(answer_rows)
+            + scores(answer_rows, answer_prompt, answer_len)
             + -(-edits_per_chunk // edit) * lora + answer_rows * lora / row_shards,
             "m_step": fixed + 4 * outer_lora + activation_bytes(cfg, mstep_len, cfg.remat, mstep_batch) / tp}
