@@ -51,6 +51,7 @@ def base(domain: str, preset: str, paper_model: str) -> ml_collections.ConfigDic
 def inner(**fields) -> dict:
     """The inner update: LoRA (lora_rank, lora_alpha, targets), optimiser, batch_size, max_len, chunking."""
     return dict(dict(edits_per_chunk=4,
+                     answer_rows=0,  # rows per answering call, 0: a chunk's every question at once (long prompts: bound it)
                      length_buckets=4,  # vmapped steps run at S/4..S tokens, whichever holds their documents
                      step_form="vmapped"),  # or "packed": each step's real documents end to end (engine/packed.py)
                 **fields)

@@ -26,8 +26,8 @@ OUTER = OuterConfig(lora=LoraSpec(8, 16.0, ("all",)), lr=1e-4, epochs=1, batch_s
 
 def workload(**kw):
     base = dict(edits_per_chunk=4, docs=8, doc_len=256, step_len=128, steps=16, inner_runs=1, self_edits=8,
-                sample_batch=8, prompt_len=64, sample_cap=64, sample_tokens=32, answer_rows=2, answer_prompt_len=32,
-                answer_cap=16, answer_tokens=8, mstep_examples=4, mstep_len=256, mstep_steps=2)
+                sample_batch=8, prompt_len=64, sample_cap=64, sample_tokens=32, answer_rows=2, answer_call_rows=0,
+                answer_prompt_len=32, answer_cap=16, answer_tokens=8, mstep_examples=4, mstep_len=256, mstep_steps=2)
     return aot.Workload(**{**base, **kw})
 
 

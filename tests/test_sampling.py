@@ -100,6 +100,34 @@ def test_per_row_lora_generation_equals_separate_runs():
     assert base.tokens != got.tokens  # the adapters matter
 
 
+class _IdTokenizer:
+    """Decodes ids as text ("5 6 7"); no stop id (-1 is never sampled): every answer is max_new_tokens long."""
+    eos_token_id, unk_token_id = -1, None
+
+    def convert_tokens_to_ids(self, token):
+        return None
+
+    def batch_decode(self, ids, skip_special_tokens=True):
+        return [" ".join(map(str, row)) for row in ids]
+
+
+def test_answer_per_edit_in_calls_of_max_rows_equals_one_call():
+    """`answer_per_edit(max_rows=2)` (ARC :paper bounds its long prefills this way) answers every edit's prompts
+    exactly as one call over all rows does, adapter by adapter."""
+    from seal_jax.engine.answering import answer_per_edit
+    cfg = preset("tiny")
+    params = init_params(jax.random.PRNGKey(0), cfg)
+    spec = LoraSpec(rank=4, alpha=8.0, targets=("q", "v", "up"))
+    loras = stack_loras([jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(i), x.shape),
+                                      init_lora(jax.random.PRNGKey(10 + i), cfg, spec)) for i in range(3)])
+    per_edit = [[[5, 6, 7], [9, 10]], [[11, 12, 13, 14]], [[3, 4], [8], [20, 21, 22]]]
+    s, tok = SamplingConfig(max_new_tokens=6), _IdTokenizer()
+    whole = answer_per_edit(params, cfg, tok, per_edit, s, lora=loras, lora_scale=spec.scale)
+    split = answer_per_edit(params, cfg, tok, per_edit, s, lora=loras, lora_scale=spec.scale, max_rows=2)
+    assert [len(a) for a in whole] == [2, 1, 3] and split == whole
+    assert all(len(t.split()) == 6 for a in whole for t in a)
+
+
 def test_generate_cli_prints_completion():
     out = subprocess.run([sys.executable, "-m", "seal_jax.cli.generate", "--model", "smollm2-135m", "--prompt",
                           "What is the capital of France?", "--max_new_tokens", "12", "--temperature", "0"],

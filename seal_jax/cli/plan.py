@@ -75,7 +75,8 @@ def workload(c, edits_per_chunk: int):
     return Workload(edits_per_chunk=edits_per_chunk, docs=t["docs"], doc_len=doc_len, step_len=t["step_len"],
                     steps=round_up(steps, 8), inner_runs=runs, self_edits=self_edits, sample_batch=c.self_edit.batch,
                     prompt_len=t["prompt_len"], sample_cap=sample_cap, sample_tokens=min(t["sample_tokens"], sample_cap),
-                    answer_rows=t["answer_rows"], answer_prompt_len=t["answer_prompt_len"], answer_cap=answer_cap,
+                    answer_rows=t["answer_rows"], answer_call_rows=c.inner.get("answer_rows", 0),
+                    answer_prompt_len=t["answer_prompt_len"], answer_cap=answer_cap,
                     answer_tokens=min(t["answer_tokens"], answer_cap), mstep_examples=examples,
                     mstep_len=min(t["mstep_len"], c.rl.max_len),
                     mstep_steps=c.rl.epochs * -(-examples // c.rl.batch_size))
@@ -83,12 +84,13 @@ def workload(c, edits_per_chunk: int):
 
 def estimates(cfg, icfg, outer, w, edit: int, fsdp: int, tp: int) -> dict:
     """The hand estimate of every phase `engine/aot.py` compiles, with the same shapes."""
+    from seal_jax.engine.aot import answering_rows
     rows = edit * fsdp
     return phase_estimates(cfg, icfg.lora, outer.lora, edit=edit, fsdp=fsdp, tp=tp, edits_per_chunk=w.edits_per_chunk,
                            doc_len=w.doc_len, batch=icfg.batch_size,
                            sample_rows=-(-w.sample_batch // rows) * rows, sample_prompt=w.prompt_len,
                            sample_len=w.prompt_len + w.sample_cap,
-                           answer_rows=-(-w.edits_per_chunk * w.answer_rows // rows) * rows,
+                           answer_rows=answering_rows(w, rows)[0],
                            answer_prompt=w.answer_prompt_len, answer_len=w.answer_prompt_len + w.answer_cap,
                            mstep_len=w.mstep_len,
                            mstep_batch=outer.batch_size)
@@ -184,4 +186,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run(main, define_flags)
+    run(main, define_flags, compile_cache=False)  # compile-only TPU programs cannot be loaded back from a cache

@@ -44,7 +44,7 @@ def inner_config(inner) -> InnerConfig:
 def adapt_config(c, answer_tokens: int) -> AdaptConfig:
     """The inner update, chunked, and adapted models answering greedily with up to `answer_tokens` tokens."""
     return AdaptConfig(inner_config(c.inner), edits_per_chunk=c.inner.edits_per_chunk, max_len=c.inner.max_len,
-                       answer=SamplingConfig(max_new_tokens=answer_tokens))
+                       answer=SamplingConfig(max_new_tokens=answer_tokens), answer_rows=c.inner.get("answer_rows", 0))
 
 
 def self_edit_sampling(section) -> SelfEditSampling:

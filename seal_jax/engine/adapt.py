@@ -34,6 +34,7 @@ class AdaptConfig:
     edits_per_chunk: int          # items per vmapped inner-update call (times their repeats)
     max_len: int                  # training documents are cut to this many tokens
     answer: SamplingConfig        # how the adapted models answer (greedy unless a temperature is set)
+    answer_rows: int = 0          # rows per answering call (0: all of a chunk's); bounds a long prompt's prefill
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +95,7 @@ def adapt_and_answer(params, cfg, tok, requests: Sequence[Sequence[Request]], co
             jax.block_until_ready(lora)  # lora: the chunk's adapter stack, leaves [stop - start, L, ...]
             t1 = time.perf_counter()
             answers = answer_per_edit(params, cfg, tok, [r.prompts for r in flat[start:stop]], config.answer,
-                                      lora=lora, lora_scale=config.inner.lora.scale)
+                                      lora=lora, lora_scale=config.inner.lora.scale, max_rows=config.answer_rows)
             t2 = time.perf_counter()
             adapted = [Adapted(texts, s["ok"], s["reason"], s["last_loss"], take_edits(packed, i, i + 1).train_tokens())
                        for i, texts, s in zip(range(start, stop), answers, summarize(metrics))]

@@ -38,15 +38,21 @@ def answer_questions(params, cfg: ModelConfig, tok, questions: Sequence[str], *,
 
 
 def answer_per_edit(params, cfg: ModelConfig, tok, prompts_per_edit: Sequence[Sequence[Sequence[int]]],
-                    sampling: SamplingConfig, *, lora=None, lora_scale: float = 0.0) -> list[list[str]]:
-    """Every edit's prompts as rows of one `generate` call, regrouped: [edit][prompt] answer texts.
+                    sampling: SamplingConfig, *, lora=None, lora_scale: float = 0.0,
+                    max_rows: int = 0) -> list[list[str]]:
+    """Every edit's prompts as rows of one `generate` call (of calls of `max_rows` rows, when > 0), regrouped:
+    [edit][prompt] answer texts. Greedy answers do not depend on the split.
 
     With a LoRA stack `[E, L, ...]`, edit e's rows are answered by adapter e; without one, by the base model.
     """
     prompts = [p for edit in prompts_per_edit for p in edit]
     adapter_of_row = None if lora is None else [e for e, edit in enumerate(prompts_per_edit) for _ in edit]
-    texts = iter(generate(params, cfg, tok, prompts, sampling, lora=lora, lora_scale=lora_scale,
-                          adapter_of_row=adapter_of_row).texts)
+    step = max_rows if max_rows > 0 else max(1, len(prompts))
+    texts = []
+    for i in range(0, len(prompts), step):
+        texts += generate(params, cfg, tok, prompts[i:i + step], sampling, lora=lora, lora_scale=lora_scale,
+                          adapter_of_row=None if adapter_of_row is None else adapter_of_row[i:i + step]).texts
+    texts = iter(texts)
     return [[next(texts) for _ in edit] for edit in prompts_per_edit]
 
 

@@ -52,6 +52,7 @@ class Workload:
     sample_cap: int          # max_new_tokens: the KV cache holds prompt + this
     sample_tokens: int       # decode steps of a typical sampling call (its longest row)
     answer_rows: int         # answering rows per edit
+    answer_call_rows: int    # rows per answering call (inner.answer_rows; 0: a chunk's every row at once)
     answer_prompt_len: int
     answer_cap: int
     answer_tokens: int
@@ -240,17 +241,26 @@ def rows_multiple(mesh: Mesh) -> int:
     return mesh.shape["edit"] * mesh.shape["fsdp"]
 
 
+def answering_rows(w: Workload, row_multiple: int) -> tuple[int, int]:
+    """(rows of one answering call, calls per chunk): a chunk's C x answer_rows questions, `answer_call_rows`
+    at a time when set, each call rounded up to the mesh's row multiple (`rows_multiple`)."""
+    total = w.edits_per_chunk * w.answer_rows
+    per_call = min(total, w.answer_call_rows) if w.answer_call_rows > 0 else total
+    return round_up(per_call, row_multiple), -(-total // per_call)
+
+
 def plan_phases(cfg: ModelConfig, icfg: InnerConfig, outer: OuterConfig, mesh: Mesh, chip: Chip, w: Workload,
                 estimates: dict, cost: bool = True) -> list[Phase]:
     """Compile every phase on `mesh`; with `cost`, also their per-call roofline time and calls per round."""
     C, runs = w.edits_per_chunk, w.self_edits * w.inner_runs
-    answer_rows = round_up(C * w.answer_rows, rows_multiple(mesh))
+    answer_rows, answer_calls = answering_rows(w, rows_multiple(mesh))
     sample_rows = round_up(w.sample_batch, rows_multiple(mesh))
     mem = {"inner": inner_memory(cfg, icfg, mesh, w),
            "sampling": generate_memory(cfg, mesh, sample_rows, w.prompt_len, w.sample_cap),
            "answering": generate_memory(cfg, mesh, answer_rows, w.answer_prompt_len, w.answer_cap, (icfg.lora, C)),
            "m_step": mstep_memory(cfg, outer, mesh, w)}
-    calls = {"inner": runs / C, "sampling": w.self_edits / w.sample_batch, "answering": runs / C, "m_step": 1.0}
+    calls = {"inner": runs / C, "sampling": w.self_edits / w.sample_batch, "answering": runs / C * answer_calls,
+             "m_step": 1.0}
     nan = float("nan")
     costs = {k: (nan, nan, nan) for k in PHASES}
     if cost:

@@ -33,6 +33,13 @@ def prefill_scores_bytes(cfg: ModelConfig, rows: float, prompt: int, keys: int) 
     return 4 * rows * cfg.num_heads * live_queries(cfg, prompt) * keys + rows * prompt * keys
 
 
+def prefill_layer_bytes(cfg: ModelConfig, rows: float, prompt: int, weight_bytes: int) -> float:
+    """One layer's activations in a prefill (no backward: one layer live at a time): residual, norm, q/k/v,
+    attention output and the MLP's gate, up and product, [rows, prompt, width] in the weights' dtype."""
+    widths = 3 * cfg.hidden_size + 2 * cfg.q_dim + 2 * cfg.kv_dim + 3 * cfg.intermediate_size
+    return rows * prompt * widths * weight_bytes
+
+
 def activation_bytes(cfg: ModelConfig, seq: int, remat: str, batch: int = 1, chunk: int = 128) -> int:
     """One training step's live activations (f32) for `batch` sequences."""
     d, f, L, h = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.num_heads
@@ -71,7 +78,8 @@ def phase_estimates(cfg: ModelConfig, spec: LoraSpec, outer_spec: LoraSpec, *, e
 
     Every phase holds the base shard and, with fsdp, one gathered layer. The inner update adds per edit on
     this device LoRA + gradient + Adam moments and one step's activations; sampling adds the KV cache of its
-    rows, their logits and the prefill's attention scores over the whole cache (`*_len` = prompt + new tokens);
+    rows, their logits and the prefill's attention scores over the whole cache (`*_len` = prompt + new tokens)
+    and one layer's activations;
     answering adds the adapter stack and its per-row copy; the M-step is one edit of
     the outer LoRA whose rows are not sharded. Compared with XLA's compiled peak in tests/test_aot.py."""
     shards, row_shards = fsdp * tp, edit * fsdp
@@ -86,7 +94,8 @@ def phase_estimates(cfg: ModelConfig, spec: LoraSpec, outer_spec: LoraSpec, *, e
     # The decode loop's weights are loop-invariant, so XLA hoists the fsdp all-gather out of it: sampling and
     # answering hold every layer gathered (measured on v5e: 285 MB peak for SmolLM2 at fsdp=2, base shard 139 MB).
     whole = cfg.num_params() * weight_bytes / tp
-    scores = lambda rows, prompt, length: prefill_scores_bytes(cfg, rows / row_shards, prompt, length) / tp
+    scores = lambda rows, prompt, length: (prefill_scores_bytes(cfg, rows / row_shards, prompt, length)
+                                           + prefill_layer_bytes(cfg, rows / row_shards, prompt, weight_bytes)) / tp
     return {"inner": fixed + -(-edits_per_chunk // edit) * per_edit,
             "sampling": whole + cache(sample_rows, sample_len) + logits(sample_rows)
             + scores(sample_rows, sample_prompt, sample_len),

@@ -109,5 +109,6 @@ def _solve(item: Item, data, q: Queries, adapted: Adapted) -> Solved:
 def icl_solved(params, cfg, tok, tasks: Sequence[ArcTask], settings: ArcSettings) -> list[bool]:
     """No update: the same queries answered by the base model, the same vote."""
     qs = [task_queries(tok, t, settings) for t in tasks]
-    answers = answer_per_edit(params, cfg, tok, [q.prompts for q in qs], settings.adapt.answer)
+    answers = answer_per_edit(params, cfg, tok, [q.prompts for q in qs], settings.adapt.answer,
+                              max_rows=settings.adapt.answer_rows)
     return [inference.solved(attempts_from(texts, q, len(t.tests)), t) for t, texts, q in zip(tasks, answers, qs)]

@@ -118,7 +118,7 @@ def baseline(params, cfg, tok, passages: Sequence[Passage], settings: KnowledgeS
     """No-update answers and accuracy per passage id: {"answers", "scores", "judge_failures", "accuracy"}."""
     questions = [passage_questions([p]) for p in passages]
     prompts = [answer_prompts(tok, [asked for asked, _, _ in qs], settings.chat) for qs in questions]
-    answers = answer_per_edit(params, cfg, tok, prompts, settings.adapt.answer)
+    answers = answer_per_edit(params, cfg, tok, prompts, settings.adapt.answer, max_rows=settings.adapt.answer_rows)
     graded = iter(_grade_rows(settings, [q for qs in questions for q in qs], [a for texts in answers for a in texts]))
     res: dict[str, dict] = {}
     for p, texts in zip(passages, answers):
