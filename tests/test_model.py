@@ -80,11 +80,13 @@ def test_logits_parity_with_transformers(tiny):
 
 def test_query_chunked_attention_equals_transformers_and_full_gradients(tiny):
     """query_chunk=16 on 40 tokens (chunks of 16, 16 and 8 padded): HF's logits at the parity tolerance, and the
-    LoRA gradient (row 1 scored from token 7) equals the all-at-once attention's."""
+    LoRA gradient (row 1 scored from token 7; Llama) equals the all-at-once attention's."""
     from seal_jax.model.transformer import sequence_logprobs
     model, _, cfg, params = tiny
     chunked = cfg.replace(query_chunk=16)
     assert _max_rel(_ours_logits(params, chunked, IDS), _hf_logits(model, IDS)) < 1e-4
+    if cfg.model_type != "llama":
+        return  # the gradient goes through the same attention code in either family: checked once
     spec = LoraSpec(4, 8.0, ("q_proj", "v_proj", "down_proj"))
     lora = jax.tree.map(lambda x: x + 0.05, init_lora(jax.random.PRNGKey(1), cfg, spec))  # b != 0: grads reach a
     mask = jnp.asarray(np.arange(40)[None] >= np.array([[0], [7]]), jnp.int32)  # row 1: no loss on its first 7

@@ -42,8 +42,8 @@ def define_flags() -> None:
     define_config_flag()
     flags.DEFINE_string("preset", None, "Model preset when the config names a checkpoint (e.g. qwen2p5_7b).")
     flags.DEFINE_integer("edit", 1, "Mesh edit axis.")
-    flags.DEFINE_integer("fsdp", 1, "Mesh fsdp axis.")
-    flags.DEFINE_integer("tp", 1, "Mesh tp axis.")
+    flags.DEFINE_integer("fsdp", 1, "Mesh fsdp axis (unset: the config's mesh.fsdp).")
+    flags.DEFINE_integer("tp", 1, "Mesh tp axis (unset: the config's mesh.tp).")
     flags.DEFINE_float("device_gib", 16.0, "Memory per device (GiB), e.g. 16 v5e, 32 v4, 80 H100.")
     flags.DEFINE_integer("seq_len", 2048, "Training sequence bucket.")
     flags.DEFINE_integer("weight_bytes", 2, "Bytes per base weight (2 for bf16 on accelerators).")
@@ -96,6 +96,13 @@ def estimates(cfg, icfg, outer, w, edit: int, fsdp: int, tp: int) -> dict:
                            mstep_batch=outer.batch_size)
 
 
+def mesh_axes(c) -> tuple[int, int, int]:
+    """(edit, fsdp, tp) from the flags; --fsdp and --tp default to the config's mesh (a preset's tested split)."""
+    fsdp = FLAGS.fsdp if FLAGS["fsdp"].present else c.mesh.fsdp
+    tp = FLAGS.tp if FLAGS["tp"].present else c.mesh.tp
+    return FLAGS.edit, fsdp, tp
+
+
 def compiled_plan(c, cfg, name: str, topology: str) -> dict:
     from seal_jax.engine import aot
     from seal_jax.runtime import sharding
@@ -103,7 +110,8 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
     devices = topology_devices(topology)
     chip = chip_of(devices)
     icfg, outer = inner_config(c.inner), outer_config(c.rl)
-    edit, fsdp, tp, per_chunk = FLAGS.edit, FLAGS.fsdp, FLAGS.tp, FLAGS.edits_per_chunk or c.inner.edits_per_chunk
+    edit, fsdp, tp = mesh_axes(c)
+    per_chunk = FLAGS.edit, FLAGS.edits_per_chunk or c.inner.edits_per_chunk
     out = {"model": name, "topology": topology, "chip": chip.name, "hbm_gib": chip.hbm_gib}
     if FLAGS.suggest:
         w = workload(c, per_chunk)
@@ -180,7 +188,8 @@ def main(argv):
     if FLAGS.compile:
         raise SystemExit("--compile needs --topology (e.g. --topology=v5e:2x4)")
     inner = inner_config(c.inner)
-    print(json.dumps(plan(cfg, inner.lora, edit=FLAGS.edit, fsdp=FLAGS.fsdp, tp=FLAGS.tp, device_gib=FLAGS.device_gib,
+    edit, fsdp, tp = mesh_axes(c)
+    print(json.dumps(plan(cfg, inner.lora, edit=edit, fsdp=fsdp, tp=tp, device_gib=FLAGS.device_gib,
                           seq_len=FLAGS.seq_len, batch=inner.batch_size, weight_bytes=FLAGS.weight_bytes,
                           sample_batch=FLAGS.sample_batch, sample_len=FLAGS.sample_len), indent=2))
 
