@@ -80,4 +80,9 @@ def build_model(model_section, seed: int = 0, mesh=None):
     else:
         shardings = None if mesh is None else sharding.param_shardings(mesh)
         cfg, params, tok = load_model(model_section.name, dtype, shardings=shardings)
-    return cfg.replace(remat=model_section.remat, query_chunk=model_section.get("query_chunk", 0)), params, tok
+    return runtime_model_config(cfg, model_section), params, tok
+
+
+def runtime_model_config(cfg, model_section):
+    """The architecture with the config's run-time choices: per-layer remat and attention query chunks."""
+    return cfg.replace(remat=model_section.remat, query_chunk=model_section.get("query_chunk", 0))

@@ -17,7 +17,7 @@ import json
 
 from absl import flags
 
-from seal_jax.cli.common import define_config_flag, run
+from seal_jax.cli.common import define_config_flag, run, runtime_model_config
 from seal_jax.cli.settings import inner_config, outer_config
 from seal_jax.model.config import preset
 from seal_jax.runtime.memory_plan import GiB, phase_estimates, plan
@@ -111,7 +111,7 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
     chip = chip_of(devices)
     icfg, outer = inner_config(c.inner), outer_config(c.rl)
     edit, fsdp, tp = mesh_axes(c)
-    per_chunk = FLAGS.edit, FLAGS.edits_per_chunk or c.inner.edits_per_chunk
+    per_chunk = FLAGS.edits_per_chunk or c.inner.edits_per_chunk
     out = {"model": name, "topology": topology, "chip": chip.name, "hbm_gib": chip.hbm_gib}
     if FLAGS.suggest:
         w = workload(c, per_chunk)
@@ -180,7 +180,7 @@ def main(argv):
     name = FLAGS.preset or MODEL_PRESETS.get(c.model.name)
     if name is None:
         raise SystemExit(f"no preset known for model {c.model.name!r}; pass --preset (one of the model presets)")
-    cfg = preset(name).replace(remat=c.model.remat, query_chunk=c.model.get("query_chunk", 0))
+    cfg = runtime_model_config(preset(name), c.model)
     if FLAGS.topology and (FLAGS.compile or FLAGS.suggest):
         out = compiled_plan(c, cfg, name, FLAGS.topology)
         print(markdown_table([out]) if FLAGS.markdown else json.dumps(out, indent=2, default=float))

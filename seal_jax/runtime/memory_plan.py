@@ -78,9 +78,8 @@ def phase_estimates(cfg: ModelConfig, spec: LoraSpec, outer_spec: LoraSpec, *, e
 
     Every phase holds the base shard and, with fsdp, one gathered layer. The inner update adds per edit on
     this device LoRA + gradient + Adam moments and one step's activations; sampling adds the KV cache of its
-    rows, their logits and the prefill's attention scores over the whole cache (`*_len` = prompt + new tokens)
-    and one layer's activations;
-    answering adds the adapter stack and its per-row copy; the M-step is one edit of
+    rows, their logits and the prefill (its attention scores over the whole cache, `*_len` = prompt + new
+    tokens, and one layer's activations); answering adds the adapter stack and its per-row copy; the M-step is one edit of
     the outer LoRA whose rows are not sharded. Compared with XLA's compiled peak in tests/test_aot.py."""
     shards, row_shards = fsdp * tp, edit * fsdp
     base = cfg.num_params() * weight_bytes / shards
@@ -94,12 +93,12 @@ def phase_estimates(cfg: ModelConfig, spec: LoraSpec, outer_spec: LoraSpec, *, e
     # The decode loop's weights are loop-invariant, so XLA hoists the fsdp all-gather out of it: sampling and
     # answering hold every layer gathered (measured on v5e: 285 MB peak for SmolLM2 at fsdp=2, base shard 139 MB).
     whole = cfg.num_params() * weight_bytes / tp
-    scores = lambda rows, prompt, length: (prefill_scores_bytes(cfg, rows / row_shards, prompt, length)
-                                           + prefill_layer_bytes(cfg, rows / row_shards, prompt, weight_bytes)) / tp
+    prefill = lambda rows, prompt, length: (prefill_scores_bytes(cfg, rows / row_shards, prompt, length)
+                                            + prefill_layer_bytes(cfg, rows / row_shards, prompt, weight_bytes)) / tp
     return {"inner": fixed + -(-edits_per_chunk // edit) * per_edit,
             "sampling": whole + cache(sample_rows, sample_len) + logits(sample_rows)
-            + scores(sample_rows, sample_prompt, sample_len),
+            + prefill(sample_rows, sample_prompt, sample_len),
             "answering": whole + cache(answer_rows, answer_len) + logits(answer_rows)
-            + scores(answer_rows, answer_prompt, answer_len)
+            + prefill(answer_rows, answer_prompt, answer_len)
             + -(-edits_per_chunk // edit) * lora + answer_rows * lora / row_shards,
             "m_step": fixed + 4 * outer_lora + activation_bytes(cfg, mstep_len, cfg.remat, mstep_batch) / tp}
