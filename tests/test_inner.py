@@ -65,9 +65,11 @@ def _reference(base, examples, key, lr, epochs, icfg=ICFG):
     return lora
 
 
-def _close(a, b, tol=2e-5):
+def _close(a, b, tol=5e-5):
     # float32 reduction order differs between a vmapped and a single-edit step; Adam divides each gradient entry
-    # by its own magnitude, so after ~10 steps that noise reaches ~1e-5 on weights the update moves by ~1e-1.
+    # by its own magnitude, so after ~10 steps that noise reaches ~1e-5 on weights the update moves by ~1e-1
+    # (2.5e-5 on one entry of 512 with the suite's LLVM -O1 codegen, tests/conftest.py). A missed step or a
+    # wrong learning rate moves them by ~1e-3.
     jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=tol, rtol=tol), a, b)
 
 

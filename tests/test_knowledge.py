@@ -202,46 +202,37 @@ def test_model_judge_is_a_grader_and_failures_are_flagged():
         grade_answers(ev, ["q"], ["a"], ["a"])
 
 
-def smoke_config_and_model(config_file: str):
-    """The `smoke` preset of configs/<config_file> and its tiny random model: (config, (cfg, params, tok))."""
+def smoke_config(config_file: str):
+    """The `smoke` preset of configs/<config_file>."""
     import importlib.util
-    from seal_jax.cli.common import build_model
     spec = importlib.util.spec_from_file_location(config_file[:-3], os.path.join(ROOT, "configs", config_file))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    c = mod.get_config("smoke")
+    return mod.get_config("smoke")
+
+
+def smoke_config_and_model(config_file: str):
+    """The `smoke` preset of configs/<config_file> and its tiny random model: (config, (cfg, params, tok))."""
+    from seal_jax.cli.common import build_model
+    c = smoke_config(config_file)
     return c, build_model(c.model)
 
 
-def test_evaluate_conditions_cpt_continual_and_file(tmp_path):
-    """The evaluation paths on a tiny random model: every condition runs, shapes and plots are right."""
+def test_condition_documents_from_a_completions_file():
+    """The `file` condition's documents (SEAL's format: title-prefixed lines, then the passage) and its error.
+    Every condition, CPT mode and the continual matrix run end to end in test_knowledge_protocol's smoke test."""
     from seal_jax.cli.settings import knowledge_settings
     from seal_jax.domains.knowledge import evaluation
-    from seal_jax.runtime.plots import plot_conditions, plot_forgetting
-    c, (cfg, params, tok) = smoke_config_and_model("knowledge_eval.py")
+    c = smoke_config("knowledge_eval.py")
     settings = knowledge_settings(c)
     passages = [Passage(f"p{i}", f"Place {i}", f"Place {i} was founded in {1800 + i} by Ada Vell.",
                         ((f"When was Place {i} founded?", str(1800 + i)), ("Who founded it?", "Ada Vell")))
                 for i in range(3)]
-    key = jax.random.PRNGKey(0)
     completions = {p.context: [f"Place {p.id} is old.\nIt has a founder."] for p in passages}
-    res = evaluation.run_conditions(params, params, cfg, tok, passages, settings, key,
-                                    ("base", "passage", "self_edit", "file"), completions)
-    assert set(res) == {"base", "passage", "self_edit", "file"} and all(0 <= v <= 1 for v in res.values())
-    cpt = evaluation.run_conditions(params, params, cfg, tok, passages, settings, key, ("passage",), mode="cpt",
-                                    cpt_n=2)
-    assert 0 <= cpt["passage"] <= 1
     docs = evaluation.condition_docs("file", passages, settings, completions=completions)
     assert docs[0] == ["Place 0\nPlace p0 is old.", "Place 0\nIt has a founder.", "Place 0\n" + passages[0].context]
     with pytest.raises(ValueError, match="no completions in the file for passage p1"):
         evaluation.condition_docs("file", passages, settings, completions={passages[0].context: ["x"]})
-    cont = evaluation.continual(params, cfg, tok, passages, settings, key,
-                                evaluation.ContinualSettings(sequences=1, k=3, condition="passage"))
-    acc = np.asarray(cont["mean"])
-    assert acc.shape == (4, 3) and np.isnan(acc[1, 1:]).all() and not np.isnan(np.tril(acc[1:])).any()
-    assert not np.isnan(acc[0]).any()  # row 0: the no-edit model on every passage
-    assert os.path.getsize(plot_forgetting(acc, str(tmp_path / "f.png"))) > 0
-    assert os.path.getsize(plot_conditions(res, str(tmp_path / "c.png"))) > 0
 
 
 def test_outer_full_fine_tuning_learns_and_lora_mode_too():

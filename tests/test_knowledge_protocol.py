@@ -527,6 +527,8 @@ def test_smoke_paper_protocol_end_to_end(tmp_path, fake_openai):
     cont = result["continual"]
     assert len(cont["sequences"]) == 2 and len(cont["mean"]) == 3 and len(cont["sem"]) == 3
     assert cont["mean"][1][1] is None and cont["mean"][2][1] is not None
+    assert all(v is not None for v in cont["mean"][0])  # row 0: the no-edit model on every passage
+    assert all(cont["mean"][i][j] is not None for i in range(1, 3) for j in range(i))  # each edited passage, after
     assert "Base model" in out.stdout and "32.7" in out.stdout
     for png in ("conditions.png", "conditions_cpt.png", "table2.png", "forgetting.png", "rl.png"):
         assert (out_dir / png).stat().st_size > 0

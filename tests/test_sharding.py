@@ -42,8 +42,9 @@ def test_inner_loop_sharded_equals_single_device(base, packed, shape):
     ref = _train(base, packed)
     got = _train(sharding.shard_params(base, mesh), packed, mesh)
     # Adam normalises each gradient entry, so reduction-order noise in tiny gradients shows up at ~1e-5 in the
-    # weights after a few steps; the update itself is ~lr * steps ≈ 5e-2, so 1e-4 still pins the result.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3), got, ref)
+    # weights after a few steps (2e-4 on one entry of 3072 with the suite's LLVM -O1 codegen); the update itself
+    # is ~lr * steps ≈ 5e-2, so 3e-4 still pins the result.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=3e-4, rtol=1e-3), got, ref)
 
 
 def test_param_specs_follow_the_rules(base):
@@ -137,7 +138,8 @@ def _launch_two(args):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     procs, logs = [], []
     for i in range(2):  # output to files: a full pipe would stall one process and the other waits on it
-        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+        env = {**os.environ, "JAX_PLATFORMS": "cpu",
+               "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=1",
                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}
         logs.append((tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")))
         procs.append(subprocess.Popen([sys.executable, *args], cwd=root, env=env, stdout=logs[-1][0],

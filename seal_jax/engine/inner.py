@@ -127,8 +127,14 @@ def _lengths(loss_mask: np.ndarray) -> np.ndarray:
 
 def pack_edits(examples: Sequence[Sequence[tuple[list[int], list[int]]]], lr: Sequence[float],
                epochs: Sequence[int], *, batch_size: int = 1, max_len: int = 2048, len_multiple: int = 16,
-               min_docs: int = 1, steps_multiple: int = 8) -> PackedEdits:
-    """Pad E edits' tokenized documents into bucketed arrays. Documents over `max_len` are truncated."""
+               min_docs: int = 8, steps_multiple: int = 8) -> PackedEdits:
+    """Pad E edits' tokenized documents into bucketed arrays. Documents over `max_len` are truncated.
+
+    Shapes are bucketed so that later batches (the next round, an evaluation) reuse the compiled update: the
+    document axis N to a power of two >= `min_docs` (a stored axis; a step reads `batch_size` rows of it),
+    the scan length to a power of two, a multiple of `steps_multiple` (steps past every edit's count are
+    skipped by the step plan, so they cost a branch, not a step), S to a multiple of `len_multiple`.
+    """
     if not (len(examples) == len(lr) == len(epochs)):
         raise ValueError(f"pack_edits: {len(examples)} edits but {len(lr)} lr and {len(epochs)} epochs values")
     truncated = 0
@@ -148,8 +154,8 @@ def pack_edits(examples: Sequence[Sequence[tuple[list[int], list[int]]]], lr: Se
     if np.any(epochs < 0):
         raise ValueError(f"epochs must be >= 0, got {epochs.tolist()}")
     need = max([int(ep) * -(-int(v.sum()) // batch_size) for ep, v in zip(epochs, valid)] + [1])
-    return PackedEdits(tokens, mask, valid, np.asarray(lr, np.float32), epochs, round_up(need, steps_multiple),
-                       truncated)
+    steps = round_up(bucket_pow2(need), steps_multiple)
+    return PackedEdits(tokens, mask, valid, np.asarray(lr, np.float32), epochs, steps, truncated)
 
 
 def pad_edits(p: PackedEdits, num_edits: int) -> PackedEdits:
