@@ -3,6 +3,7 @@
 Needs libtpu (`make test` installs it). Compiles are slow on a loaded CPU, so the shapes are small and the
 inner update uses one length bucket (one step variant to compile)."""
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -119,3 +120,23 @@ def test_cli_prints_no_tpu_noise_with_libtpu_installed():
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "TPU" not in out.stderr and "libtpu" not in out.stderr, out.stderr
+
+
+def test_plan_cli_compiles_every_phase_of_a_config_for_a_topology():
+    """`plan --topology --compile` end to end: the config's mesh over the topology's devices, every phase
+    compiled with its shapes, XLA's peak beside the hand estimate, and the README's markdown row."""
+    from seal_jax.cli.plan import markdown_table
+    out = subprocess.run([sys.executable, "-m", "seal_jax.cli.plan", "--config=configs/knowledge.py:smoke",
+                          "--topology=v5e:2x4", "--compile", "--nocost"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    plan = json.loads(out.stdout)
+    assert plan["chip"] == "v5e" and plan["hbm_gib"] == 16 and plan["fits"]
+    m = plan["mesh"]
+    assert m["edit"] * m["fsdp"] * m["tp"] == 8 and (m["fsdp"], m["tp"]) == (1, 1)  # the smoke config's mesh
+    assert set(plan["phases"]) == {"inner", "sampling", "answering", "m_step"}
+    for name, phase in plan["phases"].items():
+        assert phase["fits"], (name, phase)
+        assert 0 < phase["argument_mib"] <= phase["peak_mib"] and phase["estimate_mib"] > 0, (name, phase)
+    row = markdown_table([plan]).splitlines()[-1]
+    assert row.startswith("| v5e:2x4 (v5e, 16) | 8 x 1 x 1") and "| yes |" in row
