@@ -69,8 +69,10 @@ def test_hand_estimate_within_25_percent_of_compiled_peak_on_smollm2(mesh):
                                       answer_rows=8, answer_prompt=16, answer_len=48, mstep_len=256, mstep_batch=2)
     inner = aot.inner_memory(cfg, ICFG, mesh, w)
     sample = aot.generate_memory(cfg, mesh, 8, w.prompt_len, w.sample_cap)
+    mstep = aot.mstep_memory(cfg, OUTER, mesh, w)
     assert 0.75 <= est["inner"] / inner.peak <= 1.25, (est["inner"], inner)
     assert 0.75 <= est["sampling"] / sample.peak <= 1.25, (est["sampling"], sample)
+    assert 0.75 <= est["m_step"] / mstep.peak <= 1.25, (est["m_step"], mstep)
 
 
 def test_query_chunks_bound_a_long_prefill_and_the_estimate_follows(mesh):

@@ -76,29 +76,39 @@ def phase_estimates(cfg: ModelConfig, spec: LoraSpec, outer_spec: LoraSpec, *, e
                     mstep_batch: int, weight_bytes: int = 2) -> dict:
     """Per-device bytes of each phase `engine/aot.py` compiles (inner, sampling, answering, m_step), by hand.
 
-    Every phase holds the base shard and, with fsdp, one gathered layer. The inner update adds per edit on
-    this device LoRA + gradient + Adam moments and one step's activations; sampling adds the KV cache of its
-    rows, their logits and the prefill (its attention scores over the whole cache, `*_len` = prompt + new
-    tokens, and one layer's activations); answering adds the adapter stack and its per-row copy; the M-step is one edit of
-    the outer LoRA whose rows are not sharded. Compared with XLA's compiled peak in tests/test_aot.py."""
+    Every phase holds the base shard and, with fsdp, one gathered layer. The inner update adds LoRA + gradient +
+    Adam moments of the edits on this device's edit slice, and one step's activations of the edits per device
+    (XLA splits the vmapped edits over edit x fsdp, like a data-parallel batch); sampling adds the KV cache of
+    its rows, their logits and the prefill (its attention scores over the whole cache, `*_len` = prompt + new
+    tokens, and one layer's activations); answering adds the adapter stack and its per-row copy; the M-step is
+    one edit of the outer LoRA (replicated) whose rows XLA splits over a mesh axis that divides them. Each rule is
+    XLA's choice, measured on v5e (README "Will it fit?"): compared with XLA's compiled peak in tests/test_aot.py.
+    """
     shards, row_shards = fsdp * tp, edit * fsdp
     base = cfg.num_params() * weight_bytes / shards
     embed = cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_embeddings else 2)
     gathered = 0 if fsdp == 1 else (cfg.num_params() - embed) / cfg.num_layers * weight_bytes / tp
     fixed = base + gathered
     lora, outer_lora = lora_params(cfg, spec) * 4, lora_params(cfg, outer_spec) * 4
-    per_edit = 4 * lora + activation_bytes(cfg, doc_len, cfg.remat, batch) / tp
+    states = 4 * lora  # LoRA, gradient, two Adam moments (f32)
+    step_activations = activation_bytes(cfg, doc_len, cfg.remat, batch) / tp
+    inner_edits = -(-edits_per_chunk // edit), -(-edits_per_chunk // row_shards)  # (states, activations)
     cache = lambda rows, length: 2 * cfg.num_layers * rows * length * cfg.kv_dim * weight_bytes / row_shards
     logits = lambda rows: rows * cfg.vocab_size * 4 * 3 / row_shards  # f32 logits, probabilities, one temporary
-    # The decode loop's weights are loop-invariant, so XLA hoists the fsdp all-gather out of it: sampling and
-    # answering hold every layer gathered (measured on v5e: 285 MB peak for SmolLM2 at fsdp=2, base shard 139 MB).
-    whole = cfg.num_params() * weight_bytes / tp
+    # The decode loop's weights are loop-invariant, and XLA hoists the fsdp all-gather out of it when that at most
+    # doubles the weights held (fsdp <= 2): then sampling and answering hold every layer gathered. Measured on v5e:
+    # SmolLM2 at fsdp=2 holds the whole model (285 MB peak, base shard 139 MB), at fsdp=4 one layer at a time,
+    # as does Qwen2.5-7B at fsdp=4.
+    decode_weights = cfg.num_params() * weight_bytes / tp if fsdp <= 2 else fixed
     prefill = lambda rows, prompt, length: (prefill_scores_bytes(cfg, rows / row_shards, prompt, length)
                                             + prefill_layer_bytes(cfg, rows / row_shards, prompt, weight_bytes)) / tp
-    return {"inner": fixed + -(-edits_per_chunk // edit) * per_edit,
-            "sampling": whole + cache(sample_rows, sample_len) + logits(sample_rows)
+    # The M-step's rows split over the largest of the mesh's row axes that divides them (measured on v5e: batch 10
+    # on edit=2 x fsdp=4 holds 5 rows per device, batch 2 on 4 x 2 one, batch 5 on 8 x 1 all five).
+    mstep_rows = mstep_batch // max(d for d in (1, edit, fsdp, row_shards) if mstep_batch % d == 0)
+    return {"inner": fixed + inner_edits[0] * states + inner_edits[1] * step_activations,
+            "sampling": decode_weights + cache(sample_rows, sample_len) + logits(sample_rows)
             + prefill(sample_rows, sample_prompt, sample_len),
-            "answering": whole + cache(answer_rows, answer_len) + logits(answer_rows)
+            "answering": decode_weights + cache(answer_rows, answer_len) + logits(answer_rows)
             + prefill(answer_rows, answer_prompt, answer_len)
             + -(-edits_per_chunk // edit) * lora + answer_rows * lora / row_shards,
-            "m_step": fixed + 4 * outer_lora + activation_bytes(cfg, mstep_len, cfg.remat, mstep_batch) / tp}
+            "m_step": fixed + 4 * outer_lora + activation_bytes(cfg, mstep_len, cfg.remat, mstep_rows) / tp}
