@@ -130,6 +130,16 @@ def test_heterogeneous_batch_equals_separate_runs(base, edits):
         _close(jax.tree.map(lambda x: x[i], together), jax.tree.map(lambda x: x[0], alone))
 
 
+def test_shapes_bucket_so_later_batches_reuse_the_compiled_update():
+    """Documents per edit pad to a power of two >= 8 and the scan to a power of two of steps, so rounds whose
+    self-edits have different line counts and epochs share one compiled update (steps beyond need are skipped)."""
+    rng = np.random.default_rng(6)
+    one, seven = (pack_edits([_examples(rng, n)], [1e-2], [ep], batch_size=1) for n, ep in ((1, 3), (7, 1)))
+    assert one.tokens.shape == seven.tokens.shape == (1, 8, 16) and one.steps == seven.steps == 8
+    assert pack_edits([_examples(rng, 5)], [1e-2], [2], batch_size=1).steps == 16  # 10 steps needed
+    assert pack_edits([_examples(rng, 9)], [1e-2], [1], batch_size=1).tokens.shape[1] == 16
+
+
 def test_one_compile_per_bucket(base):
     rng = np.random.default_rng(5)
     keys = jax.random.split(jax.random.PRNGKey(4), 2)
