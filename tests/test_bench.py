@@ -42,6 +42,7 @@ def test_bench_inner_reports_the_workload_and_matches_the_peer(tmp_path, smollm)
     # the phases lie inside the timed round; each figure is rounded to 0.01 s, hence the 0.015 s slack
     assert 0 < out["train_s"] + out["answer_s"] <= out["warm_s"] + 0.015 and out["speedup_vs_peer"] > 0
     assert 0 < out["train_mfu"] < 1 and out["peak_rss_mb"] > 0
+    assert out["layer_matmul_gflops_xla"] > 0 and out["layer_matmul_gflops_torch"] > 0 and out["step_rows"] > 0
     prof = out["profile"]  # the traced round: both jitted phases seen, shares add up to the traced wall time
     assert {"jit_inner_train_edits", "jit__generate"} <= set(prof["by_module"])
     assert abs(sum(prof["by_kind"].values()) + prof["idle_ms"] - prof["wall_ms"]) < 0.01 * prof["wall_ms"] + 1
@@ -87,3 +88,14 @@ def test_wall_breakdown_shares_overlapping_ops_against_closed_form():
     assert out["wall_ms"] == 30.0 and out["idle_ms"] == 5.0
     assert out["by_module"] == {"jit_train": 15.0, "jit__generate": 10.0}
     assert out["by_kind"] == {"weight or cache slice": 10.0, "matmul": 7.5, "copy or transpose": 7.5}
+
+
+def test_training_matmuls_are_the_layer_share_of_the_model_flops():
+    """Forward matmuls of one layer x layers + the head = ModelConfig.flops_per_token (no attention), less the
+    norms; the input gradients double the layers' share."""
+    from seal_jax.model.config import preset
+    cfg = preset("tiny")
+    fwd = sum(2 * m * k * n for m, k, n in bench.training_matmuls(cfg, 1))
+    head = 2 * cfg.vocab_size * cfg.hidden_size
+    norms = 2 * (cfg.hidden_size * (2 * cfg.num_layers + 1))
+    assert fwd * cfg.num_layers / 2 + head + norms == cfg.flops_per_token(0)

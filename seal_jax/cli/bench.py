@@ -160,6 +160,40 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
 
 
+def training_matmuls(cfg, tokens: int) -> list[tuple[int, int, int]]:
+    """(M, K, N) of one layer's training matmuls at `tokens` per step with a frozen base: each projection
+    forward (x @ W) and its input gradient (dy @ W^T); LoRA, attention scores and the head left out."""
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    forward = [(tokens, d, cfg.q_dim), (tokens, d, cfg.kv_dim), (tokens, d, cfg.kv_dim), (tokens, cfg.q_dim, d),
+               (tokens, d, f), (tokens, d, f), (tokens, f, d)]
+    return forward + [(m, n, k) for m, k, n in forward]
+
+
+def matmul_gflops(shapes, backend: str = "xla", reps: int = 10) -> float:
+    """float32 throughput over `shapes` ((M, K, N) each, timed one at a time, best of 3): what the model's own
+    matmuls reach on this host, through XLA or through torch (the peer's oneDNN). The MFU ceiling of a step
+    whose time is all matmuls."""
+    flops = seconds = 0.0
+    for m, k, n in shapes:
+        a, b = np.random.randn(m, k).astype(np.float32), np.random.randn(k, n).astype(np.float32)
+        if backend == "torch":
+            import torch
+            a, b = torch.from_numpy(a), torch.from_numpy(b)
+            call = lambda: a @ b
+        else:
+            f, a, b = jax.jit(lambda x, y: x @ y), jnp.asarray(a), jnp.asarray(b)
+            call = lambda: f(a, b).block_until_ready()
+        call()
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                call()
+            best = min(best, (time.perf_counter() - t0) / reps)
+        flops, seconds = flops + 2 * m * k * n, seconds + best
+    return flops / seconds / 1e9
+
+
 WORKLOAD_FIELDS = {"lora": dict, "epochs": int, "lr": (int, float), "batch_size": int, "max_new_tokens": int,
                    "question_prompt": str, "edits": list}
 
@@ -257,6 +291,11 @@ def bench_inner(options: BenchOptions) -> dict:
     mean_len = tokens / max(1, int((packed.seq_valid.sum(-1) * packed.epochs).sum()))
     train_flops = 2 * cfg.flops_per_token(int(mean_len)) * tokens  # forward + backward to activations
     peak = matmul_peak_gflops()
+    per_edit_steps = -(-packed.seq_valid.sum(-1) // config.inner.batch_size) * packed.epochs  # [E]
+    steps = sum(int(per_edit_steps[i:i + config.edits_per_chunk].max())
+                for i in range(0, len(per_edit_steps), config.edits_per_chunk))
+    step_rows = max(1, slots // max(1, steps))  # token slots of one optimiser step, averaged
+    peer_rows = max(1, int(mean_len))  # the peer trains one document at a time
     result = {"bench": "inner", "model": options.model, "backend": jax.default_backend(), "remat": cfg.remat,
               "dtype": options.dtype, "edits": len(workload["edits"]), "edits_per_chunk": options.edits_per_chunk,
               "step_form": options.step_form, "cpu": cpu_model(),
@@ -267,7 +306,12 @@ def bench_inner(options: BenchOptions) -> dict:
               "answers": answers,
               "matmul_peak_gflops": round(peak, 1), "train_model_gflop": round(train_flops / 1e9, 1),
               # model FLOPs utilisation on real tokens, training phase of the best warm round
-              "train_mfu": round(train_flops / phases["train_s"] / (peak * 1e9), 3)}
+              "train_mfu": round(train_flops / phases["train_s"] / (peak * 1e9), 3),
+              # the model's own matmuls timed alone: XLA at this step form's mean step, torch at the peer's
+              "step_rows": step_rows, "peer_rows": peer_rows,
+              "layer_matmul_gflops_xla": round(matmul_gflops(training_matmuls(cfg, step_rows)), 1)}
+    if peer_model is not None:
+        result["layer_matmul_gflops_torch"] = round(matmul_gflops(training_matmuls(cfg, peer_rows), "torch"), 1)
     if peers:
         result["peer_hf_peft_s"] = round(min(peers), 2)
         result["peer_s_rounds"] = [round(t, 2) for t in peers]
