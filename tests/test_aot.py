@@ -142,3 +142,4 @@ def test_plan_cli_compiles_every_phase_of_a_config_for_a_topology():
         assert 0 < phase["argument_mib"] <= phase["peak_mib"] and phase["estimate_mib"] > 0, (name, phase)
     row = markdown_table([plan]).splitlines()[-1]
     assert row.startswith("| v5e:2x4 (v5e, 16) | 8 x 1 x 1") and "| yes |" in row
+    assert "nan" not in row and row.endswith("| not costed (--nocost) | not costed (--nocost) |")

@@ -14,6 +14,7 @@ generated) are the typical values in `TYPICAL`, printed with the plan.
 from __future__ import annotations
 
 import json
+import math
 
 from absl import flags
 
@@ -166,10 +167,12 @@ def markdown_table(plans: list[dict]) -> str:
                    f"{k}: {v['reason'][:80]}" for k, v in p.get("phases", {}).items() if not v["fits"])]
         for n in names:
             ph = p["phases"][n]
-            row.append(f"{gib(ph['peak_mib'])} ({gib(ph['estimate_mib'])}), {ph['roofline_s']:.3g}"
+            roofline = ph.get("roofline_s", float("nan"))
+            roofline = f"{roofline:.3g}" if math.isfinite(roofline) else "not costed"
+            row.append(f"{gib(ph['peak_mib'])} ({gib(ph['estimate_mib'])}), {roofline}"
                        if ph["fits"] else "does not fit")
-        secs = p.get("device_seconds (compiler cost model, roofline lower bound)", {})
-        row += [f"{secs.get('per_self_edit', float('nan')):.3g}", f"{secs.get('per_round', float('nan')):.4g}"]
+        secs = p.get("device_seconds (compiler cost model, roofline lower bound)")
+        row += [f"{secs['per_self_edit']:.3g}", f"{secs['per_round']:.4g}"] if secs else ["not costed (--nocost)"] * 2
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
