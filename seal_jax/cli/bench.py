@@ -149,17 +149,6 @@ def _hf_generate(path, tok, prompts, max_new_tokens):
     return {"tokens": n, "s": dt}
 
 
-def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
-    """Measured float32 matmul throughput of this machine through XLA (the MFU denominator)."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        f(a).block_until_ready()
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
-
-
 def training_matmuls(cfg, tokens: int) -> list[tuple[int, int, int]]:
     """(M, K, N) of one layer's training matmuls at `tokens` per step with a frozen base: each projection
     forward (x @ W) and its input gradient (dy @ W^T); LoRA, attention scores and the head left out."""
@@ -192,6 +181,11 @@ def matmul_gflops(shapes, backend: str = "xla", reps: int = 10) -> float:
             best = min(best, (time.perf_counter() - t0) / reps)
         flops, seconds = flops + 2 * m * k * n, seconds + best
     return flops / seconds / 1e9
+
+
+def matmul_peak_gflops(n: int = 2048) -> float:
+    """Measured float32 matmul throughput of this machine through XLA (the MFU denominator)."""
+    return matmul_gflops([(n, n, n)], reps=3)
 
 
 WORKLOAD_FIELDS = {"lora": dict, "epochs": int, "lr": (int, float), "batch_size": int, "max_new_tokens": int,
