@@ -139,7 +139,8 @@ def _launch_two(args):
     procs, logs = [], []
     for i in range(2):  # output to files: a full pipe would stall one process and the other waits on it
         env = {**os.environ, "JAX_PLATFORMS": "cpu",
-               "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=1",
+               "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=1 "
+                             "--xla_cpu_use_fusion_emitters=false",
                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}
         logs.append((tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")))
         procs.append(subprocess.Popen([sys.executable, *args], cwd=root, env=env, stdout=logs[-1][0],
