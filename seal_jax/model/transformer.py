@@ -367,10 +367,6 @@ def param_dtype(params: dict):
     return params["embed"]["embedding"].dtype
 
 
-def output_embedding(params: dict):  # -> [D, V]
-    return params["lm_head"]["kernel"] if "lm_head" in params else params["embed"]["embedding"].T
-
-
 def forward(params: dict, cfg: ModelConfig, tokens, positions, token_mask, *, lora: Optional[dict] = None,
             lora_scale: float = 0.0, cache: Optional[dict] = None, segment_ids=None, token_adapter=None,
             window: Optional[tuple[int, int]] = None):
@@ -395,7 +391,11 @@ def forward(params: dict, cfg: ModelConfig, tokens, positions, token_mask, *, lo
 
 
 def logits_from_hidden(params: dict, hidden):  # hidden [..., D] -> float32 [..., V]
-    return jnp.einsum("...d,dv->...v", hidden, output_embedding(params)).astype(jnp.float32)
+    """hidden @ lm_head, or @ embedding^T when tied: contracted as stored, since an explicit `.T` made XLA:CPU
+    copy the [V, D] table into [D, V] once per training step (113 MB for SmolLM2)."""
+    if "lm_head" in params:
+        return jnp.einsum("...d,dv->...v", hidden, params["lm_head"]["kernel"]).astype(jnp.float32)
+    return jnp.einsum("...d,vd->...v", hidden, params["embed"]["embedding"]).astype(jnp.float32)
 
 
 def token_logprobs(params: dict, hidden, targets, chunk: Optional[int] = 128):
