@@ -99,3 +99,24 @@ def test_training_matmuls_are_the_layer_share_of_the_model_flops():
     head = 2 * cfg.vocab_size * cfg.hidden_size
     norms = 2 * (cfg.hidden_size * (2 * cfg.num_layers + 1))
     assert fwd * cfg.num_layers / 2 + head + norms == cfg.flops_per_token(0)
+
+
+def test_bench_step_times_one_packed_step_of_a_synthetic_row():
+    """`bench_step`: the synthetic row is laid out like a planned packed step (edit by edit, sorted adapters,
+    every real token trained), and the command prints its JSON line, or names a bad flag before any work."""
+    import numpy as np
+    from seal_jax.cli.bench_step import synthetic_row
+    row = synthetic_row(4, 64)
+    edit = row["token_edit"]
+    assert np.all(np.diff(edit) >= 0) and set(edit.tolist()) <= {0, 1, 2, 3, 4}
+    assert np.all(np.diff(row["token_adapter"][0]) >= 0) and row["token_adapter"].max() == 3
+    assert row["weight"].sum() == (edit < 4).sum() and (edit == 0).sum() == 64 // 3
+    assert np.all(row["positions"][0][np.r_[True, np.diff(row["segment_ids"][0]) != 0]] == 0)  # restart per document
+    cmd = [sys.executable, "-m", "seal_jax.cli.bench_step", "--preset=tiny", "--edits=3", "--row_tokens=64", "--repeats=1"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["edits"] == 3 and result["row_tokens"] == 64 and result["finite"] and result["step_s"] > 0
+    assert 0 < result["layer_matmuls_alone_s"] and result["layer_matmul_gflops_xla"] > 0 and result["cpu"]
+    out = subprocess.run(cmd + ["--span=100"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "multiples of 64" in out.stderr
