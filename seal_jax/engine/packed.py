@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seal_jax.engine.inner import (InnerConfig, PackedEdits, _lengths, all_finite, epoch_order, keep_if, lr_multiplier,
-                            optimizer, round_up)
+from seal_jax.engine.inner import (InnerConfig, PackedEdits, _lengths, all_finite, epoch_order, keep_if,
+                                   lr_multiplier, optimizer, round_up)
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import init_lora
 from seal_jax.model.transformer import forward, token_logprobs
@@ -41,8 +41,14 @@ def row_bucket(n: int) -> int:
 BLOCK = 64  # query block of banded attention (`transformer.attend_banded`)
 
 
+def step_span(longest: int) -> int:
+    """How far back a query of a step whose longest document has `longest` tokens must see, in whole blocks:
+    per step, so a step of short lines gets a 64-token band even when the chunk also holds 400-token passages."""
+    return round_up(max(int(longest) - 1, 1), BLOCK)
+
+
 def attention_window(T: int, span: int) -> tuple[int, Optional[tuple[int, int]]]:
-    """(row length, window): banded attention when each query block's window (the chunk's longest document
+    """(row length, window): banded attention when each query block's window (the step's longest document
     before it, `span`, plus the block) is shorter than the row; else full attention over the row (None)."""
     if T <= span + BLOCK:
         return T, None
@@ -72,7 +78,6 @@ def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig) -> list[dict]:
     schedules = edit_schedules(packed, keys, icfg.batch_size)
     lengths = _lengths(packed.loss_mask)  # [E, N]
     E = packed.num_edits
-    span = round_up(max(int(lengths.max(initial=1)) - 1, 1), BLOCK)  # a query looks back at most this far
     totals = np.asarray([len(s) for s in schedules])
     steps = int(totals.max(initial=0))
     lr_mult = np.asarray(jax.vmap(lambda tot: jax.vmap(lambda t: lr_multiplier(icfg, t, tot))(jnp.arange(max(steps, 1))))(
@@ -80,7 +85,8 @@ def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig) -> list[dict]:
     plans = []
     for t in range(steps):
         docs = [(e, int(d)) for e in range(E) if t < totals[e] for d in schedules[e][t]]
-        T, window = attention_window(row_bucket(sum(int(lengths[e, d]) for e, d in docs)), span)
+        longest = max((int(lengths[e, d]) for e, d in docs), default=1)  # a query looks back at most this far
+        T, window = attention_window(row_bucket(sum(int(lengths[e, d]) for e, d in docs)), step_span(longest))
         tokens, positions = np.zeros(T, np.int32), np.zeros(T, np.int32)
         segment, weight = np.full(T, -1, np.int32), np.zeros(T, np.float32)
         token_edit, pos = np.full(T, E, np.int32), 0
