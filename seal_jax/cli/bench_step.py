@@ -24,7 +24,7 @@ from absl import app, flags
 from seal_jax.cli.bench import cpu_model, matmul_gflops, training_matmuls
 from seal_jax.engine import packed as pk
 from seal_jax.engine.inner import InnerConfig
-from seal_jax.model.config import preset
+from seal_jax.model.config import REMAT_POLICIES, preset
 from seal_jax.model.transformer import init_params
 
 FLAGS = flags.FLAGS
@@ -35,7 +35,7 @@ def define_flags():
     flags.DEFINE_integer("edits", 12, "Edits whose documents share the row.")
     flags.DEFINE_integer("row_tokens", 384, "Tokens in the packed row (a multiple of 64 when --span > 0).")
     flags.DEFINE_integer("span", 0, "Banded attention look-back in tokens (a multiple of 64); 0: full attention.")
-    flags.DEFINE_enum("remat", "dots", ["none", "full", "dots"], "Per-layer rematerialisation.")
+    flags.DEFINE_enum("remat", "dots", list(REMAT_POLICIES), "Per-layer rematerialisation.")
     flags.DEFINE_integer("repeats", 4, "Warm steps timed; the best is reported.")
 
 
@@ -45,12 +45,12 @@ def synthetic_row(edits: int, T: int, seed: int = 0) -> dict:
         raise ValueError(f"need edits >= 1 and row_tokens >= 2 x edits, got edits={edits}, row_tokens={T}")
     lengths = [T] if edits == 1 else [T // 3] + [(T - T // 3) // (edits - 1)] * (edits - 1)
     tail = T - sum(lengths)
+    # one document per edit, so each token's segment id is its edit (the tail: `edits`, its own segment, no loss)
     edit = np.concatenate([np.full(n, e) for e, n in enumerate(lengths)] + [np.full(tail, edits)]).astype(np.int32)
-    segment = np.concatenate([np.full(n, e) for e, n in enumerate(lengths)] + [np.full(tail, edits)])
     positions = np.concatenate([np.arange(n) for n in lengths + [tail]])
     rng = np.random.default_rng(seed)
     return {"tokens": rng.integers(0, 1000, (1, T)).astype(np.int32), "positions": positions[None].astype(np.int32),
-            "segment_ids": segment[None].astype(np.int32), "weight": (edit < edits)[None].astype(np.float32),
+            "segment_ids": edit[None], "weight": (edit < edits)[None].astype(np.float32),
             "token_edit": edit, "token_adapter": np.minimum(edit, edits - 1)[None],
             "active": np.ones(edits, bool), "lr": np.full(edits, 1e-3, np.float32)}
 

@@ -85,8 +85,8 @@ def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig) -> list[dict]:
     plans = []
     for t in range(steps):
         docs = [(e, int(d)) for e in range(E) if t < totals[e] for d in schedules[e][t]]
-        longest = max((int(lengths[e, d]) for e, d in docs), default=1)  # a query looks back at most this far
-        T, window = attention_window(row_bucket(sum(int(lengths[e, d]) for e, d in docs)), step_span(longest))
+        n_docs = [int(lengths[e, d]) for e, d in docs]  # the longest: how far back a query looks at most
+        T, window = attention_window(row_bucket(sum(n_docs)), step_span(max(n_docs, default=1)))
         tokens, positions = np.zeros(T, np.int32), np.zeros(T, np.int32)
         segment, weight = np.full(T, -1, np.int32), np.zeros(T, np.float32)
         token_edit, pos = np.full(T, E, np.int32), 0
@@ -97,7 +97,7 @@ def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig) -> list[dict]:
             weight[pos + 1:pos + n] = packed.loss_mask[e, d, 1:n]  # targets inside the document only
             pos += n
         segment[pos:] = len(docs)  # the tail: one segment of its own, no loss
-        plans.append({"real_tokens": sum(int(lengths[e, d]) for e, d in docs), "window": window,
+        plans.append({"real_tokens": sum(n_docs), "window": window,
                       "tokens": tokens[None], "positions": positions[None], "segment_ids": segment[None],
                       "weight": weight[None], "token_edit": token_edit,
                       "token_adapter": np.minimum(token_edit, E - 1)[None],  # the tail keeps the order sorted
