@@ -1,8 +1,9 @@
 """Grading answers against the gold answer: SQuAD-normalised string graders, or an LLM judge.
 
 `grade_answers(grading, questions, preds, golds)` returns (scores in [0, 1], judge-failure flags): a string
-grader never fails; a judge call that fails after its retries, or a reply that is neither yes nor no, scores
-the answer wrong and is flagged, so callers count failures per record and per run.
+grader never fails; a judge call that fails after its retries scores the answer wrong and is flagged, so callers
+count failures per record and per run (a reply that is neither yes nor no is a wrong answer, not a failure, as in
+SEAL).
 """
 from __future__ import annotations
 
