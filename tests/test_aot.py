@@ -105,6 +105,26 @@ def test_layer_extrapolated_cost_matches_the_unrolled_program(mesh):
     assert flops == pytest.approx(whole.flops, rel=0.02)
 
 
+def test_planning_unroll_counts_every_attention_and_loss_chunk():
+    """The query-chunk and loss-chunk loops are loops too: under `unroll_layers` (planning) XLA's cost model sees
+    every chunk, so a chunked forward costs what the unchunked one does; left as loops, one chunk is counted."""
+    import jax
+    import jax.numpy as jnp
+    from seal_jax.model.transformer import abstract_params, sequence_logprobs
+
+    def flops(cfg, loss_chunk):
+        tokens = jax.ShapeDtypeStruct((2, 256), jnp.int32)
+        mask = jax.ShapeDtypeStruct((2, 256), jnp.float32)
+        fn = jax.jit(lambda p, t, m: sequence_logprobs(p, cfg, t, m, chunk=loss_chunk))
+        cost = fn.lower(abstract_params(cfg), tokens, mask).compile().cost_analysis()
+        return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+
+    cfg = preset("tiny").replace(num_layers=1, unroll_layers=True)
+    whole = flops(cfg.replace(query_chunk=0), None)
+    assert flops(cfg.replace(query_chunk=32), 32) == pytest.approx(whole, rel=0.02)
+    assert flops(cfg.replace(query_chunk=32, unroll_layers=False), 32) < 0.7 * whole
+
+
 def test_default_to_cpu_only_without_accelerators(monkeypatch):
     monkeypatch.delenv("JAX_PLATFORMS", raising=False)
     monkeypatch.setattr("seal_jax.runtime.topology.has_local_accelerator", lambda: True)

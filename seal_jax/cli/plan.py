@@ -156,7 +156,7 @@ def markdown_table(plans: list[dict]) -> str:
     names = ("inner", "sampling", "answering", "m_step")
     head = ["topology (chip, HBM)", "mesh e x f x t, edits/chunk", "fits"]
     head += [f"{n}: peak GiB (est.), roofline s/call" for n in names]
-    head += ["device-s per self-edit", "device-s per round"]
+    head += ["device-s per self-edit (XLA cost model)", "device-s per round (XLA cost model)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     gib = lambda mib: f"{mib / 1024:.2f}"
     for p in plans:

@@ -177,8 +177,8 @@ def generate_memory(cfg, mesh, rows: int, prompt: int, cap: int, lora: Optional[
 
 def _layers(cfg: ModelConfig, measure: Callable[[ModelConfig], Compiled]) -> tuple[float, float]:
     """(flops, bytes) of `measure` at the full depth, from unrolled compiles at 1 and 2 layers."""
-    # query_chunk=0: a chunked attention's lax.map body would be counted once, like the layer scan's
-    one, two = (measure(cfg.replace(num_layers=n, unroll_layers=True, query_chunk=0)) for n in (1, 2))
+    # unroll_layers also unrolls the query-chunk and loss-chunk loops, whose bodies would be counted once too
+    one, two = (measure(cfg.replace(num_layers=n, unroll_layers=True)) for n in (1, 2))
     if not (one.fits and two.fits):
         return float("nan"), float("nan")
     extra = cfg.num_layers - 1
@@ -187,11 +187,11 @@ def _layers(cfg: ModelConfig, measure: Callable[[ModelConfig], Compiled]) -> tup
 
 def inner_step_cost(cfg, icfg: InnerConfig, mesh, edits: int, docs: int, seq: int, lead: P = P("edit")):
     """(flops, bytes) per device of one optimiser step of `edits` edits at `seq` tokens (the scan's body)."""
-    one_pass = dataclasses.replace(icfg, loss_chunk=None, length_buckets=1)
+    one_bucket = dataclasses.replace(icfg, length_buckets=1)
 
     def measure(c):
         e, k, hp = edit_batch(mesh, edits, docs, seq, lead)
-        return compile_phase(inner.inner_train_edits, abstract_base(c, mesh), e, k, hp, cfg=c, icfg=one_pass, steps=8)
+        return compile_phase(inner.inner_train_edits, abstract_base(c, mesh), e, k, hp, cfg=c, icfg=one_bucket, steps=8)
     return _layers(cfg, measure)
 
 

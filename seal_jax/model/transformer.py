@@ -127,7 +127,7 @@ def positions_from_mask(mask):  # mask: bool [B, S], True on real tokens
     return pos - (pos >= 1)
 
 
-def attend(q, k, v, mask, query_chunk: int = 0):
+def attend(q, k, v, mask, query_chunk: int = 0, unroll: bool = False):
     """Grouped-query attention. q: [B, S, Hq, Dh]; k, v: [B, Hkv, T, Dh]; mask: bool [B, S, T] -> [B, S, Hq*Dh].
 
     Query head i reads key/value head i // (Hq / Hkv), as HF's `repeat_kv`. Keys are head-major, the KV
@@ -135,7 +135,7 @@ def attend(q, k, v, mask, query_chunk: int = 0):
     query_chunk > 0 and < S: `attend_query_chunks`, the same values with [B, H, chunk, T] scores at a time.
     """
     if 0 < query_chunk < q.shape[1]:
-        return attend_query_chunks(q, k, v, mask, query_chunk)
+        return attend_query_chunks(q, k, v, mask, query_chunk, unroll)
     B, S, Hq, Dh = q.shape
     Hkv = k.shape[1]
     qg = q.reshape(B, S, Hkv, Hq // Hkv, Dh)
@@ -146,17 +146,24 @@ def attend(q, k, v, mask, query_chunk: int = 0):
     return out.transpose(0, 3, 1, 2, 4).reshape(B, S, Hq * Dh)
 
 
-def attend_query_chunks(q, k, v, mask, chunk: int):
-    """`attend` over `chunk` queries at a time (`lax.map`), each chunk rematerialised in the backward: the live
+def attend_query_chunks(q, k, v, mask, chunk: int, unroll: bool = False):
+    """`attend` over `chunk` queries at a time (a scan), each chunk rematerialised in the backward: the live
     scores are [B, H, chunk, T], not [B, H, S, T] (at S = T = 8192 and 32 heads: 0.5 GB against 8.6 GB per row).
-    Exact: every query row's softmax sees all its keys. Padded queries (S not a multiple of chunk) see no key."""
+    Exact: every query row's softmax sees all its keys. Padded queries (S not a multiple of chunk) see no key.
+    unroll: the scan unrolled (`ModelConfig.unroll_layers`, planning: XLA's cost model counts a loop body once)."""
     B, S, Hq, Dh = q.shape
     n = -(-S // chunk)
     pad = n * chunk - S
     qc = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(B, n, chunk, Hq, Dh).swapaxes(0, 1)
     mc = jnp.pad(mask, ((0, 0), (0, pad), (0, 0))).reshape(B, n, chunk, mask.shape[-1]).swapaxes(0, 1)
-    out = jax.lax.map(jax.checkpoint(lambda qm: attend(qm[0], k, v, qm[1])), (qc, mc))  # [n, B, chunk, Hq*Dh]
+    out = chunk_map(jax.checkpoint(lambda qm: attend(qm[0], k, v, qm[1])), (qc, mc), unroll)  # [n, B, chunk, Hq*Dh]
     return out.swapaxes(0, 1).reshape(B, n * chunk, Hq * Dh)[:, :S]
+
+
+def chunk_map(fn, xs, unroll: bool = False):
+    """`lax.map(fn, xs)` over the leading axis; unroll=True unrolls it, so XLA's cost model counts every chunk."""
+    n = jax.tree.leaves(xs)[0].shape[0]
+    return jax.lax.scan(lambda _, x: (None, fn(x)), None, xs, unroll=n if unroll else 1)[1]
 
 
 def windows(x, block: int, span: int, axis: int, fill=0):
@@ -213,7 +220,7 @@ class Attention(nnx.Module):
         self.v_proj = linear(D, cfg.kv_dim, use_bias=cfg.qkv_bias)
         self.o_proj = linear(cfg.q_dim, D)
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.query_chunk = cfg.query_chunk
+        self.query_chunk, self.unroll_chunks = cfg.query_chunk, cfg.unroll_layers
 
     def __call__(self, x, lora: dict, scale: float, positions, inv_freq, mask, kv=None, token_adapter=None):
         """x: [B, S, D] -> ([B, S, D], cache); mask: bool [B, S, T], which keys each query sees (or, banded, [B, S/C,
@@ -236,7 +243,7 @@ class Attention(nnx.Module):
         if mask.ndim == 4:  # [B, nb, C, W+C]: packed rows, by query block
             out = attend_banded(q, k, v, mask)
         else:
-            out = attend(q, k, v, mask, self.query_chunk)
+            out = attend(q, k, v, mask, self.query_chunk, self.unroll_chunks)
         return proj("o_proj", out), new_kv
 
 
@@ -398,11 +405,11 @@ def logits_from_hidden(params: dict, hidden):  # hidden [..., D] -> float32 [...
     return jnp.einsum("...d,vd->...v", hidden, params["embed"]["embedding"]).astype(jnp.float32)
 
 
-def token_logprobs(params: dict, hidden, targets, chunk: Optional[int] = 128):
+def token_logprobs(params: dict, hidden, targets, chunk: Optional[int] = 128, unroll: bool = False):
     """log p(targets) per position, float32 [B, S], from hidden [B, S, D].
 
     With `chunk`, logits exist only for `chunk` positions at a time (and are recomputed in the backward
-    pass), so peak memory holds [B, chunk, V] rather than [B, S, V].
+    pass), so peak memory holds [B, chunk, V] rather than [B, S, V]. unroll: as `chunk_map`'s (planning).
     """
     def one(h, t):  # h [B, c, D], t [B, c]
         logits = logits_from_hidden(params, h)
@@ -416,7 +423,7 @@ def token_logprobs(params: dict, hidden, targets, chunk: Optional[int] = 128):
     pad = n * chunk - S
     h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(B, n, chunk, -1).swapaxes(0, 1)
     t = jnp.pad(targets, ((0, 0), (0, pad))).reshape(B, n, chunk).swapaxes(0, 1)
-    out = jax.lax.map(lambda ht: jax.checkpoint(one)(*ht), (h, t))  # [n, B, chunk]
+    out = chunk_map(lambda ht: jax.checkpoint(one)(*ht), (h, t), unroll)  # [n, B, chunk]
     return out.swapaxes(0, 1).reshape(B, n * chunk)[:, :S]
 
 
@@ -430,5 +437,5 @@ def sequence_logprobs(params: dict, cfg: ModelConfig, tokens, loss_mask, *, lora
     B, S = tokens.shape
     positions = jnp.broadcast_to(jnp.arange(S), (B, S))
     hidden, _ = forward(params, cfg, tokens, positions, jnp.ones((B, S), bool), lora=lora, lora_scale=lora_scale)
-    lp = token_logprobs(params, hidden[:, :-1], tokens[:, 1:], chunk)
+    lp = token_logprobs(params, hidden[:, :-1], tokens[:, 1:], chunk, cfg.unroll_layers)
     return lp * loss_mask[:, 1:]
