@@ -116,8 +116,7 @@ def test_planning_unroll_counts_every_attention_and_loss_chunk():
         tokens = jax.ShapeDtypeStruct((2, 256), jnp.int32)
         mask = jax.ShapeDtypeStruct((2, 256), jnp.float32)
         fn = jax.jit(lambda p, t, m: sequence_logprobs(p, cfg, t, m, chunk=loss_chunk))
-        cost = fn.lower(abstract_params(cfg), tokens, mask).compile().cost_analysis()
-        return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+        return aot.compile_phase(fn, abstract_params(cfg), tokens, mask).flops
 
     cfg = preset("tiny").replace(num_layers=1, unroll_layers=True)
     whole = flops(cfg.replace(query_chunk=0), None)
