@@ -99,14 +99,14 @@ def test_layer_extrapolated_cost_matches_the_unrolled_program(mesh):
     icfg = dataclasses.replace(ICFG, loss_chunk=None)
     flops, _ = aot.inner_step_cost(cfg, icfg, mesh, 4, 8, 128)
     e, k, hp = aot.edit_batch(mesh, 4, 8, 128)
-    unrolled = cfg.replace(unroll_layers=True)
+    unrolled = cfg.replace(unroll_loops=True)
     whole = aot.compile_phase(aot.inner.inner_train_edits, aot.abstract_base(unrolled, mesh), e, k, hp, cfg=unrolled,
                               icfg=icfg, steps=8)
     assert flops == pytest.approx(whole.flops, rel=0.02)
 
 
 def test_planning_unroll_counts_every_attention_and_loss_chunk():
-    """The query-chunk and loss-chunk loops are loops too: under `unroll_layers` (planning) XLA's cost model sees
+    """The query-chunk and loss-chunk loops are loops too: under `unroll_loops` (planning) XLA's cost model sees
     every chunk, so a chunked forward costs what the unchunked one does; left as loops, one chunk is counted."""
     import jax
     import jax.numpy as jnp
@@ -118,10 +118,10 @@ def test_planning_unroll_counts_every_attention_and_loss_chunk():
         fn = jax.jit(lambda p, t, m: sequence_logprobs(p, cfg, t, m, chunk=loss_chunk))
         return aot.compile_phase(fn, abstract_params(cfg), tokens, mask).flops
 
-    cfg = preset("tiny").replace(num_layers=1, unroll_layers=True)
+    cfg = preset("tiny").replace(num_layers=1, unroll_loops=True)
     whole = flops(cfg.replace(query_chunk=0), None)
     assert flops(cfg.replace(query_chunk=32), 32) == pytest.approx(whole, rel=0.02)
-    assert flops(cfg.replace(query_chunk=32, unroll_layers=False), 32) < 0.7 * whole
+    assert flops(cfg.replace(query_chunk=32, unroll_loops=False), 32) < 0.7 * whole
 
 
 def test_default_to_cpu_only_without_accelerators(monkeypatch):

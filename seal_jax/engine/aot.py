@@ -177,8 +177,8 @@ def generate_memory(cfg, mesh, rows: int, prompt: int, cap: int, lora: Optional[
 
 def _layers(cfg: ModelConfig, measure: Callable[[ModelConfig], Compiled]) -> tuple[float, float]:
     """(flops, bytes) of `measure` at the full depth, from unrolled compiles at 1 and 2 layers."""
-    # unroll_layers also unrolls the query-chunk and loss-chunk loops, whose bodies would be counted once too
-    one, two = (measure(cfg.replace(num_layers=n, unroll_layers=True)) for n in (1, 2))
+    # unroll_loops also unrolls the query-chunk and loss-chunk loops, whose bodies would be counted once too
+    one, two = (measure(cfg.replace(num_layers=n, unroll_loops=True)) for n in (1, 2))
     if not (one.fits and two.fits):
         return float("nan"), float("nan")
     extra = cfg.num_layers - 1

@@ -39,8 +39,8 @@ class ModelConfig:
     max_position_embeddings: int = 4096
     model_type: str = "llama"        # "llama" or "qwen2": the HF family used on export
     remat: str = "full"              # per-layer rematerialisation: none | full | dots
-    unroll_layers: bool = False      # unrolled layer scan and query/loss chunk loops: XLA's cost model counts a
-                                     # loop body once (planning only)
+    unroll_loops: bool = False       # unroll the layer scan and the query/loss chunk loops: XLA's cost model
+                                     # counts a loop body once (planning only)
     query_chunk: int = 0             # > 0: attention scores for this many queries at a time (long prefills, long
                                      # documents: [B, H, chunk, T] live instead of [B, H, S, T]); 0: all at once
 

@@ -150,7 +150,7 @@ def attend_query_chunks(q, k, v, mask, chunk: int, unroll: bool = False):
     """`attend` over `chunk` queries at a time (a scan), each chunk rematerialised in the backward: the live
     scores are [B, H, chunk, T], not [B, H, S, T] (at S = T = 8192 and 32 heads: 0.5 GB against 8.6 GB per row).
     Exact: every query row's softmax sees all its keys. Padded queries (S not a multiple of chunk) see no key.
-    unroll: the scan unrolled (`ModelConfig.unroll_layers`, planning: XLA's cost model counts a loop body once)."""
+    unroll: the scan unrolled (`ModelConfig.unroll_loops`, planning: XLA's cost model counts a loop body once)."""
     B, S, Hq, Dh = q.shape
     n = -(-S // chunk)
     pad = n * chunk - S
@@ -220,7 +220,7 @@ class Attention(nnx.Module):
         self.v_proj = linear(D, cfg.kv_dim, use_bias=cfg.qkv_bias)
         self.o_proj = linear(cfg.q_dim, D)
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.query_chunk, self.unroll_chunks = cfg.query_chunk, cfg.unroll_layers
+        self.query_chunk, self.unroll_chunks = cfg.query_chunk, cfg.unroll_loops
 
     def __call__(self, x, lora: dict, scale: float, positions, inv_freq, mask, kv=None, token_adapter=None):
         """x: [B, S, D] -> ([B, S, D], cache); mask: bool [B, S, T], which keys each query sees (or, banded, [B, S/C,
@@ -316,7 +316,7 @@ class Decoder(nnx.Module):
         if segment_ids is not None and window is None:  # packed documents: block-diagonal, causal within each
             mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
         layer_def, layer_params = nnx.split(self.layers)
-        unroll = cfg.num_layers if cfg.unroll_layers else 1
+        unroll = cfg.num_layers if cfg.unroll_loops else 1
 
         def layer_fn(h, params, lo, kv):
             layer = nnx.merge(layer_def, params)
@@ -437,5 +437,5 @@ def sequence_logprobs(params: dict, cfg: ModelConfig, tokens, loss_mask, *, lora
     B, S = tokens.shape
     positions = jnp.broadcast_to(jnp.arange(S), (B, S))
     hidden, _ = forward(params, cfg, tokens, positions, jnp.ones((B, S), bool), lora=lora, lora_scale=lora_scale)
-    lp = token_logprobs(params, hidden[:, :-1], tokens[:, 1:], chunk, cfg.unroll_layers)
+    lp = token_logprobs(params, hidden[:, :-1], tokens[:, 1:], chunk, cfg.unroll_loops)
     return lp * loss_mask[:, 1:]
