@@ -36,3 +36,8 @@ def test_plan_matches_pytrees_and_xla_buffer_assignment(remat):
     small = memory_plan.plan(cfg, spec, edit=1, fsdp=1, tp=1, device_gib=4.0, seq_len=512, batch=1, weight_bytes=4,
                     sample_batch=8, sample_len=512)
     assert small["max_edits_per_chunk"] < p["max_edits_per_chunk"]
+    # the tp rules were never calibrated against XLA: a tp plan says so, an edit x fsdp plan does not
+    assert "caveat" not in p and "caveat" not in q
+    t = memory_plan.plan(cfg, spec, edit=1, fsdp=1, tp=3, device_gib=16.0, seq_len=512, batch=1, weight_bytes=4,
+                         sample_batch=8, sample_len=512)
+    assert "--compile" in t["caveat"]

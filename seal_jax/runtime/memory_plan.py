@@ -7,7 +7,9 @@ Estimates (bytes per device), from the model shape alone, no weights loaded:
                       divided by tp only: an edit's rows are not split over fsdp, so its activations may not be
   KV cache            2 x L x batch x (prompt + new) x kv_dim x dtype bytes / (edit x fsdp)
 and the largest edits-per-chunk that fits the device after the base, the gathered layer and the sampling cache.
-These are estimates from the model shape (no XLA buffer assignment): keep 10-20% headroom.
+These are estimates from the model shape (no XLA buffer assignment): keep 10-20% headroom. They are calibrated
+against XLA's compiled peak for edit x fsdp meshes only (tp=1): with tp > 1 they are not (TP_CAVEAT), and the plan
+says so in its output.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from seal_jax.model.lora import LoraSpec
 from seal_jax.model.transformer import projection_shape
 
 GiB = 1024 ** 3
+TP_CAVEAT = ("tp > 1: this hand estimate is calibrated against XLA only for tp=1 meshes; for Qwen2.5-7B on v5e:2x4 "
+             "at edit=2 x tp=4 it was 0.72-1.53x XLA's compiled peak per phase, and put at 8 GiB an M-step that "
+             "needs over 16. Check a tp mesh with `python -m seal_jax.cli.plan ... --topology=<tpu> --compile`.")
 
 
 def lora_params(cfg: ModelConfig, spec: LoraSpec) -> int:
@@ -69,7 +74,8 @@ def plan(cfg: ModelConfig, spec: LoraSpec, *, edit: int, fsdp: int, tp: int, dev
             "lora_adam_grad_per_edit_mib": round(4 * lora / 2 ** 20, 2),
             "gathered_layer_gib": round(gathered / GiB, 3), "activations_per_edit_gib": round(activations / GiB, 3),
             "kv_cache_gib": round(cache / GiB, 3), "device_gib": device_gib,
-            "max_edits_per_chunk": per_device_edits * edit, "fits": per_device_edits > 0}
+            "max_edits_per_chunk": per_device_edits * edit, "fits": per_device_edits > 0,
+            **({"caveat": TP_CAVEAT} if tp > 1 else {})}
 
 
 def phase_estimates(cfg: ModelConfig, spec: LoraSpec, outer_spec: LoraSpec, *, edit: int, fsdp: int, tp: int,
@@ -84,7 +90,8 @@ def phase_estimates(cfg: ModelConfig, spec: LoraSpec, outer_spec: LoraSpec, *, e
     its rows, their logits and the prefill (its attention scores over the whole cache, `*_len` = prompt + new
     tokens, and one layer's activations); answering adds the adapter stack and its per-row copy; the M-step is
     one edit of the outer LoRA (replicated) whose rows XLA splits over a mesh axis that divides them. Each rule is
-    XLA's choice, measured on v5e (README "Will it fit?"): compared with XLA's compiled peak in tests/test_aot.py.
+    XLA's choice, measured on v5e (README "Will it fit?"): compared with XLA's compiled peak in tests/test_aot.py,
+    for tp=1 meshes only (TP_CAVEAT).
     """
     shards, row_shards = fsdp * tp, edit * fsdp
     base = cfg.num_params() * weight_bytes / shards
