@@ -21,7 +21,7 @@ from absl import flags
 from seal_jax.cli.common import define_config_flag, run, runtime_model_config
 from seal_jax.cli.settings import inner_config, outer_config
 from seal_jax.model.config import preset
-from seal_jax.runtime.memory_plan import GiB, TP_CAVEAT, phase_estimates, plan
+from seal_jax.runtime.memory_plan import GiB, caveats, phase_estimates, plan
 
 FLAGS = flags.FLAGS
 MODEL_PRESETS = {"Qwen/Qwen2.5-7B": "qwen2p5_7b", "meta-llama/Llama-3.2-1B-Instruct": "llama3p2_1b",
@@ -133,8 +133,7 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
     mib = lambda b: round(b / 2 ** 20, 1)
     out.update(mesh={"edit": edit, "fsdp": fsdp, "tp": tp}, edits_per_chunk=w.edits_per_chunk,
                fits=all(p.memory.fits for p in phases), workload=w.__dict__, phases={})
-    if tp > 1:
-        out["caveat"] = TP_CAVEAT  # the hand estimates beside XLA's figures
+    out.update(caveats(tp))  # about the hand estimates beside XLA's figures
     for p in phases:
         m = p.memory
         out["phases"][p.name] = {

@@ -25,6 +25,11 @@ TP_CAVEAT = ("tp > 1: this hand estimate is calibrated against XLA only for tp=1
              "needs over 16. Check a tp mesh with `python -m seal_jax.cli.plan ... --topology=<tpu> --compile`.")
 
 
+def caveats(tp: int) -> dict:
+    """What a plan's output must say about its hand estimate: {"caveat": TP_CAVEAT} for a tp > 1 mesh, else {}."""
+    return {"caveat": TP_CAVEAT} if tp > 1 else {}
+
+
 def lora_params(cfg: ModelConfig, spec: LoraSpec) -> int:
     return sum(cfg.num_layers * spec.rank * sum(projection_shape(cfg, t)) for t in spec.targets)
 
@@ -75,7 +80,7 @@ def plan(cfg: ModelConfig, spec: LoraSpec, *, edit: int, fsdp: int, tp: int, dev
             "gathered_layer_gib": round(gathered / GiB, 3), "activations_per_edit_gib": round(activations / GiB, 3),
             "kv_cache_gib": round(cache / GiB, 3), "device_gib": device_gib,
             "max_edits_per_chunk": per_device_edits * edit, "fits": per_device_edits > 0,
-            **({"caveat": TP_CAVEAT} if tp > 1 else {})}
+            **caveats(tp)}
 
 
 def phase_estimates(cfg: ModelConfig, spec: LoraSpec, outer_spec: LoraSpec, *, edit: int, fsdp: int, tp: int,
