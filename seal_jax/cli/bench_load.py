@@ -12,7 +12,6 @@ interpreter. The checkpoint is deleted afterwards unless --keep.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -21,6 +20,9 @@ import sys
 import time
 
 import numpy as np
+from absl import flags
+
+FLAGS = flags.FLAGS
 
 
 def write_random_checkpoint(path: str, preset_name: str, files: int = 2, seed: int = 0) -> int:
@@ -90,16 +92,19 @@ def measure_load(path: str, fsdp: int, tp: int) -> dict:
             "mesh": dict(mesh.shape), "load_s": round(seconds, 1)}
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="llama3p2_1b")
-    p.add_argument("--devices", type=int, default=8)
-    p.add_argument("--fsdp", type=int, default=8)
-    p.add_argument("--tp", type=int, default=1)
-    p.add_argument("--dir", default="/tmp/seal_jax_bench_load")
-    p.add_argument("--keep", action="store_true", help="keep the written checkpoint")
-    p.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # the fresh child process
-    a = p.parse_args(argv)
+def define_flags() -> None:
+    flags.DEFINE_string("preset", "llama3p2_1b", "Model shape (seal_jax.model.config.PRESETS).")
+    flags.DEFINE_integer("devices", 8, "Fake CPU devices in the loading process.")
+    flags.DEFINE_integer("fsdp", 8, "Mesh fsdp axis.")
+    flags.DEFINE_integer("tp", 1, "Mesh tp axis.")
+    flags.DEFINE_string("dir", "/tmp/seal_jax_bench_load", "Where the random checkpoint is written.")
+    flags.DEFINE_bool("keep", False, "Keep the written checkpoint.")
+    flags.DEFINE_bool("measure", False, "Internal: this is the fresh loading process.")
+
+
+def main(argv) -> None:
+    del argv
+    a = FLAGS
     if a.measure:
         print(json.dumps(measure_load(a.dir, a.fsdp, a.tp)), flush=True)
         return
@@ -123,4 +128,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from absl import app
+    define_flags()  # not cli.common.run: the measuring child's RSS must not include transformers
+    app.run(main)
