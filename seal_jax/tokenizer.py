@@ -27,13 +27,13 @@ def load_tokenizer(path: str):
 
 def gguf_tokenizer_dir(path: str) -> str:
     """A HF tokenizer directory made once from a .gguf file and kept in GGUF_CACHE (keyed by the file's name,
-    size and mtime): transformers rebuilds a GGUF tokenizer from its vocabulary in ~20 s, a saved one loads in
-    well under a second, and every command starts by loading it."""
-    from transformers import AutoTokenizer
+    size and mtime): rebuilding from the vocabulary takes seconds, a saved one loads in well under a second,
+    and every command starts by loading it."""
     stat = os.stat(path)
-    cached = os.path.join(os.path.expanduser(GGUF_CACHE), f"{os.path.basename(path)}-{stat.st_size}-{stat.st_mtime_ns}")
+    cached = os.path.join(os.path.expanduser(GGUF_CACHE),
+                          f"{os.path.basename(path)}-{stat.st_size}-{stat.st_mtime_ns}-bpe1")
     if not os.path.isdir(cached):
-        tok = AutoTokenizer.from_pretrained(os.path.dirname(path) or ".", gguf_file=os.path.basename(path))
+        tok = gguf_tokenizer(path)
         staging = f"{cached}.{os.getpid()}.tmp"
         tok.save_pretrained(staging)
         try:
@@ -41,6 +41,57 @@ def gguf_tokenizer_dir(path: str) -> str:
         except OSError:  # another process got there first
             shutil.rmtree(staging, ignore_errors=True)
     return cached
+
+
+# Pre-tokenizer splits by `tokenizer.ggml.pre` (the regexes of the models' own tokenizer.json files); the
+# GPT-2 family splits with ByteLevel's built-in regex.
+_GPT2_PRE = {"default", "gpt2", "smollm"}
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+_SPLITS = {"llama-bpe": _LLAMA3_SPLIT, "llama3": _LLAMA3_SPLIT, "llama-v3": _LLAMA3_SPLIT,
+           "smaug-bpe": _LLAMA3_SPLIT, "qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT}
+_CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
+
+
+def gguf_tokenizer(path: str):
+    """A transformers fast tokenizer rebuilt from a byte-level BPE GGUF's metadata (`tokenizer.ggml.model`
+    "gpt2": SmolLM2, Llama-3, Qwen2), with the `tokenizers` library alone: no torch, unlike transformers'
+    own GGUF loader. Control tokens become special tokens, user-defined ones added tokens, as llama.cpp
+    matches both whole. tests/test_loading.py checks it against transformers' `gguf_file=` tokenizer."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    from seal_jax.weights.gguf import gguf_metadata
+    meta = gguf_metadata(path)
+    kind, pre = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre", "default")
+    if kind != "gpt2" or (pre not in _GPT2_PRE and pre not in _SPLITS):
+        raise ValueError(f"{path}: its tokenizer (tokenizer.ggml.model={kind!r}, pre={pre!r}) is not a byte-level "
+                         "BPE this loader rebuilds; use the model's HF checkpoint directory instead")
+    tokens, types = list(meta["tokenizer.ggml.tokens"]), list(meta.get("tokenizer.ggml.token_type", []))
+    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+    backend = Tokenizer(BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, dropout=None,
+                            continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre in _GPT2_PRE)
+    backend.pre_tokenizer = (byte_level if pre in _GPT2_PRE else
+                             pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(_SPLITS[pre]), "isolated"), byte_level]))
+    backend.decoder = decoders.ByteLevel()
+    alphabet = set(pre_tokenizers.ByteLevel.alphabet())
+    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t, k in zip(tokens, types)
+                                if k == _CONTROL and set(t) <= alphabet])
+    backend.add_tokens([AddedToken(t, normalized=False) for t, k in zip(tokens, types) if k == _USER_DEFINED])
+
+    def token(key):
+        i = meta.get(f"tokenizer.ggml.{key}_token_id")
+        return None if i is None else tokens[int(i)]
+    bos = token("bos")
+    if meta.get("tokenizer.ggml.add_bos_token") and bos is not None:
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokens.index(bos))])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=token("eos"),
+                                   unk_token=token("unknown"), pad_token=token("padding"),
+                                   chat_template=meta.get("tokenizer.chat_template"))
 
 
 def chat_prompt(tok, user_message: str, system: Optional[str] = None) -> list[int]:
@@ -66,11 +117,35 @@ def encode_example(tok, prompt: str, completion: str, chat: bool = False) -> tup
     return p + c, [0] * len(p) + [1] * len(c)
 
 
-def stop_token_ids(tok, extra: Sequence[str] = ()) -> list[int]:
-    """EOS plus any extra stop strings that are single tokens (e.g. `<|im_end|>`, `<|eot_id|>`)."""
-    ids = {tok.eos_token_id}
-    for s in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", *extra):
-        tid = tok.convert_tokens_to_ids(s)
-        if isinstance(tid, int) and tid != tok.unk_token_id and tid is not None and tid >= 0:
-            ids.add(tid)
-    return sorted(i for i in ids if i is not None)
+# The end-of-text tokens of SEAL's models beyond the tokenizer's EOS. SEAL samples through vLLM, which stops at the
+# tokenizer's EOS, at every eos_token_id of the model's generation_config.json, and at SEAL's own stop lists.
+LLAMA3_STOPS = ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")  # Llama-3.2-1B-Instruct (SEAL's ARC model)
+CHATML_INSTRUCT_STOPS = ("<|im_end|>", "<|endoftext|>")          # Qwen2.5-7B-Instruct (SEAL's --instruct_model)
+
+
+def stop_token_ids(tok) -> list[int]:
+    """The token ids generation stops at, as SEAL's vLLM servers stop for its model families:
+
+      Llama 3 (`<|eot_id|>` and `<|end_of_text|>` in the vocabulary): EOS, `<|end_of_text|>`, `<|eom_id|>`,
+          `<|eot_id|>` (few-shot/inference/engine.py:20 stops at EOS and `<|eot_id|>`; Llama-3.2-1B-Instruct's
+          generation_config eos_token_id [128001, 128008, 128009] adds the other two, also in self-edit.py:433)
+      ChatML instruct (EOS `<|im_end|>`): `<|im_end|>` and `<|endoftext|>` (TTT_server.py:127-128 with
+          --instruct_model; Qwen2.5-7B-Instruct's generation_config eos_token_id [151645, 151643])
+      anything else, Qwen2.5-7B among them: EOS alone (TTT_server.py:129-130, utils.py:92; make_squad_data.py
+          passes no stop list; the base model's generation_config eos_token_id is its EOS, `<|endoftext|>`)
+
+    A name that is not a token of this vocabulary (or is its unknown token) is skipped: the embedded SmolLM2
+    (ChatML instruct; SEAL has no rule for it) stops at `<|im_end|>` alone, its `<|endoftext|>` being its
+    unknown token, as its own generation_config says.
+    """
+    vocab = tok.get_vocab()
+    if "<|eot_id|>" in vocab and "<|end_of_text|>" in vocab:
+        names = (tok.eos_token, *LLAMA3_STOPS)
+    elif tok.eos_token == "<|im_end|>":
+        names = CHATML_INSTRUCT_STOPS
+    else:
+        names = (tok.eos_token,)
+    ids = {vocab[n] for n in names if n in vocab and vocab[n] != tok.unk_token_id}
+    if not ids:
+        raise ValueError(f"the tokenizer has no end-of-text token (eos_token {tok.eos_token!r}); set its eos_token")
+    return sorted(ids)

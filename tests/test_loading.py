@@ -180,7 +180,8 @@ def test_paper_preset_takes_a_local_directory_or_explains_the_hub(sharded_dir, t
 
 def test_gguf_tokenizer_is_saved_once_and_encodes_as_transformers_gguf_loader(tmp_path, monkeypatch):
     """The tokenizer rebuilt from SmolLM2's GGUF is kept as a HF directory; loading that gives the same ids,
-    special tokens and chat prompt as transformers' GGUF loader, and a second load does not rebuild it."""
+    special tokens and chat prompt as transformers' GGUF loader (which needs torch; ours does not), and a second
+    load does not rebuild it."""
     from transformers import AutoTokenizer
     from seal_jax import tokenizer
     monkeypatch.setattr(tokenizer, "GGUF_CACHE", str(tmp_path))
@@ -191,7 +192,11 @@ def test_gguf_tokenizer_is_saved_once_and_encodes_as_transformers_gguf_loader(tm
     stamp = cached.stat().st_mtime_ns
     again = tokenizer.load_tokenizer(path)
     assert cached.stat().st_mtime_ns == stamp and [p.name for p in tmp_path.iterdir()] == [cached.name]
-    for text in ["Hello world!", "Apollo 11\n landed in 1969. Äö 你好 <|im_end|><|im_start|>user"]:
+    for text in ["Hello world!", "Apollo 11\n landed in 1969. Äö 你好 <|im_end|><|im_start|>user",
+                 "  two spaces\n\n\ttab 1234567 3.14 don't we've 🎉", "<|endoftext|>" + "a" * 40, ""]:
         assert ours.encode(text) == again.encode(text) == reference.encode(text)
+        assert ours.decode(ours.encode(text)) == reference.decode(reference.encode(text))
+    assert ours.get_vocab() == reference.get_vocab()
+    assert ours.all_special_tokens == reference.all_special_tokens
     assert tokenizer.chat_prompt(ours, "hi", system="Be brief.") == tokenizer.chat_prompt(reference, "hi", system="Be brief.")
     assert (ours.eos_token_id, ours.pad_token, len(ours)) == (reference.eos_token_id, "<|im_end|>", len(reference))

@@ -16,6 +16,14 @@ from seal_jax.model.config import from_gguf_fields
 from seal_jax.weights.hf import Shardings, load_params
 
 
+def gguf_metadata(path: str) -> dict:
+    """A GGUF file's metadata fields (name -> value), tensors not read."""
+    import gguf
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"GGUF file not found: {path}")
+    return _field_values(gguf.GGUFReader(path))
+
+
 def _field_values(reader) -> dict:
     out = {}
     for name, field in reader.fields.items():
