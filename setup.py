@@ -16,6 +16,7 @@ setup(
         "optax>=0.2.4",
         "orbax-checkpoint>=0.11",
         "transformers>=4.46",
+        "jinja2",  # chat templates (transformers' apply_chat_template); torch would bring it, the core has no torch
         "datasets>=3.0",
         "ml_collections>=1.0",
         "absl-py",
@@ -33,6 +34,9 @@ setup(
         "test": ["pytest", "pytest-xdist", "torch>=2.1", "peft>=0.13", "accelerate"],
         "tpu": ["jax[tpu]"],          # running on a TPU VM
         "cuda12": ["jax[cuda12]"],    # running on NVIDIA GPUs
+        # compile-only GPU plans on a machine without GPUs (`plan --topology=h100:...`): the CUDA plugin and
+        # ptxas/libdevice, not the multi-GB CUDA runtime libraries of jax[cuda12]
+        "cuda-aot": ["jax-cuda12-plugin==0.10.2", "jax-cuda12-pjrt==0.10.2", "nvidia-cuda-nvcc-cu12>=12.9,<13"],
         "aot": ["libtpu==0.0.42.*"],           # compile-only TPU plans on a machine without TPUs (`plan --compile`)
     },
     entry_points={"console_scripts": ["seal = seal_jax.cli.entry:main"]},

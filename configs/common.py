@@ -40,7 +40,8 @@ def base(domain: str, preset: str, paper_model: str) -> ml_collections.ConfigDic
     # .gguf path, a hub repo id (fetched once into the HF cache; gated repos need a login), or random:<preset>.
     c.model = dict(name="smollm2-135m", tokenizer="smollm2-135m", remat="none",
                    dtype="auto",  # base weights: auto = bf16 on accelerators, f32 on CPU
-                   query_chunk=0)  # > 0: attention over this many queries at a time (long sequences); 0: all
+                   query_chunk=0,  # > 0: attention over this many queries at a time (long sequences); 0: all
+                   attention_impl="auto")  # packed rows: xla, splash (TPU), cudnn (GPU); auto: splash/cudnn/xla by chip
     if preset == "smoke":
         c.model.name = "random:tiny"
     elif preset == "paper":
@@ -53,7 +54,8 @@ def inner(**fields) -> dict:
     return dict(dict(edits_per_chunk=4,
                      answer_rows=0,  # rows per answering call, 0: a chunk's every question at once (long prompts: bound it)
                      length_buckets=4,  # vmapped steps run at S/4..S tokens, whichever holds their documents
-                     step_form="vmapped"),  # or "packed": each step's real documents end to end (engine/packed.py)
+                     step_form="vmapped",  # or "packed": each step's real documents end to end (engine/packed.py)
+                     lora_impl="auto"),  # packed steps' per-token LoRA: dense, ragged (ragged_dot); auto: dense on CPU
                 **fields)
 
 

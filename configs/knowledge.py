@@ -30,11 +30,14 @@ def get_config(arg: str = "demo"):
     # source: RL passages; eval_source (SEAL's split): evaluation passages, SEAL's subset of them (shuffled with
     # Python's random seeded shuffle_seed, then [eval_start, eval_start + eval_n)); without it the last held_out
     # passages of source are held out.
-    c.data = dict(source="demo", held_out=8, limit=0, eval_source="", eval_start=0, eval_n=0, shuffle_seed=42)
+    # rounds (with eval_source): rl.contexts passages each, taken in order by rl.draw=disjoint.
+    c.data = dict(source="demo", held_out=8, limit=0, eval_source="", eval_start=0, eval_n=0, shuffle_seed=42,
+                  rounds="")  # each RL round's start:end in the shuffled source, e.g. "0:50,100:150"; "": all
     # prompt: one of SEAL's five templates; prompting: raw | chat | auto (SEAL: raw text for a base model, its
     # ChatML prompt only for an instruct model); documents: SEAL's build_train_sequences with split_newlines.
     c.self_edit = dict(prompt="implications", prompting="auto", max_new_tokens=160, temperature=1.0, top_p=0.95,
-                       batch=16, split_lines=True, drop_preamble=True, prefix_title=True, append_passage=True)
+                       batch=16, split_lines=True, drop_preamble=True, prefix_title=True, append_passage=True,
+                       round_split_lines="")  # e.g. "true,false": split_lines per RL round's reward ("": split_lines)
     # SEAL's TTT settings for knowledge: LoRA r=32, alpha=64 on q,v; lr 1e-3; 10 epochs; batch 1; linear decay.
     c.inner = common.inner(lora_rank=32, lora_alpha=64.0, targets="q_proj,v_proj", lr=1e-3, epochs=10, batch_size=1,
                            schedule="linear", max_len=256)
@@ -67,7 +70,7 @@ def get_config(arg: str = "demo"):
         c.rl.update(contexts=3, samples=2, threshold=-1.0, min_reward=0.0, lora_rank=4, lora_alpha=8.0, batch_size=2,
                     lr=1e-3, draw="disjoint", keep="top1")
     elif preset == "demo":
-        # Sized for ~12 minutes on 2 CPU cores. A 135M model needs LoRA on all projections to store new
+        # Sized for a CPU run (its time: see README). A 135M model needs LoRA on all projections to store new
         # facts in 5 epochs (measured on the demo corpus: 47% answer-contained vs 26% with q,v at 10 epochs).
         # Departures from SEAL's protocol (:paper), all for an offline CPU run: the shipped invented-facts corpus
         # (last 4 held out) instead of SQuAD; the `contains` grader instead of the GPT-4.1 judge; SmolLM2 is an
@@ -86,12 +89,25 @@ def get_config(arg: str = "demo"):
         c.data.update(source=repo_file("data/squad/squad_train.json", "rajpurkar/squad:train"),
                       eval_source=repo_file("data/squad/squad_val.json", "rajpurkar/squad:validation"), eval_n=200)
         c.rl.update(draw="disjoint", contexts=50, samples=5, iterations=2, reward_repeats=3, keep="top1")
+        # Round 2 as SEAL's stored files show it: results/query_server/train/rank_iter1.json ranked with
+        # "split_newlines": false, on data/synthetic_data/train/iter1_train.json, 50 passages outside the 100 of
+        # iter0_train.json (SEAL's offset is unrecorded: the next 50 after those). SEAL's script as written
+        # (query_server.sh:26 SPLIT_NEWLINES=true, fresh passages [50, 100)):
+        # --config.data.rounds=0:50,50:100 --config.self_edit.round_split_lines=true
+        c.data.rounds = "0:50,100:150"
+        c.self_edit.round_split_lines = "true,false"
         c.self_edit.max_new_tokens = 8192  # SEAL's make_squad_data.sh MAX_TOKENS
         c.rl.max_len = 9216  # SEAL's M-step cuts nothing (max_length = its longest example): prompt + 8192
-        # Tested topology: v5e:2x4, mesh edit=2 x fsdp=4, 8 edits per chunk: every phase compiles within 16 GiB
-        # per chip (M-step 14.4 GiB; README "Will it fit?"). The 15 GB bf16 base cannot be replicated on a 16 GiB
-        # chip, hence fsdp=4; on 80 GB GPUs (SEAL: 2 x H100) --config.mesh.fsdp=1 replicates it.
+        # Compile-checked topology (AOT, never run on hardware): v5e:2x4, mesh edit=2 x fsdp=4, 8 edits per chunk:
+        # every phase compiles within 16 GiB per chip (M-step 14.4 GiB; docs/planning.md). The 15 GB bf16 base
+        # cannot be replicated on a 16 GiB chip, hence fsdp=4; on 80 GB GPUs (SEAL: 2 x H100) --config.mesh.fsdp=1
+        # replicates it.
         c.mesh.fsdp = 4
+        # GPU mesh: fsdp=1, every GPU on the edit axis (80 GB holds the replicated base). Compile-checked on
+        # SEAL's 2 x H100 (`python -m seal_jax.cli.plan --config=configs/knowledge.py:paper --topology=h100:1x1x2
+        # --compile` takes it: every phase fits; docs/planning.md "NVIDIA GPUs"). Train on GPUs with
+        # --config.mesh.fsdp=1.
+        c.gpu_mesh = dict(fsdp=1, tp=1)
         c.inner.update(epochs=10, edits_per_chunk=8, max_len=2048)
         c.eval.max_new_tokens = 64
         # SEAL's grader: GPT-4.1 as a yes/no judge at the OpenAI API (OPENAI_API_KEY), its prompt and rule

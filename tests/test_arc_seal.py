@@ -368,7 +368,7 @@ def test_ttt_chat_text_is_seals_representation(smol_tok):
     assert T.INSTRUCTION.startswith("Figure out the underlying transformation") and T.INSTRUCTION.endswith(
         "provided as python arrays:\n")
     np.testing.assert_array_equal(T.parse_grid_str(answer), [[2, 2], [0, 4]])
-    assert T.parse_grid_str("[[1 2]\n [3]]#") is None and T.parse_grid_str("") is None
+    assert T.parse_grid_str("[[1 2]\n [3]]#") is None              # 3 numbers on 2 lines do not reshape
     prompt = T.render_prompt(smol_tok, msgs)
     assert prompt.endswith("<|im_start|>assistant\n") and "[[5 0]] -> " in prompt
 

@@ -308,13 +308,14 @@ def _squad_file(path, n, prefix):
 
 
 def test_paper_data_split_from_local_files_and_hub_offline(tmp_path, monkeypatch):
-    """:paper with SEAL's local files: RL on the train file shuffled with seed 42, evaluation on SEAL's 200 of the
-    validation file; the hub path without network is a clear error; preset paths resolve from the repository."""
+    """:paper with SEAL's local files: RL on the train file shuffled with seed 42 (round 1 its passages [0, 50),
+    round 2 [100, 150)), evaluation on SEAL's 200 of the validation file; the hub path without network is a clear
+    error; preset paths resolve from the repository."""
     import random
     from seal_jax.cli.settings import domain_for
     from seal_jax.domains.knowledge.passages import load_passages
     train, val = tmp_path / "squad_train.json", tmp_path / "squad_val.json"
-    train_records, val_records = _squad_file(train, 120, "train"), _squad_file(val, 300, "val")
+    train_records, val_records = _squad_file(train, 160, "train"), _squad_file(val, 300, "val")
     c = load_config("knowledge.py", "paper")
     c.data.update(source=str(train), eval_source=str(val))
     rl, held = domain_for(c).load_data()
@@ -322,8 +323,10 @@ def test_paper_data_split_from_local_files_and_hub_offline(tmp_path, monkeypatch
     random.seed(42)
     random.shuffle(direct)
     assert [p.context for p in held] == [r["context"] for r in direct[:200]]
-    assert len(rl) == 120 and sorted(p.context for p in rl) == sorted(r["context"] for r in train_records)
-    assert [p.context for p in rl] != [r["context"] for r in train_records]  # shuffled
+    shuffled = list(train_records)
+    random.seed(42)
+    random.shuffle(shuffled)
+    assert [p.context for p in rl] == [r["context"] for r in shuffled[0:50] + shuffled[100:150]]
     assert not {p.context for p in rl} & {p.context for p in held}
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -421,7 +424,8 @@ def test_cpt_documents_and_settings_are_seals():
 
 def test_continual_protocol_on_the_tiny_model(monkeypatch):
     """Row 0 is the no-edit model; at step k the self-edit comes from the model with steps 0..k-1 merged; earlier
-    passages are re-scored; mean and standard error over 2 sequences."""
+    passages are re-scored; 2 runs of 1 sequence, run j drawn as SEAL's job j (random.seed(42 + j);
+    random.sample), SEAL's statistics (a run of one sequence has standard deviation 0)."""
     import jax
     import numpy as np
     from seal_jax.cli.common import build_model
@@ -441,11 +445,14 @@ def test_continual_protocol_on_the_tiny_model(monkeypatch):
     pool = [Passage(f"p{i}", f"Place {i}", f"Place {i} was founded in {1800 + i} by Ada Vell.",
                     ((f"When was Place {i} founded?", str(1800 + i)), ("Who founded it?", "Ada Vell")))
             for i in range(4)]
-    cont = evaluation.ContinualSettings(sequences=2, k=2, seed=42, condition="self_edit")
+    cont = evaluation.ContinualSettings(sequences=1, k=2, seed=42, condition="self_edit", runs=2)
     res = evaluation.continual(params, cfg, tok, pool, settings, jax.random.PRNGKey(0), cont)
     import random
-    rng = random.Random(42)
-    assert res["sequences"] == [[p.id for p in rng.sample(pool, 2)] for _ in range(2)]
+    expected = []
+    for job in range(2):  # continual_self_edits.py:403,418 in job INDEX=job (continual_self_edits.sh:34)
+        random.seed(42 + job)
+        expected.append([p.id for p in random.sample(pool, 2)])
+    assert res["sequences"] == expected and res["seeds"] == [42, 43] and res["n_sequences"] == 2
     mats = np.asarray(res["matrices"])
     assert mats.shape == (2, 3, 2) and np.isnan(mats[:, 1, 1]).all() and not np.isnan(mats[:, 2]).any()
     for s, ids in enumerate(res["sequences"]):
@@ -456,8 +463,8 @@ def test_continual_protocol_on_the_tiny_model(monkeypatch):
     changed = lambda a, b: any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa
     assert writers[0] is params and writers[2] is params  # step 0 of each sequence: the initial model writes
     assert changed(writers[1], params) and changed(writers[3], params)  # step 1: the model with step 0 merged
-    np.testing.assert_allclose(res["mean"], mats.mean(0))
-    np.testing.assert_allclose(res["sem"], mats.std(0, ddof=1) / np.sqrt(2))
+    np.testing.assert_allclose(res["mean"], (mats[0] + mats[1]) / 2)
+    np.testing.assert_array_equal(res["std"], np.where(np.isnan(mats[0]), np.nan, 0.0))
 
 
 def test_table2_rows_carry_the_papers_numbers(tmp_path):
@@ -525,7 +532,7 @@ def test_smoke_paper_protocol_end_to_end(tmp_path, fake_openai):
     assert all(0 <= r["ours"] <= 100 for r in result["table2"])
     assert [r["paper"] for r in result["table2"]][:5] == [32.7, 33.5, 39.7, 46.3, 47.0]
     cont = result["continual"]
-    assert len(cont["sequences"]) == 2 and len(cont["mean"]) == 3 and len(cont["sem"]) == 3
+    assert len(cont["sequences"]) == 2 and len(cont["mean"]) == 3 and len(cont["std"]) == 3
     assert cont["mean"][1][1] is None and cont["mean"][2][1] is not None
     assert all(v is not None for v in cont["mean"][0])  # row 0: the no-edit model on every passage
     assert all(cont["mean"][i][j] is not None for i in range(1, 3) for j in range(i))  # each edited passage, after

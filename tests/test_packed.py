@@ -3,6 +3,7 @@
 The vmapped reference runs every step at full length (`length_buckets=1`): one compiled step instead of
 four, and bucketed steps are checked against the sequential loop in tests/test_inner.py."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -62,18 +63,24 @@ def test_packed_non_finite_edit_is_flagged_alone(base):
     assert list(np.asarray(m["ok"])) == [True, False, True]
 
 
-def test_no_attention_across_packed_documents(base):
-    """Perturbing one document's tokens moves no other document's log-probs in the packed row."""
+@pytest.mark.parametrize("attention_impl", ["xla", "splash"])
+def test_no_attention_across_packed_documents(base, attention_impl):
+    """Perturbing one document's tokens moves no other document's log-probs in the packed row; with XLA's masked
+    attention and with the splash kernel (Pallas interpret mode here; tests/test_kernels.py has cuDNN's arguments)."""
     rng = np.random.default_rng(2)
     examples = [_docs(rng, 2, 10, 20), _docs(rng, 2, 10, 20)]
     icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v")), batch_size=2)
     packed = pack_edits(examples, [1e-2, 1e-2], [1, 1], batch_size=2)
     plan = plan_steps(packed, jax.random.split(jax.random.PRNGKey(0), 2), icfg)[0]
+    cfg = CFG.replace(attention_impl=attention_impl)
 
-    def logprobs(tokens):
-        hidden, _ = forward(base, CFG, tokens, plan["positions"], np.ones_like(tokens, bool),
+    @jax.jit
+    def logprobs_of(tokens):
+        hidden, _ = forward(base, cfg, tokens, plan["positions"], jnp.ones_like(tokens, bool),
                             segment_ids=plan["segment_ids"])
-        return np.asarray(token_logprobs(base, hidden[:, :-1], tokens[:, 1:]))[0]
+        return token_logprobs(base, hidden[:, :-1], tokens[:, 1:])[0]
+
+    logprobs = lambda tokens: np.asarray(logprobs_of(tokens))
 
     seg = plan["segment_ids"][0]
     first = np.flatnonzero(seg == 0)

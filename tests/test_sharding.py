@@ -1,5 +1,8 @@
 """SPMD on 8 fake CPU devices: sharded == single device for the inner loop, outer step and sampling;
 checkpoints restore onto another mesh."""
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -183,6 +186,21 @@ def test_two_processes_run_one_smoke_iteration(tmp_path):
     assert len(records) == 3 * 2  # contexts x samples, once
     assert len((wd / "metrics.jsonl").read_text().splitlines()) == 1
     assert (wd / "checkpoints" / "1").is_dir()
+
+
+def test_two_processes_evaluate(tmp_path):
+    """`evaluate` starts as `train` does (cli.common.start_run): 2 processes x 2 CPU devices evaluate two :smoke
+    passages on an (edit=4) mesh; process 0 alone prints the table and writes eval.json and the plots.
+    (tests/test_evaluate_sharded.py: the sharded result equals the single-device one.)"""
+    out = tmp_path / "eval"
+    outs = _launch_two(["-m", "seal_jax.cli.evaluate", "--config=configs/knowledge_eval.py:smoke", f"--out={out}",
+                        "--config.data.offset=44", "--config.eval.conditions=base,passage", "--config.mesh.edit=-1"])
+    for rc, _, err in outs:
+        assert rc == 0, err[-3000:]
+    assert "Train on passage" in outs[0][1] and "Train on passage" not in outs[1][1]
+    assert sorted(os.listdir(out)) == ["conditions.png", "eval.json", "table2.png"]
+    result = json.load(open(out / "eval.json"))
+    assert result["passages"] == 2 and set(result["accuracy"]) == {"base", "passage"}
 
 
 @pytest.mark.parametrize("name", ["smollm2_135m", "llama3p2_1b", "qwen2p5_7b"])

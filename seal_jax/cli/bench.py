@@ -1,8 +1,12 @@
 """Benchmarks that print one JSON line each, their peers measured in the same run.
 
     python -m seal_jax.cli.bench generate [--model=smollm2-135m] [--max_new_tokens=64]
-    python -m seal_jax.cli.bench inner --workload=../shared/bench/inner_workload.json [--edits_per_chunk=4]
+    python -m seal_jax.cli.bench inner --workload=bench/workloads/inner_workload.json [--edits_per_chunk=4]
         [--repeats=2] [--remat=none] [--dtype=float32] [--step_form=vmapped|packed] [--no_peer] [--profile=DIR]
+    python -m seal_jax.cli.bench inner --workload=bench/workloads/round_workload.json --edits_per_chunk=12
+        --step_form=packed --remat=dots --repeats=1
+
+The workloads (bench/workloads/*.json, described in bench/workloads/README.md) ship with the repository.
 
 Speed on a shared machine is noisy, so every figure that matters is a ratio against a peer timed in the
 same run (HF transformers on torch, when torch is installed; `bench_peer.py` for the inner loop).
@@ -62,7 +66,8 @@ def define_flags() -> None:
     defaults = BenchOptions()
     flags.DEFINE_string("model", defaults.model, "HF checkpoint directory, .gguf file, or a registered name.")
     flags.DEFINE_integer("max_new_tokens", defaults.max_new_tokens, "generate: tokens per answer.")
-    flags.DEFINE_string("workload", None, "inner: workload JSON, e.g. ../shared/bench/inner_workload.json.")
+    flags.DEFINE_string("workload", None, "inner: workload JSON, e.g. bench/workloads/inner_workload.json or "
+                        "bench/workloads/round_workload.json.")
     flags.DEFINE_integer("edits_per_chunk", defaults.edits_per_chunk, "inner: edits per vmapped inner-update call.")
     flags.DEFINE_enum("remat", defaults.remat, ["none", "full", "dots"],
                       "inner: per-layer remat (default none, as the :demo configs: a 135M model's activations are "
@@ -195,7 +200,7 @@ WORKLOAD_FIELDS = {"lora": dict, "epochs": int, "lr": (int, float), "batch_size"
 def load_workload(path: Optional[str]) -> dict:
     """Read and check an inner-loop workload file, naming the first problem before any model is loaded."""
     if not path:
-        raise SystemExit("bench inner needs --workload=FILE (e.g. ../shared/bench/inner_workload.json)")
+        raise SystemExit("bench inner needs --workload=FILE (e.g. bench/workloads/inner_workload.json)")
     try:
         with open(path) as f:
             workload = json.load(f)

@@ -9,7 +9,7 @@ import time
 import jax
 from absl import flags
 
-from seal_jax.cli.common import run
+from seal_jax.cli.common import run, start_step
 from seal_jax.engine.sampling import SamplingConfig, generate
 from seal_jax.tokenizer import encode_prompts
 from seal_jax.weights import load_model, load_peft_adapter
@@ -30,10 +30,12 @@ def define_flags() -> None:
 
 def main(argv):
     del argv
-    cfg, params, tok = load_model(FLAGS.model)
+    with start_step("loading the model"):
+        cfg, params, tok = load_model(FLAGS.model)
     lora, scale = None, 0.0
     if FLAGS.adapter:
-        lora, spec = load_peft_adapter(FLAGS.adapter, cfg)
+        with start_step("loading the adapter"):
+            lora, spec = load_peft_adapter(FLAGS.adapter, cfg)
         scale = spec.scale
     prompts = encode_prompts(tok, FLAGS.prompt, chat=not FLAGS.raw)
     sampling = SamplingConfig(FLAGS.max_new_tokens, FLAGS.temperature, FLAGS.top_p)

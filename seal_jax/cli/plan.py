@@ -1,13 +1,17 @@
-"""Per-device memory plan for a config and mesh; with --topology and --compile, XLA's own, for a TPU not present.
+"""Per-device memory plan for a config and mesh; with --topology and --compile, XLA's own, for a TPU slice or
+NVIDIA GPUs not present.
 
     python -m seal_jax.cli.plan --config=configs/knowledge.py:paper --edit=2 --fsdp=4 --device_gib=16
     python -m seal_jax.cli.plan --config=configs/knowledge.py:paper --topology=v5e:2x4 --compile [--suggest]
+    python -m seal_jax.cli.plan --config=configs/knowledge.py:paper --topology=h100:1x1x2 --compile
 
 Without --compile: runtime/memory_plan.py's hand estimate as JSON (no weights, no compiler). With it (needs
-libtpu): the real jitted phases (`engine/aot.py`) AOT-compiled for the topology's devices on the
-(--edit, --fsdp, --tp) mesh, per phase XLA's per-device memory against the chip's HBM, flops, bytes and
-roofline time, and device-seconds per self-edit and per SEAL round: a compiler-cost-model estimate, a lower
-bound, beside SEAL's reported cost. --suggest first searches the largest edit x fsdp x tp split and
+libtpu for a TPU, the `[cuda-aot]` extra for a GPU): the real jitted phases (`engine/aot.py`) AOT-compiled for
+the topology's devices on the (--edit, --fsdp, --tp) mesh, per phase XLA's per-device memory against the
+chip's HBM (a GPU: against the pool JAX's allocator takes, `Chip.pool_gib`), flops, bytes and roofline time,
+and device-seconds per self-edit and per SEAL round: a cost-model estimate, a lower bound, beside SEAL's
+reported cost. --fsdp and --tp default to the config's mesh, on a GPU topology to its `gpu_mesh` where it names
+one (80 GB cards hold a replicated 7B base). --suggest first searches the largest edit x fsdp x tp split and
 edits-per-chunk whose inner update compiles within HBM. Sizes the data decide (document lengths, tokens
 generated) are the typical values in `TYPICAL`, printed with the plan.
 """
@@ -18,7 +22,7 @@ import math
 
 from absl import flags
 
-from seal_jax.cli.common import define_config_flag, run, runtime_model_config
+from seal_jax.cli.common import StartError, define_config_flag, run, runtime_model_config
 from seal_jax.cli.settings import inner_config, outer_config
 from seal_jax.model.config import preset
 from seal_jax.runtime.memory_plan import GiB, caveats, phase_estimates, plan
@@ -50,8 +54,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("weight_bytes", 2, "Bytes per base weight (2 for bf16 on accelerators).")
     flags.DEFINE_integer("sample_batch", 64, "Sampling batch (rows).")
     flags.DEFINE_integer("sample_len", 2048, "Prompt + new tokens in the KV cache.")
-    flags.DEFINE_string("topology", None, "TPU topology to compile for, e.g. v5e:2x4, v4:2x2x1, v5p:2x2x1, v6e:2x4.")
-    flags.DEFINE_bool("compile", False, "AOT-compile every phase for --topology (needs libtpu).")
+    flags.DEFINE_string("topology", None, "TPU topology or NVIDIA GPUs to compile for, e.g. v5e:2x4, v4:2x2x1, "
+                        "v5p:2x2x1, v6e:2x4, h100:1x1x2 (slices x hosts x GPUs per host), a100:1x1x8.")
+    flags.DEFINE_bool("compile", False, "AOT-compile every phase for --topology (needs libtpu; a GPU: the CUDA "
+                      "plugin, pip install -e '.[cuda-aot]').")
     flags.DEFINE_bool("cost", True, "With --compile: also XLA's cost model and roofline times.")
     flags.DEFINE_bool("suggest", False, "With --topology: search the mesh split and edits-per-chunk that fit.")
     flags.DEFINE_integer("edits_per_chunk", 0, "Override the config's inner.edits_per_chunk (0: keep it).")
@@ -97,26 +103,38 @@ def estimates(cfg, icfg, outer, w, edit: int, fsdp: int, tp: int) -> dict:
                            mstep_batch=outer.batch_size)
 
 
-def mesh_axes(c) -> tuple[int, int, int]:
-    """(edit, fsdp, tp) from the flags; --fsdp and --tp default to the config's mesh (a preset's tested split)."""
-    fsdp = FLAGS.fsdp if FLAGS["fsdp"].present else c.mesh.fsdp
-    tp = FLAGS.tp if FLAGS["tp"].present else c.mesh.tp
-    return FLAGS.edit, fsdp, tp
+def config_mesh(c, gpu: bool = False) -> tuple[int, int]:
+    """(fsdp, tp) of a preset's tested split: its `mesh`, or for GPUs its `gpu_mesh` where it names one."""
+    mesh = c.gpu_mesh if gpu and "gpu_mesh" in c else c.mesh
+    return mesh.fsdp, mesh.tp
+
+
+def mesh_axes(c, gpu: bool = False) -> tuple[int, int, int]:
+    """(edit, fsdp, tp) from the flags; --fsdp and --tp default to the config's split (`config_mesh`)."""
+    fsdp, tp = config_mesh(c, gpu)
+    return FLAGS.edit, FLAGS.fsdp if FLAGS["fsdp"].present else fsdp, FLAGS.tp if FLAGS["tp"].present else tp
 
 
 def compiled_plan(c, cfg, name: str, topology: str) -> dict:
     from seal_jax.engine import aot
     from seal_jax.runtime import sharding
     from seal_jax.runtime.topology import chip_of, topology_devices
-    devices = topology_devices(topology)
+    try:  # an unknown name, a bad shape, libtpu or the CUDA plugin missing: one line saying what to do
+        devices = topology_devices(topology)
+    except (ValueError, RuntimeError) as e:
+        raise StartError(str(e)) from e
     chip = chip_of(devices)
     icfg, outer = inner_config(c.inner), outer_config(c.rl)
-    edit, fsdp, tp = mesh_axes(c)
+    edit, fsdp, tp = mesh_axes(c, gpu=chip.platform == "cuda")
     per_chunk = FLAGS.edits_per_chunk or c.inner.edits_per_chunk
     out = {"model": name, "topology": topology, "chip": chip.name, "hbm_gib": chip.hbm_gib}
+    if chip.platform == "cuda":
+        out["pool_gib"] = round(chip.pool_gib(), 2)  # what fits is measured against this
+        out["cost_source"] = ("flops: XLA HloCostAnalysis of the lowered program on CPU / devices; bytes: the "
+                              "compiled GPU program's kernels' operands + results (engine/aot.gpu_cost)")
     if FLAGS.suggest:
         w = workload(c, per_chunk)
-        fits_base = lambda f, t: estimates(cfg, icfg, outer, w, 1, f, t)["inner"] < chip.hbm_gib * GiB
+        fits_base = lambda f, t: estimates(cfg, icfg, outer, w, 1, f, t)["inner"] < chip.pool_gib() * GiB
         s = aot.suggest(cfg, icfg, devices, w, fits_base)
         out["suggested"] = s
         if s is None:
@@ -125,6 +143,9 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
             return out
         edit, fsdp, tp, per_chunk = s["edit"], s["fsdp"], s["tp"], s["edits_per_chunk"]
     elif edit * fsdp * tp != len(devices):
+        if len(devices) % (fsdp * tp):
+            raise SystemExit(f"{len(devices)} devices of {topology} do not divide into fsdp={fsdp} x tp={tp}; pass "
+                             "--fsdp/--tp that divide them (or --suggest)")
         edit = len(devices) // (fsdp * tp)
     mesh = sharding.make_mesh(edit, fsdp, tp, devices)
     w = workload(c, max(per_chunk, edit))
@@ -162,7 +183,8 @@ def markdown_table(plans: list[dict]) -> str:
     gib = lambda mib: f"{mib / 1024:.2f}"
     for p in plans:
         m = p.get("mesh", {})
-        row = [f"{p['topology']} ({p['chip']}, {p['hbm_gib']:g})",
+        pool = f"; pool {p['pool_gib']:g}" if "pool_gib" in p else ""  # a GPU: what JAX's allocator holds
+        row = [f"{p['topology']} ({p['chip']}, {p['hbm_gib']:g}{pool})",
                f"{m.get('edit')} x {m.get('fsdp')} x {m.get('tp')}, {p.get('edits_per_chunk')}",
                "yes" if p.get("fits") else "**no**: " + "; ".join(
                    f"{k}: {v['reason'][:80]}" for k, v in p.get("phases", {}).items() if not v["fits"])]
@@ -170,8 +192,8 @@ def markdown_table(plans: list[dict]) -> str:
             ph = p["phases"][n]
             roofline = ph.get("roofline_s", float("nan"))
             roofline = f"{roofline:.3g}" if math.isfinite(roofline) else "not costed"
-            row.append(f"{gib(ph['peak_mib'])} ({gib(ph['estimate_mib'])}), {roofline}"
-                       if ph["fits"] else "does not fit")
+            row.append(f"{gib(ph['peak_mib'])} ({gib(ph['estimate_mib'])}), {roofline}" if ph["fits"] else
+                       f"does not fit: {gib(ph['peak_mib'])}" if ph["peak_mib"] else "does not fit")
         secs = p.get("device_seconds (compiler cost model, roofline lower bound)")
         row += [f"{secs['per_self_edit']:.3g}", f"{secs['per_round']:.4g}"] if secs else ["not costed (--nocost)"] * 2
         lines.append("| " + " | ".join(row) + " |")
@@ -190,7 +212,7 @@ def main(argv):
         print(markdown_table([out]) if FLAGS.markdown else json.dumps(out, indent=2, default=float))
         return
     if FLAGS.compile:
-        raise SystemExit("--compile needs --topology (e.g. --topology=v5e:2x4)")
+        raise SystemExit("--compile needs --topology (e.g. --topology=v5e:2x4 or --topology=h100:1x1x2)")
     inner = inner_config(c.inner)
     edit, fsdp, tp = mesh_axes(c)
     print(json.dumps(plan(cfg, inner.lora, edit=edit, fsdp=fsdp, tp=tp, device_gib=FLAGS.device_gib,

@@ -15,7 +15,7 @@ from seal_jax.domains.base import Domain
 from seal_jax.domains.knowledge.domain import KnowledgeDomain
 from seal_jax.domains.knowledge.grading import Grading, check_grading
 from seal_jax.domains.knowledge.self_edit import DocOptions
-from seal_jax.domains.knowledge.settings import KnowledgeSettings
+from seal_jax.domains.knowledge.settings import KnowledgeSettings, parse_flags, parse_rounds
 from seal_jax.engine.adapt import AdaptConfig
 from seal_jax.engine.inner import InnerConfig
 from seal_jax.engine.outer import OuterConfig
@@ -38,7 +38,8 @@ def inner_config(inner) -> InnerConfig:
     """The inner update of a config's `inner` section (knowledge and ARC share it)."""
     return InnerConfig(lora=lora_spec(inner), batch_size=inner.batch_size, schedule=inner.schedule,
                        warmup_steps=inner.get("warmup_steps", 0),
-                       length_buckets=inner.get("length_buckets", 4), step_form=inner.get("step_form", "vmapped"))
+                       length_buckets=inner.get("length_buckets", 4), step_form=inner.get("step_form", "vmapped"),
+                       lora_impl=inner.get("lora_impl", "auto"))
 
 
 def adapt_config(c, answer_tokens: int) -> AdaptConfig:
@@ -73,6 +74,8 @@ def knowledge_settings(c) -> KnowledgeSettings:
         source=c.data.source, held_out=c.data.held_out, eval_source=c.data.get("eval_source", ""),
         eval_start=c.data.get("eval_start", 0), eval_n=c.data.get("eval_n", 0),
         shuffle_seed=c.data.get("shuffle_seed", 42), limit=c.data.limit, prompt=se.prompt, chat=chat_prompting(c),
+        rounds=parse_rounds(c.data.get("rounds", ""), c.rl.contexts),
+        round_split_lines=parse_flags(se.get("round_split_lines", ""), "self_edit.round_split_lines"),
         documents=DocOptions(se.split_lines, se.drop_preamble, se.prefix_title, se.append_passage),
         self_edits=self_edit_sampling(se), adapt=adapt_config(c, ev.max_new_tokens), lr=c.inner.lr,
         epochs=c.inner.epochs, repeats=max(1, ev.eval_repeats), reward_repeats=max(1, c.rl.get("reward_repeats", 1)),
@@ -91,7 +94,8 @@ def arc_settings(c) -> ArcSettings:
         adapt=adapt_config(c, ttt.max_new_tokens),
         ttt=TttOptions(tuple(int(n) for n in _ids(ttt.leave_n)), ttt.cap, ttt.max_tokens, ttt.orders),
         min_reward=c.rl.min_reward, eval_self_edits=ev.self_edits,
-        oracle=TttConfig(_ids(ev.oracle_augmentations), ev.oracle_loss, ev.oracle_lr, ev.oracle_epochs))
+        oracle=TttConfig(_ids(ev.oracle_augmentations), ev.oracle_loss, ev.oracle_lr, ev.oracle_epochs),
+        as_run=c.data.get("as_run", False))
 
 
 DOMAINS = {"knowledge": (knowledge_settings, KnowledgeDomain), "arc": (arc_settings, ArcDomain)}

@@ -2,7 +2,8 @@
 
 Any config field can be overridden: `--config.rl.iterations=2 --config.rl.contexts=50 --config.rl.samples=5`.
 Re-running the same command in the same workdir resumes where the last run stopped; a different config in
-the same workdir is refused.
+the same workdir is refused. The workdir is claimed (its config.json written) only once the config resolves,
+the mesh builds and the model loads, so a start that fails leaves nothing that refuses the corrected rerun.
 """
 from __future__ import annotations
 
@@ -10,14 +11,12 @@ import json
 import logging
 import os
 
-import jax
 from absl import flags
 
-from seal_jax.cli.common import build_model, define_config_flag, run
+from seal_jax.cli.common import StartError, define_config_flag, run, start_run
 from seal_jax.cli.settings import domain_for, preflight, restem_config
 from seal_jax.rl import restem
-from seal_jax.runtime import sharding
-from seal_jax.runtime.workdir import Workdir
+from seal_jax.runtime.workdir import Workdir, check_path
 
 FLAGS = flags.FLAGS
 log = logging.getLogger("seal_jax.cli.train")  # not __name__: that is "__main__" under python -m
@@ -25,40 +24,45 @@ log = logging.getLogger("seal_jax.cli.train")  # not __name__: that is "__main__
 
 def define_flags() -> None:
     define_config_flag()
-    flags.DEFINE_string("workdir", None, "Run directory (records, metrics, checkpoints).", required=True)
+    flags.DEFINE_string("workdir", None, "(required) Run directory (records, metrics, checkpoints); the same "
+                        "flags in the same directory resume the run.", required=True)
 
 
-def claim_workdir(wd: Workdir, c) -> None:
-    """Write the run's config.json, or refuse a workdir that holds a run with a different config."""
-    saved = os.path.join(wd.path, "config.json")
+def check_workdir(path: str, c) -> None:
+    """Refuse a workdir that holds a run with a different config (reads only; nothing is written)."""
+    saved = os.path.join(check_path(path), "config.json")
     if os.path.exists(saved):
         with open(saved) as f:
             old = json.load(f)
         if old != json.loads(c.to_json()):
-            raise SystemExit(f"{wd.path} holds a run with a different config ({saved}); "
+            raise StartError(f"{check_path(path)} holds a run with a different config ({saved}); "
                              "use a new --workdir, or the same flags to resume")
+
+
+def claim_workdir(wd: Workdir, c) -> None:
+    """Write the run's config.json, or refuse a workdir that holds a run with a different config."""
+    check_workdir(wd.path, c)
     wd.write_json("config.json", json.loads(c.to_json()))
 
 
 def train(c, workdir: str) -> dict:
-    """The ReST-EM run `c` describes, in `workdir`: its final evaluation's results."""
-    domain, config = domain_for(c), restem_config(c)
-    preflight(domain)
+    """The ReST-EM run `c` describes, in `workdir`: its final evaluation's results. The workdir is created and
+    claimed only after the config, the mesh and the model have all worked."""
+    def check():
+        domain, config = domain_for(c), restem_config(c)
+        preflight(domain)
+        check_workdir(workdir, c)  # before loading: a refused workdir costs no model load
+        return domain, config
+
+    s = start_run(c, check)
+    domain, config = s.checked
     wd = Workdir(workdir)
     claim_workdir(wd, c)
-    mesh = None
-    if c.mesh.edit != 0:
-        mesh = sharding.make_mesh(c.mesh.edit, c.mesh.fsdp, c.mesh.tp)
-        log.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
-    cfg, params, tok = build_model(c.model, c.seed, mesh)  # with a mesh: loaded straight onto it
-    return restem.train(domain, params, cfg, tok, config, wd, mesh=mesh)
+    return restem.train(domain, s.params, s.cfg, s.tok, config, wd, mesh=s.mesh)
 
 
 def main(argv):
     del argv
-    sharding.initialize()  # multi-host: before any other JAX call
-    if jax.process_index() > 0:  # one terminal's worth of logs: info from process 0 only
-        logging.getLogger("seal_jax").setLevel(logging.WARNING)
     train(FLAGS.config, FLAGS.workdir)
 
 

@@ -1,4 +1,4 @@
-"""Ahead-of-time plans: the real jitted phases compiled for a TPU topology from shapes alone.
+"""Ahead-of-time plans: the real jitted phases compiled for a TPU or NVIDIA GPU topology from shapes alone.
 
 A phase is one of the project's own jitted functions lowered with `jax.ShapeDtypeStruct`s that carry the
 partition rules' `NamedSharding`s on a mesh of compile-only devices (`runtime/topology.py`); no weights exist.
@@ -14,10 +14,23 @@ model, which counts a loop body once: so each phase is also compiled with its la
 2 layers (exact for a linear stack, extrapolated to L), a full-length loss pass and one length bucket, which
 gives the cost of one optimiser step, one prefill and one decode step; the plan multiplies by the counts.
 Time is a roofline (compute at peak or HBM traffic at full bandwidth, whichever is longer): a lower bound.
+
+On NVIDIA GPUs (compile-only devices of `runtime/topology.py`) XLA compiles the same programs but neither
+refuses one over the card's memory nor answers `cost_analysis()`. So `compile_phase` compares the compiled
+peak with the allocator's pool (`Chip.pool_gib`) and counts cost itself (`gpu_cost`), per device:
+    flops  XLA's HloCostAnalysis (on the CPU backend) of the same program as lowered, before SPMD
+           partitioning, divided by the devices: the whole mesh's flops split evenly (a lower bound where a
+           mesh axis replicates work); loop bodies counted once, as XLA's TPU cost model does;
+    bytes  `hlo_bytes`: the compiled GPU program's own HBM traffic, every kernel it launches (top-level
+           fusions, library custom calls such as cuBLAS gemms, copies, collectives, in the entry computation,
+           loop bodies and branches) reading its operands and writing its results once; an in-place
+           dynamic-update-slice (a KV-cache write) moves its update, not the whole buffer.
+The same 1- and 2-layer unrolled compiles extrapolate both to L layers.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Callable, Optional
 
@@ -32,7 +45,7 @@ from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import LoraSpec
 from seal_jax.model.transformer import abstract_params, projection_shape
 from seal_jax.runtime import sharding
-from seal_jax.runtime.topology import Chip
+from seal_jax.runtime.topology import CHIPS, Chip, GiB
 
 PHASES = ("inner", "sampling", "answering", "m_step")
 
@@ -78,23 +91,221 @@ class Compiled:
 def compile_phase(fn: Callable, *args, **static) -> Compiled:
     """AOT-compile `fn` (a jitted function) for the devices its abstract arguments name."""
     try:
-        c = fn.lower(*args, **static).compile()
+        lowered = fn.lower(*args, **static)
+        c = lowered.compile()
     except Exception as e:  # XLA reports a program over HBM as RESOURCE_EXHAUSTED at compile time
         msg = str(e)
         if "RESOURCE_EXHAUSTED" not in msg:
             raise
         return Compiled(False, reason=_oom_reason(msg))
-    m, cost = c.memory_analysis(), c.cost_analysis() or {}
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    m = c.memory_analysis()
     peak = getattr(m, "peak_memory_in_bytes", 0) or m.argument_size_in_bytes + m.output_size_in_bytes + \
         m.temp_size_in_bytes - m.alias_size_in_bytes
-    return Compiled(True, "", m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes,
-                    m.alias_size_in_bytes, peak, float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0)))
+    device = _first_device(args)
+    chip = CHIPS.get(device.device_kind) if device is not None else None
+    if chip is not None and chip.platform == "cuda":
+        flops, bytes_accessed = gpu_cost(lowered, c, len(_devices(args)))
+        pool = chip.pool_gib() * GiB
+        fits = peak <= pool
+        reason = "" if fits else (f"XLA's peak {peak / GiB:.2f} GiB per device exceeds the {pool / GiB:.1f} GiB "
+                                  f"JAX's allocator holds on a {chip.name} (XLA_PYTHON_CLIENT_MEM_FRACTION)")
+    else:
+        cost = c.cost_analysis() or {}
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops, bytes_accessed = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+        fits, reason = True, ""
+    return Compiled(fits, reason, m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes,
+                    m.alias_size_in_bytes, peak, flops, bytes_accessed)
 
 
 def _oom_reason(msg: str) -> str:
     found = re.search(r"(Ran out of memory[^\n]*?exceeds available HBM \([^)]*\))", msg)
     return found.group(1) if found else msg.strip().splitlines()[0][:300]
+
+
+def _devices(args) -> set:
+    found = set()
+    for leaf in jax.tree.leaves(args):
+        s = getattr(leaf, "sharding", None)
+        if s is not None:
+            found |= set(s.device_set)
+    return found
+
+
+def _first_device(args):
+    return next(iter(sorted(_devices(args), key=lambda d: d.id)), None)
+
+
+# ---- cost on a GPU: flops of the lowered program, bytes of the compiled one ---------------------------------
+
+
+def gpu_cost(lowered, compiled, devices: int) -> tuple[float, float]:
+    """(flops, bytes) per device of a program compiled for GPUs, where `cost_analysis()` answers None: flops
+    from XLA's HloCostAnalysis of the lowered (global, unpartitioned) program on the CPU backend, split evenly
+    over `devices`; bytes from the compiled per-device GPU program (`hlo_bytes`)."""
+    from jax._src import xla_bridge
+    from jax._src.lib import _jax  # Lowered.cost_analysis() refuses plugin backends; the CPU one counts any HLO
+    module = lowered.compiler_ir("hlo").as_hlo_module()
+    flops = _jax.hlo_module_cost_analysis(xla_bridge.get_backend("cpu"), module).get("flops", 0.0)
+    return float(flops) / max(devices, 1), float(hlo_bytes(compiled.as_text()))
+
+
+# bytes per element of HLO's primitive types (token and opaque types move nothing)
+_ELEMENT_BYTES = {"pred": 1, "s1": 0.125, "u1": 0.125, "s2": 0.25, "u2": 0.25, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1,
+                  "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8,
+                  "f64": 8, "c64": 8, "c128": 16}
+_ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
+_INSTRUCTION = re.compile(r"^\s*(ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
+_HEADER = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
+# instructions that launch no kernel and move no HBM bytes, and async halves counted at their start
+_NO_TRAFFIC = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "while", "conditional", "call",
+               "after-all", "partition-id", "replica-id", "add-dependency", "opt-barrier", "async-start",
+               "async-update", "async-done", "all-gather-done", "all-reduce-done", "collective-permute-done",
+               "copy-done", "send-done", "recv-done", "domain", "get-dimension-size"}
+
+
+def _shape_elements(text: str) -> int:
+    """Elements of every array shape in `text`."""
+    return sum(math.prod(int(d) for d in dims.split(",") if d) for _, dims in _ARRAY.findall(text))
+
+
+def _shape_bytes(text: str) -> float:
+    """Bytes of every array shape in `text` (one shape, or a tuple of them)."""
+    return sum(_ELEMENT_BYTES.get(dtype, 0) * math.prod(int(d) for d in dims.split(",") if d)
+               for dtype, dims in _ARRAY.findall(text))
+
+
+def _split_shape(rest: str) -> tuple[str, str]:
+    """("shape", "opcode(operands), attributes") from the text after an instruction's "=" (tuples nest)."""
+    if not rest.startswith("("):
+        shape, _, tail = rest.partition(" ")
+        return shape, tail
+    depth = 0
+    for i, ch in enumerate(rest):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0:
+            return rest[:i + 1], rest[i + 1:].lstrip()
+    return rest, ""
+
+
+def _operands(call: str) -> tuple[str, list[str], str]:
+    """(opcode, operand names, attributes) of "opcode(%a, %b), attrs"."""
+    opcode, _, rest = call.partition("(")
+    depth, i = 1, 0
+    while i < len(rest) and depth:
+        depth += {"(": 1, ")": -1}.get(rest[i], 0)
+        i += 1
+    inside, attrs = rest[:i - 1], rest[i:]
+    inside = re.sub(r"\{[^{}]*\}", "", inside)  # layouts
+    return opcode.strip(), re.findall(r"%([\w.\-]+)", inside), attrs
+
+
+def hlo_bytes(text: str) -> float:
+    """HBM bytes one run of a compiled (scheduled, per-device) HLO module moves: for every instruction the
+    device executes at the top level of the entry computation and of the loop bodies, conditions and branches
+    it reaches (each once), the bytes of its operands plus its result; fusion internals stay on chip, an
+    in-place dynamic-update-slice (alone or as a fusion's root) reads and writes its update only, a slice or
+    gather reads what it takes, and the entry's copies of its own arguments (a measured decode step's KV cache
+    copied into its loop, which `_generate` fills in place) are not counted."""
+    return sum(b for _, _, b in hlo_traffic(text))
+
+
+def hlo_traffic(text: str) -> list[tuple[str, str, float]]:
+    """(instruction, opcode, bytes) of every instruction `hlo_bytes` counts."""
+    comps, entry, current = {}, None, None
+    for line in text.splitlines():
+        head = _HEADER.match(line)
+        if head:
+            current = comps.setdefault(head.group(2), {"shapes": {}, "ops": {}, "calls": {}, "order": [], "root": None})
+            entry = head.group(2) if head.group(1) else entry
+            continue
+        ins = _INSTRUCTION.match(line) if current is not None else None
+        if ins is None:
+            continue
+        name, (shape, call) = ins.group(2), _split_shape(ins.group(3))
+        opcode, operands, attrs = _operands(call)
+        current["shapes"][name] = shape
+        current["ops"][name] = (opcode, operands)
+        current["calls"][name] = call
+        current["order"].append((name, shape, opcode, operands, attrs))
+        if ins.group(1):
+            current["root"] = name
+
+    def size(comp: dict, name: str) -> float:
+        return _shape_bytes(comp["shapes"].get(name, ""))
+
+    def in_place_updates(comp: dict, name: str) -> list[tuple[float, float]]:
+        """(buffer bytes, update bytes) of each dynamic-update-slice `name` is, or is a tuple of."""
+        opcode, operands = comp["ops"].get(name, ("", []))
+        if opcode == "tuple":
+            return [pair for o in operands for pair in in_place_updates(comp, o)]
+        if opcode == "dynamic-update-slice" and len(operands) >= 2:
+            return [(size(comp, operands[0]), size(comp, operands[1]))]
+        return []
+
+    def read(comp: dict, name: str, full: float) -> float:
+        """Bytes of `name` that its users read: the slices they take when every use (through converts and
+        bitcasts) is a slice, dynamic-slice or gather of it (a layer of stacked weights, an embedding row), else
+        all of it."""
+        taken, todo = 0.0, [(name, full / max(_shape_elements(comp["shapes"].get(name, "")), 1))]
+        while todo:
+            x, per_element = todo.pop()
+            users = [(u, op) for u, (op, ops) in comp["ops"].items() if ops and x in ops]
+            for u, op in users:
+                if op in ("convert", "bitcast", "copy") and comp["ops"][u][1][0] == x:
+                    todo.append((u, per_element))
+                elif op in ("slice", "dynamic-slice", "gather") and comp["ops"][u][1][0] == x:
+                    taken += per_element * _shape_elements(comp["shapes"][u])
+                else:
+                    return full
+            if not users:
+                return full
+        return min(taken, full)
+
+    def traffic(comp: dict, name: str, shape: str, opcode: str, operands: list[str], attrs: str) -> float:
+        reads, written = [size(comp, o) for o in operands], _shape_bytes(shape)
+        updates = in_place_updates(comp, name) if opcode == "dynamic-update-slice" else []
+        if opcode in ("slice", "dynamic-slice", "gather") and reads:  # reads what it takes
+            reads[0] = min(reads[0], written)
+        called = re.search(r"calls=%?([\w.\-]+)", attrs)
+        if opcode == "fusion" and called and called.group(1) in comps:
+            body = comps[called.group(1)]
+            updates = in_place_updates(body, body["root"]) if body["root"] else []
+            params = {int(m.group(1)): n for n, (op, _) in body["ops"].items() if op == "parameter"
+                      for m in [re.search(r"parameter\((\d+)\)", body["calls"].get(n, ""))] if m}
+            reads = [read(body, params[i], r) if i in params else r for i, r in enumerate(reads)]
+        for buffer, update in updates:  # the buffer (aliased in and out) is neither read nor written whole
+            written -= buffer - update
+            if buffer in reads:
+                reads.remove(buffer)
+        return sum(reads) + written
+
+    counted, seen, todo = [], set(), [entry]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in comps:
+            continue
+        seen.add(name)
+        comp = comps[name]
+        for ins_name, shape, opcode, operands, attrs in comp["order"]:
+            if opcode == "while":
+                todo += re.findall(r"(?:body|condition)=%?([\w.\-]+)", attrs)
+            elif opcode == "conditional":
+                branches = re.search(r"branch_computations=\{([^}]*)\}", attrs)
+                todo += re.findall(r"%?([\w.\-]+)", branches.group(1)) if branches else []
+                todo += re.findall(r"(?:true|false)_computation=%?([\w.\-]+)", attrs)
+            elif opcode in ("call", "async-start"):
+                todo += re.findall(r"(?:to_apply|calls)=%?([\w.\-]+)", attrs)
+            if opcode in _NO_TRAFFIC or opcode.endswith("-done"):
+                continue
+            if name == entry and opcode == "copy" and comp["ops"].get(operands[0] if operands else "", ("",))[0] \
+                    == "parameter":  # an argument copied into a loop's carry: the phase measured on its own
+                continue             # takes as input what the round's program creates in place (the KV cache)
+            if opcode.endswith("-start"):  # its result holds its operands' buffers and its output
+                counted.append((ins_name, opcode, _shape_bytes(shape)))
+                continue
+            counted.append((ins_name, opcode, traffic(comp, ins_name, shape, opcode, operands, attrs)))
+    return counted
 
 
 # ---- abstract inputs on a mesh --------------------------------------------------------------------
@@ -132,7 +343,7 @@ def edit_batch(mesh: Mesh, edits: int, docs: int, seq: int, lead: P = P("edit"))
     """`inner_train_edits`'s (edits, keys, hparams) for `edits` edits of `docs` documents of `seq` tokens."""
     e = dict(tokens=_sds((edits, docs, seq), jnp.int32, mesh, lead), loss_mask=_sds((edits, docs, seq), jnp.int32, mesh, lead),
              seq_valid=_sds((edits, docs), jnp.bool_, mesh, lead))
-    hp = dict(lr=_sds((edits,), jnp.float32, mesh, lead), epochs=_sds((edits,), jnp.int32, mesh, lead))
+    hp = dict(lr=_sds((edits,), jnp.float32, mesh, lead), steps=_sds((edits,), jnp.int32, mesh, lead))
     return e, _sds((edits, 2), jnp.uint32, mesh, lead), hp
 
 
@@ -199,7 +410,10 @@ def generate_cost(cfg, mesh, rows: int, prompt: int, cap: int, lora: Optional[Lo
     """((flops, bytes) of the prefill, (flops, bytes) of one decode step), per device."""
     static = dict(max_new_tokens=cap, greedy=lora is not None, lora_scale=0.0 if lora is None else lora.scale)
     names = ("cfg", "max_new_tokens", "greedy", "lora_scale")
-    pre, dec = jax.jit(sampling.prefill, static_argnames=names), jax.jit(sampling.decode, static_argnames=names)
+    # the state is donated: inside `_generate` it is the decode loop's own carry, updated in place (not donated,
+    # XLA would copy the whole KV cache into the loop, a copy the plan would then count once per token)
+    pre = jax.jit(sampling.prefill, static_argnames=names)
+    dec = jax.jit(sampling.decode, static_argnames=names, donate_argnames="state")
     t, m, stops, key, temp, top_p = prompt_batch(mesh, rows, prompt)
 
     def measure_prefill(c):

@@ -5,7 +5,11 @@ A self-edit is a list of training documents. `pack_edits` pads E edits into
     tokens     int32 [E, N, S]   right-padded documents (N, S rounded up to buckets)
     loss_mask  int32 [E, N, S]   1 on tokens whose prediction is trained
     seq_valid  bool  [E, N]      False on padded documents
-    lr  f32 [E], epochs int32 [E]  per-edit hyperparameters: data, not compile-time constants
+    lr  f32 [E], steps int32 [E]   per-edit hyperparameters: data, not compile-time constants
+
+An edit's optimiser steps are HF Trainer's max_steps, ceil(epochs x ceil(docs / batch_size)), computed on the
+host in Python floats as HF does: a fractional `epochs` (SEAL's self-edits may ask for 0.5) trains a partial
+last pass, and the schedule runs over those steps.
 
 `inner_train_one(base, edit, key, hparams)` initialises the LoRA and AdamW state inside jit, then
 `lax.scan`s over a fixed number of steps. Step t of an edit trains on batch t mod steps-per-epoch of
@@ -36,7 +40,7 @@ import optax
 
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import LoraSpec, init_lora
-from seal_jax.model.transformer import sequence_logprobs
+from seal_jax.model.transformer import LORA_IMPLS, sequence_logprobs
 from seal_jax.tokenizer import encode_example
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,7 @@ class InnerConfig:
     loss_chunk: Optional[int] = 128  # positions per log-softmax chunk; None for one pass
     length_buckets: int = 4         # per-step sequence lengths S/n, 2S/n, ..., S (1: every step at full S)
     step_form: str = "vmapped"      # vmapped (this module) | packed (`packed.py`: compute follows real tokens)
+    lora_impl: str = "auto"         # packed steps' per-token LoRA: dense | ragged | auto (`transformer.LORA_IMPLS`)
 
     def __post_init__(self):
         if self.schedule not in ("linear", "cosine", "constant"):
@@ -68,6 +73,8 @@ class InnerConfig:
             raise ValueError(f"inner batch_size must be >= 1, got {self.batch_size}")
         if self.step_form not in ("vmapped", "packed"):
             raise ValueError(f"inner step_form {self.step_form!r}; choose vmapped or packed")
+        if self.lora_impl not in LORA_IMPLS:
+            raise ValueError(f"inner lora_impl {self.lora_impl!r}; choose one of {LORA_IMPLS}")
         if self.length_buckets < 1:
             raise ValueError(f"inner length_buckets must be >= 1, got {self.length_buckets}")
         if self.warmup_steps < 0:
@@ -100,8 +107,9 @@ class PackedEdits:
     loss_mask: np.ndarray   # int32 [E, N, S]
     seq_valid: np.ndarray   # bool [E, N]
     lr: np.ndarray          # float32 [E]
-    epochs: np.ndarray      # int32 [E]
-    steps: int              # scan length, >= every edit's epochs * ceil(docs / batch_size)
+    epochs: np.ndarray      # float64 [E]: HF's num_train_epochs, a fraction trains part of the last pass
+    edit_steps: np.ndarray  # int32 [E]: each edit's optimiser steps (`hf_max_steps`)
+    steps: int              # scan length, >= every edit's edit_steps
     truncated: int = 0      # documents cut to the length limit
 
     @property
@@ -110,10 +118,10 @@ class PackedEdits:
 
     def arrays(self) -> tuple[dict, dict]:
         return ({"tokens": self.tokens, "loss_mask": self.loss_mask, "seq_valid": self.seq_valid},
-                {"lr": self.lr, "epochs": self.epochs})
+                {"lr": self.lr, "steps": self.edit_steps})
 
     def train_tokens(self) -> int:
-        """Tokens actually trained on (real, non-pad), counting epochs."""
+        """Tokens actually trained on (real, non-pad), counting epochs (a fractional epoch pro rata)."""
         lengths = np.where(self.seq_valid, _lengths(self.loss_mask), 0).sum(-1)  # [E]
         return int((lengths * self.epochs).sum())
 
@@ -126,7 +134,7 @@ def _lengths(loss_mask: np.ndarray) -> np.ndarray:
 
 
 def pack_edits(examples: Sequence[Sequence[tuple[list[int], list[int]]]], lr: Sequence[float],
-               epochs: Sequence[int], *, batch_size: int = 1, max_len: int = 2048, len_multiple: int = 16,
+               epochs: Sequence[float], *, batch_size: int = 1, max_len: int = 2048, len_multiple: int = 16,
                min_docs: int = 8, steps_multiple: int = 8) -> PackedEdits:
     """Pad E edits' tokenized documents into bucketed arrays. Documents over `max_len` are truncated.
 
@@ -150,12 +158,18 @@ def pack_edits(examples: Sequence[Sequence[tuple[list[int], list[int]]]], lr: Se
         for n, (t, m) in enumerate(ex):
             t, m = t[:max_len], m[:max_len]
             tokens[e, n, :len(t)], mask[e, n, :len(m)], valid[e, n] = t, m, any(m[1:])
-    epochs = np.asarray(epochs, np.int32)
-    if np.any(epochs < 0):
-        raise ValueError(f"epochs must be >= 0, got {epochs.tolist()}")
-    need = max([int(ep) * -(-int(v.sum()) // batch_size) for ep, v in zip(epochs, valid)] + [1])
-    steps = round_up(bucket_pow2(need), steps_multiple)
-    return PackedEdits(tokens, mask, valid, np.asarray(lr, np.float32), epochs, steps, truncated)
+    if any(not math.isfinite(float(ep)) or ep < 0 for ep in epochs):
+        raise ValueError(f"epochs must be finite and >= 0, got {list(epochs)}")
+    edit_steps = np.asarray([hf_max_steps(int(v.sum()), ep, batch_size) for ep, v in zip(epochs, valid)], np.int32)
+    steps = round_up(bucket_pow2(max(edit_steps.tolist() + [1])), steps_multiple)
+    return PackedEdits(tokens, mask, valid, np.asarray(lr, np.float32), np.asarray(epochs, np.float64), edit_steps,
+                       steps, truncated)
+
+
+def hf_max_steps(n_docs: int, epochs: float, batch_size: int) -> int:
+    """HF Trainer's optimiser steps for `epochs` over `n_docs` documents (trainer.set_initial_training_values:
+    max_steps = ceil(num_train_epochs x num_update_steps_per_epoch), in Python floats); 0 without documents."""
+    return math.ceil(float(epochs) * -(-n_docs // batch_size)) if n_docs else 0
 
 
 def pad_edits(p: PackedEdits, num_edits: int) -> PackedEdits:
@@ -165,12 +179,13 @@ def pad_edits(p: PackedEdits, num_edits: int) -> PackedEdits:
         return p
     pad = lambda x: np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)])
     return dataclasses.replace(p, tokens=pad(p.tokens), loss_mask=pad(p.loss_mask), seq_valid=pad(p.seq_valid),
-                               lr=pad(p.lr), epochs=pad(p.epochs))
+                               lr=pad(p.lr), epochs=pad(p.epochs), edit_steps=pad(p.edit_steps))
 
 
 def take_edits(p: PackedEdits, start: int, stop: int) -> PackedEdits:
     return dataclasses.replace(p, tokens=p.tokens[start:stop], loss_mask=p.loss_mask[start:stop],
-                               seq_valid=p.seq_valid[start:stop], lr=p.lr[start:stop], epochs=p.epochs[start:stop])
+                               seq_valid=p.seq_valid[start:stop], lr=p.lr[start:stop], epochs=p.epochs[start:stop],
+                               edit_steps=p.edit_steps[start:stop])
 
 
 # ---- the jitted update --------------------------------------------------------------------------
@@ -224,17 +239,16 @@ def batch_loss(lora, base, tokens, loss_mask, *, cfg: ModelConfig, icfg: InnerCo
     return -jnp.sum(lp) / jnp.maximum(n, 1), n
 
 
-def total_steps(seq_valid, epochs, batch_size: int):  # seq_valid: bool [..., N], epochs: int [...]
-    """(optimiser steps per epoch, total optimiser steps) of each edit."""
+def steps_per_epoch(seq_valid, batch_size: int):  # seq_valid: bool [..., N] -> int32 [...]
+    """Optimiser steps of one pass over an edit's documents (at least 1)."""
     n_docs = jnp.sum(seq_valid, axis=-1).astype(jnp.int32)
-    per_epoch = jnp.maximum((n_docs + batch_size - 1) // batch_size, 1)
-    return per_epoch, per_epoch * epochs * (n_docs > 0)
+    return jnp.maximum((n_docs + batch_size - 1) // batch_size, 1)
 
 
 def step_docs(k_shuffle, seq_valid, t, batch_size: int):  # -> idx int [bs], real bool [bs]
     """The documents an edit trains on at step t: batch t mod steps-per-epoch of epoch t // steps-per-epoch."""
     N, n_docs = seq_valid.shape[0], jnp.sum(seq_valid).astype(jnp.int32)
-    per_epoch = total_steps(seq_valid, 1, batch_size)[0]
+    per_epoch = steps_per_epoch(seq_valid, batch_size)
     order = epoch_order(k_shuffle, seq_valid, t // per_epoch)
     slot = (t % per_epoch) * batch_size + jnp.arange(batch_size)   # [bs] positions in this epoch's order
     return order[jnp.minimum(slot, N - 1)], slot < n_docs
@@ -251,7 +265,7 @@ def step_plan(edits, keys, hparams, *, icfg: InnerConfig, steps: int):  # -> int
     S = edits["tokens"].shape[-1]
     sizes = jnp.asarray(length_buckets(S, icfg.length_buckets))
     lengths = jnp.max(jnp.where(edits["loss_mask"] > 0, jnp.arange(S), -1), -1) + 1   # [E, N] to the last loss token
-    total = total_steps(edits["seq_valid"], hparams["epochs"], icfg.batch_size)[1]       # [E]
+    total = hparams["steps"]                                                                # [E]
 
     def need(key, seq_valid, length, total_e):  # one edit -> [steps] tokens needed (0 when inactive)
         k_shuffle = jax.random.split(key)[1]
@@ -265,14 +279,14 @@ def step_plan(edits, keys, hparams, *, icfg: InnerConfig, steps: int):  # -> int
 
 
 def inner_train_one(base, edit, key, hparams, plan=None, *, cfg: ModelConfig, icfg: InnerConfig, steps: int):
-    """Train one self-edit's LoRA. edit: tokens/loss_mask [N, S], seq_valid [N]; hparams: lr [], epochs [].
+    """Train one self-edit's LoRA. edit: tokens/loss_mask [N, S], seq_valid [N]; hparams: lr [], steps [] (int).
 
     plan: int [steps] from `step_plan` (not batched under vmap): the length bucket of each step, -1 to skip it;
     None runs every step at full length. Returns (lora, metrics) with metrics: loss [steps] (0 where
     inactive), active bool [steps], ok bool [].
     """
     tokens, loss_mask, seq_valid = edit["tokens"], edit["loss_mask"], edit["seq_valid"]
-    total = total_steps(seq_valid, hparams["epochs"], icfg.batch_size)[1]
+    total = hparams["steps"]
     k_init, k_shuffle = jax.random.split(key)
     lora = init_lora(k_init, cfg, icfg.lora)
     opt = optimizer(icfg)

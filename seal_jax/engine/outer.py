@@ -54,16 +54,23 @@ def keep_successful(records: Sequence[dict], group: str, min_reward: float) -> l
     return [r for r in sorted(records, key=lambda r: (r[group], r["sample"])) if r["ok"] and r["reward"] >= min_reward]
 
 
+def sft_documents(tok, examples: Sequence[tuple[list[int], str]]) -> list[tuple[list[int], list[int]]]:
+    """(tokens, loss mask) per (prompt token ids, completion text): the prompt carries no loss, the completion and
+    EOS do. The completion is trained as given: a domain's `m_step_target` decides it (knowledge: stripped)."""
+    docs = []
+    for prompt_ids, completion in examples:
+        c = tok.encode(completion, add_special_tokens=False) + [tok.eos_token_id]
+        docs.append((list(prompt_ids) + c, [0] * len(prompt_ids) + [1] * len(c)))
+    return docs
+
+
 def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], outer: OuterConfig, key):
     """SFT the generator on (prompt token ids -> self-edit text), loss on the self-edit + EOS: (params, summary).
 
     outer.mode "lora": a LoRA trained by the inner-loop machinery, then merged. "full": every weight trained
     with optax AdamW (linear decay), one jitted step per batch with params and state donated.
     """
-    docs = []
-    for prompt_ids, completion in examples:
-        c = tok.encode(completion, add_special_tokens=False) + [tok.eos_token_id]
-        docs.append((list(prompt_ids) + c, [0] * len(prompt_ids) + [1] * len(c)))
+    docs = sft_documents(tok, examples)
     if outer.mode == "full":
         return full_update(params, cfg, docs, outer, key)
     ocfg = InnerConfig(lora=outer.lora, batch_size=outer.batch_size, schedule=outer.schedule,

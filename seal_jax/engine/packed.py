@@ -4,17 +4,20 @@ The vmapped inner loop (`inner.py`) runs every edit at every step at the step's 
 plans each step once: the documents the chunk's *active* edits train on at step t (same per-epoch shuffle,
 same schedule as the vmapped loop) are laid end to end, edit by edit, in one packed row of a bucketed length
 T, each document with its own segment id (attention is block-diagonal and causal within a document; positions
-restart per document). Each token's LoRA delta uses its own edit's adapter (`transformer.lora_delta_per_token`:
-a grouped matmul on TPU/GPU, masked dense matmuls against the E adapters side by side on CPU). The loss is each edit's own mean over its own loss tokens and the objective their
-sum, so each edit's gradient is exactly its gradient alone. LoRA and AdamW state stay one stack updated by a
+restart per document). Each token's LoRA delta uses its own edit's adapter (`transformer.lora_delta_per_token`,
+`inner.lora_impl`: ragged = two `lax.ragged_dot` grouped matmuls, the TPU/GPU form; dense = masked matmuls
+against the E adapters side by side, the CPU form). The loss is each edit's own mean over its own loss tokens
+and the objective their sum, so each edit's gradient is exactly its gradient alone. LoRA and AdamW state stay one stack updated by a
 vmap over edits, with inactive steps and non-finite edits masked as in the vmapped loop.
 
     step batch   tokens, positions, segment_ids, weight, token_adapter [1, T]; token_edit [T] (E on the tail)
     state        lora, opt_state: leaves [E, ...]; ok bool [E]
 
-One jitted step per distinct T; a Python loop walks the steps (dispatch is asynchronous). On TPU the same
-segment ids drive splash attention's block skipping; on CPU attention costs T^2 per step, bounded by the
-row buckets (`row_bucket`).
+One jitted step per distinct T; a Python loop walks the steps (dispatch is asynchronous). Attention follows
+`model.attention_impl` (`transformer.resolve_attention_impl`): on TPU splash attention with the segment ids
+(tiles above the diagonal and beyond the step's band skipped), on GPU cuDNN's fused attention (causal, banded,
+the segments as its mask), elsewhere XLA's banded attention (`transformer.attend_banded`), T x (span + 64) per
+row. Useful and kernel FLOPs of a step: `engine/flops.py`.
 """
 from __future__ import annotations
 
@@ -60,16 +63,16 @@ def edit_schedules(packed: PackedEdits, keys, batch_size: int) -> list[list[np.n
     n_docs = packed.seq_valid.sum(-1)
     out = []
     for e in range(packed.num_edits):
-        n, epochs = int(n_docs[e]), int(packed.epochs[e])
-        if n == 0 or epochs == 0:
+        n, total = int(n_docs[e]), int(packed.edit_steps[e])  # total: HF's max_steps (a partial last epoch)
+        if n == 0 or total == 0:
             out.append([])
             continue
         k_shuffle = jax.random.split(jnp.asarray(keys[e]))[1]
-        orders = np.asarray(jax.vmap(lambda ep: epoch_order(k_shuffle, jnp.asarray(packed.seq_valid[e]), ep))(
-            jnp.arange(epochs)))
         per_epoch = -(-n // batch_size)
+        orders = np.asarray(jax.vmap(lambda ep: epoch_order(k_shuffle, jnp.asarray(packed.seq_valid[e]), ep))(
+            jnp.arange(-(-total // per_epoch))))
         out.append([orders[t // per_epoch][(t % per_epoch) * batch_size:][:min(batch_size, n - (t % per_epoch) * batch_size)]
-                    for t in range(per_epoch * epochs)])
+                    for t in range(total)])
     return out
 
 
@@ -118,7 +121,7 @@ def packed_step(base, lora, opt_state, ok, batch, *, cfg: ModelConfig, icfg: Inn
     def objective(lora):
         hidden, _ = forward(base, cfg, batch["tokens"], batch["positions"], jnp.ones_like(batch["tokens"], bool),
                             lora=layer_major(lora), lora_scale=icfg.lora.scale, segment_ids=batch["segment_ids"],
-                            token_adapter=batch["token_adapter"], window=window)
+                            token_adapter=batch["token_adapter"], window=window, lora_impl=icfg.lora_impl)
         lp = token_logprobs(base, hidden[:, :-1], batch["tokens"][:, 1:], icfg.loss_chunk)[0]  # [T-1]
         w, edit = batch["weight"][0, 1:], batch["token_edit"][1:]
         nll = jax.ops.segment_sum(-lp * w, edit, num_segments=E + 1)[:E]

@@ -11,6 +11,8 @@ import dataclasses
 from typing import Any, Mapping, Optional
 
 REMAT_POLICIES = ("none", "full", "dots")
+# Attention over packed rows (`transformer.attend_packed`): auto = splash on TPU, cudnn on GPU (bf16/f16), else xla.
+ATTENTION_IMPLS = ("auto", "xla", "splash", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,7 @@ class ModelConfig:
                                      # counts a loop body once (planning only)
     query_chunk: int = 0             # > 0: attention scores for this many queries at a time (long prefills, long
                                      # documents: [B, H, chunk, T] live instead of [B, H, S, T]); 0: all at once
+    attention_impl: str = "auto"     # packed rows (segment ids): one of ATTENTION_IMPLS
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -51,6 +54,8 @@ class ModelConfig:
             raise ValueError(f"remat={self.remat!r}; choose one of {REMAT_POLICIES}")
         if self.query_chunk < 0:
             raise ValueError(f"query_chunk={self.query_chunk} must be >= 0 (0: all queries at once)")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl={self.attention_impl!r}; choose one of {ATTENTION_IMPLS}")
         if self.model_type not in ("llama", "qwen2"):
             raise ValueError(f"model_type={self.model_type!r}; supported: llama, qwen2")
 

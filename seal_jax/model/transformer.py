@@ -25,13 +25,13 @@ j <= i and key j is a real token.
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from seal_jax.model.config import ModelConfig
+from seal_jax.model.config import ATTENTION_IMPLS, ModelConfig
 
 # Which module holds each LoRA-able projection: the path is ("layers", group, name).
 PROJECTION_GROUP = {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "o_proj": "attn",
@@ -50,17 +50,31 @@ def lora_delta(x, a, b, scale: float):
     return scale * jnp.einsum("bsr,bro->bso", h, b.astype(x.dtype))
 
 
-def lora_delta_per_token(x, a, b, token_adapter, scale: float):
+LORA_IMPLS = ("auto", "dense", "ragged")  # per-token LoRA (`lora_delta_per_token`); auto: dense on CPU, else ragged
+
+
+def lora_delta_per_token(x, a, b, token_adapter, scale: float, impl: str = "auto"):
     """scale * (x @ A_e) @ B_e where e = token_adapter [B, S] names each token's adapter in a stack a [E, in, r],
     b [E, r, out]. Tokens must come sorted by adapter (packed rows are laid out edit by edit).
 
-    On TPU/GPU `lax.ragged_dot` runs one grouped matmul; XLA:CPU has no grouped kernel (its fallback
-    materialises [E, tokens, in]), so there the delta is two dense matmuls against all E adapters side by side
-    ([tokens, E*r]) with each token's other adapters masked out: E*r extra columns, no gathers, no padding."""
-    grouped = grouped_masked if jax.default_backend() == "cpu" else grouped_ragged
+    impl ragged: two `lax.ragged_dot`s, one grouped matmul each (each edit's tokens against its own A, then B;
+    the gradient is ragged too), the TPU/GPU form. impl dense: two dense matmuls against all E adapters side by
+    side ([tokens, E*r]) with each token's other adapters masked out, no gathers, no padding: XLA:CPU has no
+    grouped kernel (its ragged_dot fallback materialises [E, tokens, in]). auto: dense on CPU, else ragged."""
+    impl = resolve_lora_impl(impl)
+    grouped = grouped_masked if impl == "dense" else grouped_ragged
     xf, ids = x.reshape(-1, x.shape[-1]), token_adapter.reshape(-1)
     out = grouped(xf, a.astype(x.dtype), b.astype(x.dtype), ids)
     return scale * out.reshape(*x.shape[:-1], b.shape[-1])
+
+
+def resolve_lora_impl(impl: str, platform: Optional[str] = None) -> str:
+    """auto -> dense on CPU, ragged on TPU/GPU (`platform`: the target's, default the running backend's)."""
+    if impl not in LORA_IMPLS:
+        raise ValueError(f"inner.lora_impl={impl!r}; choose one of {LORA_IMPLS}")
+    if impl != "auto":
+        return impl
+    return "dense" if (platform or jax.default_backend()) == "cpu" else "ragged"
 
 
 def grouped_masked(x, a, b, ids):  # x [M, in], a [E, in, r], b [E, r, out], ids int [M] -> [M, out]
@@ -73,13 +87,20 @@ def grouped_ragged(x, a, b, ids):  # the same with ids sorted, as two grouped ma
     return jax.lax.ragged_dot(jax.lax.ragged_dot(x, a, sizes), b, sizes)
 
 
+class TokenAdapters(NamedTuple):
+    """Per-token adapters of a packed row: ids int [B, S] into the stack (sorted), and the static `LORA_IMPLS` form."""
+    ids: jax.Array
+    impl: str
+
+
 def project(linear: nnx.Linear, x, lora: Optional[dict], scale: float, token_adapter=None):
     """x @ W (+ b) (+ the LoRA delta when this projection has an adapter)."""
     y = linear(x)
     if lora is None:
         return y
-    if token_adapter is not None:
-        return y + lora_delta_per_token(x, lora["a"], lora["b"], token_adapter, scale).astype(y.dtype)
+    if token_adapter is not None:  # a TokenAdapters
+        return y + lora_delta_per_token(x, lora["a"], lora["b"], token_adapter.ids, scale,
+                                        token_adapter.impl).astype(y.dtype)
     return y + lora_delta(x, lora["a"], lora["b"], scale).astype(y.dtype)
 
 
@@ -207,6 +228,103 @@ def attend_banded(q, k, v, mask):
     return out.reshape(B, S, Hq * Dh)
 
 
+class PackedAttention(NamedTuple):
+    """The mask of a packed row for a fused kernel, never materialised at [S, S] by us: the kernel applies it.
+    segment_ids int [B, S] (`kernel_segments`: padding folded in), span: static look-back (banded) or None
+    (causal over the row), impl: splash | cudnn."""
+    segment_ids: jax.Array
+    span: Optional[int]
+    impl: str
+
+
+def resolve_attention_impl(impl: str, platform: Optional[str] = None, dtype=None) -> str:
+    """`ModelConfig.attention_impl` for a target: auto -> splash on TPU, cudnn on an NVIDIA GPU when the
+    activations are bf16/f16 (cuDNN's fused attention has no f32 form), xla elsewhere. platform: the target's
+    (`jax.Device.platform`; default: the running backend), so an AOT plan for a TPU picks splash on a CPU host."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"model.attention_impl={impl!r}; choose one of {ATTENTION_IMPLS}")
+    if impl != "auto":
+        return impl
+    platform = platform or jax.default_backend()
+    if platform == "tpu":
+        return "splash"
+    half = dtype is None or jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    return "cudnn" if platform in ("gpu", "cuda") and half else "xla"
+
+
+def kernel_segments(segment_ids, token_mask):  # int [B, S], bool [B, S] -> int [B, S]
+    """Segment ids with every padding token made a segment of its own (-1 - slot): a kernel's mask is causal
+    within a segment, so no real query sees a pad and every row keeps one key (itself)."""
+    return jnp.where(token_mask, segment_ids, -1 - jnp.arange(segment_ids.shape[-1], dtype=segment_ids.dtype))
+
+
+def attend_packed(q, k, v, mask: PackedAttention):
+    """Block-diagonal causal attention of a packed row by a fused kernel. q: [B, S, Hq, Dh]; k, v: [B, Hkv, S,
+    Dh] -> [B, S, Hq*Dh]; equal to `attend` with the block-diagonal mask (tests/test_kernels.py)."""
+    if mask.impl == "splash":
+        return attend_splash(q, k, v, mask.segment_ids, mask.span)
+    if mask.impl == "cudnn":
+        return attend_cudnn(q, k, v, mask.segment_ids, mask.span)
+    raise ValueError(f"attend_packed: unknown kernel {mask.impl!r}; choose splash or cudnn")
+
+
+SPLASH_BLOCKS = (512, 256, 128)  # query / key tile sides tried, largest first; rows are padded to 128
+
+
+def splash_block(T: int) -> int:
+    """The splash tile side for a row of T tokens (a multiple of 128): the largest of SPLASH_BLOCKS dividing T."""
+    return next(b for b in SPLASH_BLOCKS if T % b == 0)
+
+
+def splash_row(S: int) -> int:
+    """The row length splash runs at: S rounded up to a multiple of 128 (its smallest tile)."""
+    return -(-S // SPLASH_BLOCKS[-1]) * SPLASH_BLOCKS[-1]
+
+
+def attend_splash(q, k, v, segment_ids, span: Optional[int]):
+    """TPU splash attention (`jax.experimental.pallas.ops.tpu.splash_attention`) with SegmentIds: a static causal
+    (or causal band of `span` keys back: `LocalMask`) tile mask whose empty tiles the kernel skips, and the
+    segment ids masking inside each tile. Grouped-query heads natively; rows padded to `splash_row` with
+    singleton segments. On TPU the Mosaic kernel, elsewhere the same kernel in Pallas interpret mode (exact, slow:
+    for tests) - chosen per lowering platform (`lax.platform_dependent`), so an AOT compile for a TPU gets the
+    kernel even on a CPU host."""
+    from jax.experimental.pallas.ops.tpu import splash_attention as sa
+    B, S, Hq, Dh = q.shape
+    T = splash_row(S)
+    pad = lambda x, axis: jnp.pad(x, [(0, T - S) if a == axis else (0, 0) for a in range(x.ndim)])
+    seg = jnp.concatenate([segment_ids, jnp.broadcast_to(-1 - jnp.arange(S, T, dtype=segment_ids.dtype), (B, T - S))],
+                          axis=1)
+    qh = pad((q.astype(jnp.float32) / jnp.sqrt(Dh)).astype(q.dtype), 1).transpose(0, 2, 1, 3)  # [B, Hq, T, Dh]
+    kh, vh = pad(k, 2), pad(v, 2)                                                                 # [B, Hkv, T, Dh]
+    tile = sa.CausalMask((T, T)) if span is None else sa.LocalMask((T, T), (span, 0), 0)
+    n = splash_block(T)
+    blocks = sa.BlockSizes(block_q=n, block_kv=n, block_kv_compute=n, block_q_dkv=n, block_kv_dkv=n,
+                           block_kv_dkv_compute=n, block_q_dq=n, block_kv_dq=n)
+
+    def run(interpret: bool):
+        kernel = sa.make_splash_mha(sa.MultiHeadMask([tile] * Hq), block_sizes=blocks, head_shards=1,
+                                    q_seq_shards=1, interpret=interpret)
+        return lambda q, k, v, s: jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=sa.SegmentIds(s, s)))(
+            q, k, v, s)
+
+    out = jax.lax.platform_dependent(qh, kh, vh, seg, tpu=run(False), default=run(True))  # [B, Hq, T, Dh]
+    return out[:, :, :S].transpose(0, 2, 1, 3).reshape(B, S, Hq * Dh)
+
+
+def attend_cudnn(q, k, v, segment_ids, span: Optional[int], implementation: str = "cudnn"):
+    """`jax.nn.dot_product_attention` with cuDNN's fused flash attention: causal (tiles above the diagonal
+    skipped), banded by `local_window_size` (tiles further back than `span` skipped), and the segments as its
+    boolean `mask` [B, 1, S, S] (the public API takes segment ids no other way; cuDNN reads it as a bias, so that
+    one mask per row is materialised, bf16, shared by all heads and layers). implementation="xla" runs the same
+    arguments through JAX's reference on any backend (how the arguments are tested on CPU)."""
+    B, S, Hq, Dh = q.shape
+    same = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+    out = jax.nn.dot_product_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask=same,
+                                       is_causal=True, local_window_size=None if span is None else (span, 0),
+                                       implementation=implementation)
+    return out.reshape(B, S, Hq * Dh)
+
+
 # ---- modules --------------------------------------------------------------------------------------
 
 
@@ -224,7 +342,7 @@ class Attention(nnx.Module):
 
     def __call__(self, x, lora: dict, scale: float, positions, inv_freq, mask, kv=None, token_adapter=None):
         """x: [B, S, D] -> ([B, S, D], cache); mask: bool [B, S, T], which keys each query sees (or, banded, [B, S/C,
-        C, W+C]: `banded_mask`). kv: None, or
+        C, W+C]: `banded_mask`; or a `PackedAttention` for a fused kernel). kv: None, or
         (k, v, layer, index) with the whole cache k, v [L, B, Hkv, T, Dh]: this step's keys/values are written
         at slot `index` of `layer`, in place."""
         B, S, _ = x.shape
@@ -240,7 +358,9 @@ class Attention(nnx.Module):
             k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, 0, index, 0))
             v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, 0, index, 0))
             k, v, new_kv = k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), (k_all, v_all)
-        if mask.ndim == 4:  # [B, nb, C, W+C]: packed rows, by query block
+        if isinstance(mask, PackedAttention):  # packed rows, a fused kernel
+            out = attend_packed(q, k, v, mask)
+        elif mask.ndim == 4:  # [B, nb, C, W+C]: packed rows, by query block
             out = attend_banded(q, k, v, mask)
         else:
             out = attend(q, k, v, mask, self.query_chunk, self.unroll_chunks)
@@ -297,9 +417,11 @@ class Decoder(nnx.Module):
                                       param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, tokens, positions, token_mask, *, lora: Optional[dict] = None, lora_scale: float = 0.0,
-                 cache: Optional[dict] = None, segment_ids=None, token_adapter=None, window=None):
+                 cache: Optional[dict] = None, segment_ids=None, token_adapter=None, window=None,
+                 lora_impl: str = "auto"):
         """(hidden [B, S, D] after the final norm, updated cache or None); see `forward`."""
         cfg = self.cfg
+        token_adapter = None if token_adapter is None else TokenAdapters(token_adapter, resolve_lora_impl(lora_impl))
         B, S = tokens.shape
         h = self.embed(tokens)
         inv_freq = rope_inv_freq(cfg)
@@ -309,11 +431,15 @@ class Decoder(nnx.Module):
             q_slot = cache["index"] + jnp.arange(S)
             key_valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], token_mask, cache["index"], axis=1)
         k_slot = jnp.arange(key_valid.shape[1])
-        if window is not None:  # packed documents, each query block against its window of keys
+        kernel = resolve_attention_impl(cfg.attention_impl, dtype=h.dtype) if segment_ids is not None else "xla"
+        if kernel != "xla" and cache is None:  # packed documents, a fused kernel skipping empty tiles
+            mask = PackedAttention(kernel_segments(segment_ids, token_mask), None if window is None else window[1],
+                                   kernel)
+        elif window is not None:  # packed documents, each query block against its window of keys
             mask = banded_mask(segment_ids, token_mask, *window)  # [B, S/C, C, W+C]
         else:
             mask = (k_slot[None, :] <= q_slot[:, None])[None] & key_valid[:, None, :]  # [B, S, T]
-        if segment_ids is not None and window is None:  # packed documents: block-diagonal, causal within each
+        if segment_ids is not None and window is None and not isinstance(mask, PackedAttention):  # block-diagonal
             mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
         layer_def, layer_params = nnx.split(self.layers)
         unroll = cfg.num_layers if cfg.unroll_loops else 1
@@ -376,15 +502,16 @@ def param_dtype(params: dict):
 
 def forward(params: dict, cfg: ModelConfig, tokens, positions, token_mask, *, lora: Optional[dict] = None,
             lora_scale: float = 0.0, cache: Optional[dict] = None, segment_ids=None, token_adapter=None,
-            window: Optional[tuple[int, int]] = None):
+            window: Optional[tuple[int, int]] = None, lora_impl: str = "auto"):
     """Run the decoder; return (hidden [B, S, D] after the final norm, updated cache or None).
 
     tokens, positions: int [B, S]; token_mask: bool [B, S] (False on padding).
     lora: None, a shared adapter (leaves [L, in, r]), one adapter per row (leaves [L, B, in, r]), or with
       `token_adapter` int [B, S] a stack (leaves [L, E, in, r]) of which each token uses its own adapter
-      (tokens sorted by adapter; `lora_delta_per_token`).
+      (tokens sorted by adapter; `lora_delta_per_token`, in the form `lora_impl` names: `LORA_IMPLS`).
     cache: None, or a KV cache from `kv_cache.init_cache`; tokens are written at `cache["index"]`.
-    segment_ids: None, or int [B, S]: tokens attend only within their own segment (packed documents).
+    segment_ids: None, or int [B, S]: tokens attend only within their own segment (packed documents); with no
+      cache, by the kernel `cfg.attention_impl` resolves to (`resolve_attention_impl`; xla: the masks below).
     window: None, or static (block C, span W) with segment_ids and no cache: each block of C queries scores only
       the W keys before it and its own (`attend_banded`), exact while no segment is longer than W + 1 tokens;
       S must be a multiple of C and W of C.
@@ -394,7 +521,8 @@ def forward(params: dict, cfg: ModelConfig, tokens, positions, token_mask, *, lo
         raise ValueError(f"window {window} needs segment_ids, no cache, and S ({tokens.shape[1]}) and the span "
                          f"multiples of the block")
     return bind(params, cfg)(tokens, positions, token_mask, lora=lora, lora_scale=lora_scale, cache=cache,
-                             segment_ids=segment_ids, token_adapter=token_adapter, window=window)
+                             segment_ids=segment_ids, token_adapter=token_adapter, window=window,
+                             lora_impl=lora_impl)
 
 
 def logits_from_hidden(params: dict, hidden):  # hidden [..., D] -> float32 [..., V]

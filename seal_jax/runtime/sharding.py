@@ -51,13 +51,17 @@ def make_mesh(edit: int = -1, fsdp: int = 1, tp: int = 1, devices=None) -> Mesh:
     """A ("edit", "fsdp", "tp") mesh; edit=-1 takes every device not used by fsdp x tp."""
     devices = list(jax.devices() if devices is None else devices)
     n = len(devices)
+    if min(fsdp, tp) < 1 or edit == 0 or edit < -1:
+        raise ValueError(f"mesh edit={edit} x fsdp={fsdp} x tp={tp}: fsdp and tp must be >= 1, edit >= 1 or -1 "
+                         "(every device fsdp x tp leaves)")
     if edit == -1:
         if n % (fsdp * tp):
-            raise ValueError(f"{n} devices do not divide into fsdp={fsdp} x tp={tp}")
+            raise ValueError(f"{n} devices do not divide into fsdp={fsdp} x tp={tp}; choose mesh.fsdp x mesh.tp "
+                             f"dividing {n} (--config.mesh.fsdp=1, or --config.mesh.edit=0 for one device, no mesh)")
         edit = n // (fsdp * tp)
     if edit * fsdp * tp != n:
         raise ValueError(f"mesh edit={edit} x fsdp={fsdp} x tp={tp} = {edit * fsdp * tp} needs that many devices; "
-                         f"{n} are available")
+                         f"{n} are available (--config.mesh.edit=-1 takes every device fsdp x tp leaves)")
     return Mesh(np.asarray(devices).reshape(edit, fsdp, tp), AXES)
 
 

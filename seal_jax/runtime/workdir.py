@@ -28,13 +28,18 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
+def check_path(path: str) -> str:
+    """The absolute path of a workdir to be; a ValueError for one that cannot be (an object-store URL)."""
+    if "://" in path:
+        raise ValueError(f"workdir {path!r}: records are appended and fsynced line by line, which object stores "
+                         "(gs://, s3://) cannot do. Mount the bucket on every host (e.g. `gcsfuse --implicit-dirs "
+                         "BUCKET /mnt/seal`) or use NFS, and pass the mounted path")
+    return os.path.abspath(path)
+
+
 class Workdir:
     def __init__(self, path: str):
-        if "://" in path:
-            raise ValueError(f"workdir {path!r}: records are appended and fsynced line by line, which object stores "
-                             "(gs://, s3://) cannot do. Mount the bucket on every host (e.g. `gcsfuse --implicit-dirs "
-                             "BUCKET /mnt/seal`) or use NFS, and pass the mounted path")
-        self.path = os.path.abspath(path)
+        self.path = check_path(path)
         os.makedirs(self.path, exist_ok=True)
         self.records_path = os.path.join(self.path, "records.jsonl")
         self.metrics_path = os.path.join(self.path, "metrics.jsonl")
@@ -152,7 +157,10 @@ class Workdir:
 
 
 def restore_generator(workdir: str, params) -> tuple[int, dict]:
-    """(RL iterations done, generator params) from a run's newest checkpoint; `params` gives the structure."""
+    """(RL iterations done, generator params) from a run's newest checkpoint; `params` gives the structure (and
+    the shardings it is restored onto)."""
+    if not os.path.isdir(check_path(workdir)):
+        raise FileNotFoundError(f"{workdir}: no such run directory (a seal_jax.cli.train --workdir)")
     wd = Workdir(workdir)
     step, state = wd.restore({"params": params, "key": np.asarray(jax.random.PRNGKey(0))})
     wd.close()

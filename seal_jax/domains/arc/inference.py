@@ -70,18 +70,20 @@ def back(category: str, grid: np.ndarray) -> np.ndarray:
     return grid if category == IDENTITY else INVERSES[category](grid)
 
 
-def _shape(a: Answer) -> tuple[int, int]:
-    return (len(a), len(a[0]) if a else 0)
+def _shape(a: Answer) -> tuple[int, ...]:
+    """numpy's shape, as SEAL's row_base_majority_voting takes it (an empty answer () is (0,), and shapes tie
+    in a set's order)."""
+    return np.array(a).shape
 
 
 def _row_majority(outputs: Sequence[Answer], transpose: bool = False) -> Answer:
     if transpose:
         outputs = [to_answer(np.array(o).T) for o in outputs]
     shapes = [_shape(o) for o in outputs]
-    rows_n, cols_n = max(set(shapes), key=shapes.count)
+    shape = max(set(shapes), key=shapes.count)
     rows = []
-    for r in range(rows_n):
-        cands = [o[r] for o in outputs if len(o) > r and len(o[r]) == cols_n]
+    for r in range(shape[0]):
+        cands = [o[r] for o in outputs if len(o) > r and len(o[r]) == shape[1]]
         rows.append(max(set(cands), key=cands.count))
     grid = np.array(rows)
     return to_answer(grid.T if transpose else grid)

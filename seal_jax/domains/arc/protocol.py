@@ -10,7 +10,9 @@ A reply is parsed with SEAL's semantics (self-edit.py:442-555):
     not JSON, and crashes on the rest; we resample both, at most `max_resamples` rounds);
   - a missing augmentation key: no augmentations and 0 epochs; each group is on when its value is truthy;
   - a missing strategy, lr or epochs: 0 epochs (lr 0, all tokens); an unknown strategy: 0 epochs;
-  - more than 375 optimiser steps (epochs x TTT examples // batch 2): 0 epochs.
+  - more than 375 optimiser steps (epochs x TTT examples // batch 2): 0 epochs;
+  - a fractional epochs value is kept: SEAL hands it to HF's Trainer, which trains ceil(epochs x steps per
+    epoch) steps, a partial last pass (`engine.inner.hf_max_steps`).
 A 0-epoch self-edit still makes an adapter (the untrained one, equal to the base model) that is evaluated.
 """
 from __future__ import annotations
@@ -111,12 +113,12 @@ class TttConfig:
     groups: tuple[str, ...]       # among basic, size, chain, repeat
     loss: str                     # "all" | "output"
     lr: float
-    epochs: int
+    epochs: float                 # as the reply wrote it (int or float; a fraction: a partial last pass)
     note: str = ""                # why SEAL's rules changed what the reply asked for ("" if nothing)
 
     @classmethod
     def from_record(cls, d: dict) -> "TttConfig":
-        return cls(tuple(d["groups"]), d["loss"], float(d["lr"]), int(d["epochs"]), d.get("note", ""))
+        return cls(tuple(d["groups"]), d["loss"], float(d["lr"]), d["epochs"], d.get("note", ""))
 
 
 def reply_object(text: str) -> tuple[Optional[dict], Optional[str]]:
@@ -169,9 +171,7 @@ def parse_reply(text: str) -> tuple[Optional[TttConfig], Optional[str]]:
     if not _number(epochs) or epochs < 0:
         epochs, epochs_zero = 0, True
         notes.append("num_train_epochs not a number >= 0: 0 epochs")
-    elif epochs != int(epochs):
-        notes.append(f"fractional num_train_epochs {epochs} rounded up")
-    epochs = 0 if epochs_zero else int(math.ceil(epochs))
+    epochs = 0 if epochs_zero else epochs
     return TttConfig(groups, loss, float(lr), epochs, "; ".join(notes)), None
 
 

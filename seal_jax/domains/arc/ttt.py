@@ -8,9 +8,12 @@
      deduplicated;
   3. one copy of each with permuted colours (only when augmenters were chosen) and shuffled demonstrations, all
      from one RandomState(seed); the union with the unpermuted set, deduplicated.
-`ttt_examples` does that for leave-1 and leave-2, renders each pseudo-task as a chat (`render`), drops those of
+`ttt_examples` does that for leave-1 and leave-2, renders each pseudo-task as a chat (`messages`), drops those of
 `max_tokens` tokens or more, and, when more than `cap` remain, shuffles them with RandomState(seed) and keeps
-`cap` (process_task, self-edit.py:341-366).
+`cap` (process_task, self-edit.py:341-366). The length counted is SEAL's (`seal_token_count`, self-edit.py:236-256,
+335): the whole chat with the answer, then a trailing assistant header (add_generation_prompt=True), tokenized
+with the tokenizer's own special tokens (for Llama-3 a second BOS before the template's): 5 tokens more than the
+prompt, the answer and its end-of-turn.
 
 SEAL deduplicates with Python sets of numpy bytes, whose order is salted per process; we keep the first occurrence
 in a fixed order instead, so the data are reproducible (which colour permutation a task gets, and which 250
@@ -20,6 +23,14 @@ Chat text (SEAL's GPTTextMessageRepresenterV2 with python-array grids, self-edit
 the instruction and the demonstrations as `[[a b]\\n [c d]] -> [[...]]#` lines, the user turn the query input and
 ` -> `, the assistant turn the output grid and `#`, in the model's own chat template. For a Llama-3 template the
 date is pinned (`DATE`): SEAL's template stamps the day of the run.
+
+Answers are parsed as SEAL parses them (`parse_grid_str`; eval-self-edits.py:304-323, representers.py:33-58,
+620-636): every `#` deleted (not cut at the first), double spaces collapsed, the text between the first two
+``` fences if there are any, stripped; then the brackets dropped, every whitespace-separated word read with int()
+(any integer, cast to int8 as SEAL's array is), and the words reshaped to (lines, words // lines). A count that
+does not reshape, or a word int() rejects, is no answer. No size or digit check: `[[0 0]]# [[1 2]]` reads
+((0, 0, 1, 2),) and `[[1 1 1]\\n [1]]#` reads ((1, 1), (1, 1)); an empty answer reads a 1x0 grid, voted as SEAL
+votes it.
 """
 from __future__ import annotations
 
@@ -44,18 +55,17 @@ def grid_str(g) -> str:
 
 
 def parse_grid_str(text: str) -> Optional[np.ndarray]:
-    """A grid from the model's answer (SEAL's parse_numpy_from_str after dropping '#'), or None."""
-    text = text.split("#", 1)[0].replace("[", "").replace("]", "").strip()
-    if not text:
+    """A grid (int8) from the model's answer, parsed as SEAL parses it (see the module doc), or None."""
+    text = text.replace("#", "").replace("  ", " ")
+    if "```" in text:
+        text = text.split("```")[1].strip()
+    text = text.strip()
+    try:
+        words = [int(w) for w in text.replace("[", "").replace("]", "").split()]
+        rows = text.count("\n") + 1
+        return np.array(words).reshape((rows, len(words) // rows)).astype(np.int8)
+    except (ValueError, OverflowError, TypeError):
         return None
-    rows = [r.split() for r in text.split("\n")]
-    if not rows or len({len(r) for r in rows}) != 1 or not rows[0]:
-        return None
-    if not all(c.isascii() and c.isdigit() and len(c) == 1 for r in rows for c in r):
-        return None
-    if len(rows) > MAX_SIDE or len(rows[0]) > MAX_SIDE:
-        return None
-    return np.array([[int(c) for c in r] for r in rows], dtype=np.int64)
 
 
 def messages(task: PseudoTask) -> tuple[list[dict], str]:
@@ -70,6 +80,13 @@ def render_prompt(tok, msgs: list[dict]) -> str:
     if getattr(tok, "chat_template", None):
         return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, date_string=DATE)
     return "".join(m["content"] for m in msgs)
+
+
+def seal_token_count(tok, msgs: list[dict], answer: str) -> int:
+    """SEAL's total_tokens of a TTT example (self-edit.py:236-256): the chat with the answer as the assistant's
+    turn and a trailing assistant header (add_generation_prompt=True), tokenized with the tokenizer's own special
+    tokens (Llama-3: a second BOS)."""
+    return len(tok.encode(render_prompt(tok, [*msgs, {"role": "assistant", "content": answer}])))
 
 
 def leave_n_tasks(demos: Sequence, query_of: Callable[[int], object], n: int) -> list[tuple[tuple, object]]:
@@ -100,7 +117,7 @@ def pseudo_tasks(demos: Sequence, augmenters: Sequence[Augmenter], n: int, seed:
     augmented = []
     for aug in augmenters:
         for t in initial:
-            t = aug(t)
+            t = aug(t, seed)
             if max_side(t) <= MAX_SIDE:
                 augmented.append(t)
     base = _dedup(augmented + initial)
@@ -119,10 +136,8 @@ def ttt_examples(demos: Sequence, augmenters: Sequence[Augmenter], tok, *, leave
     for n in leave_n:
         for t in pseudo_tasks(demos, augmenters, n, seed):
             msgs, answer = messages(t)
-            prompt = render_prompt(tok, msgs)
-            count = len(tok.encode(prompt, add_special_tokens=False)) + len(tok.encode(answer, add_special_tokens=False)) + 1
-            if count < max_tokens:
-                out.append((prompt, answer))
+            if seal_token_count(tok, msgs, answer) < max_tokens:
+                out.append((render_prompt(tok, msgs), answer))
     if len(out) > cap:
         order = list(range(len(out)))
         np.random.RandomState(seed).shuffle(order)

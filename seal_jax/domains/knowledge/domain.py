@@ -5,7 +5,12 @@ after reading it. Item: the self-edit's training documents (self_edit.py). Rewar
 passage's questions the adapted model answers correctly *without* the passage (updates.py, grading.py).
 Reward: the mean over `reward_repeats` inner updates (SEAL: 3). Keep rule: top1 (SEAL) keeps the best self-edit
 of every passage (ties to the earlier sample); threshold keeps it only if it beats the no-update baseline by
-`threshold`. M-step target: the self-edit text itself.
+`threshold`. M-step target: the self-edit text, stripped (SEAL strips it at generation and again when it builds
+the SFT set).
+
+Rounds as SEAL's stored files show them (`:paper`): round 1 on passages [0, 50) of the shuffled train set with
+each self-edit split into lines, round 2 on passages [100, 150) with whole self-edits (`settings.rounds`,
+`settings.round_split_lines`).
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import numpy as np
 from seal_jax.domains.base import Domain, EStepTiming
 from seal_jax.domains.knowledge.evaluation import run_conditions
 from seal_jax.domains.knowledge.passages import Passage, load_passages, seal_subset, split_passages
-from seal_jax.domains.knowledge.self_edit import prompt_text, self_edit_documents, self_edit_prompt_ids
+from seal_jax.domains.knowledge.self_edit import DocOptions, prompt_text, self_edit_documents, self_edit_prompt_ids
 from seal_jax.domains.knowledge.settings import KnowledgeSettings
 from seal_jax.domains.knowledge.updates import Graded, Item, adapt_and_grade, baseline
 from seal_jax.engine.outer import keep_best
@@ -47,7 +52,15 @@ class KnowledgeDomain(Domain):
         s = self.settings
         if not s.eval_source:
             return split_passages(load_passages(s.source, s.limit or None), s.held_out)
-        train = seal_subset(load_passages(s.source), s.shuffle_seed, 0, s.limit)
+        if s.rounds:  # each round's range of the shuffled train set, in order
+            shuffled = seal_subset(load_passages(s.source), s.shuffle_seed)
+            end = max(hi for _, hi in s.rounds)
+            if end > len(shuffled):
+                raise ValueError(f"data.rounds reach passage {end}, but {s.source} holds {len(shuffled)}: "
+                                 "pass a larger source or other ranges")
+            train = [p for lo, hi in s.rounds for p in shuffled[lo:hi]]
+        else:
+            train = seal_subset(load_passages(s.source), s.shuffle_seed, 0, s.limit)
         return train, self.eval_passages()
 
     def eval_passages(self) -> list[Passage]:
@@ -64,13 +77,22 @@ class KnowledgeDomain(Domain):
     def baseline(self, params, cfg, tok, contexts: Sequence[Passage]) -> dict[str, dict]:
         return baseline(params, cfg, tok, contexts, self.settings)
 
+    def documents(self, iteration: int) -> DocOptions:
+        """How round `iteration`'s self-edits become documents: SEAL's split_newlines of that round, if set."""
+        s = self.settings
+        if not s.round_split_lines:
+            return s.documents
+        split = s.round_split_lines[min(iteration, len(s.round_split_lines) - 1)]
+        return dataclasses.replace(s.documents, split_lines=split)
+
     def items(self, iteration, contexts, self_edits, todo) -> tuple[list[Item], list[dict]]:
         samples = len(self_edits[0]) if self_edits else 0
         s = self.settings
+        opts = self.documents(iteration)
         items = []
         for i, k in todo:
             passage, text = contexts[i], self_edits[i][k]
-            documents = self_edit_documents(passage, text, s.prompt, s.documents)
+            documents = self_edit_documents(passage, text, s.prompt, opts)
             items.append(Item(i * samples + k, (passage,), tuple(documents), k, text))
         return items, []
 
@@ -95,7 +117,9 @@ class KnowledgeDomain(Domain):
         return keep_best(records, self.context_field, self.settings.threshold, self.settings.min_reward)
 
     def m_step_target(self, record: dict) -> str:
-        return record["self_edit"]
+        """The kept self-edit stripped of surrounding whitespace (SEAL: make_squad_data.py:91 strips every
+        completion, build_SFT_dataset.py:23 the SFT target again)."""
+        return record["self_edit"].strip()
 
     def metrics(self, records, kept, contexts, baseline, e_step: EStepTiming) -> dict:
         rewards = [r["reward"] for r in records]

@@ -15,7 +15,11 @@ Modes (SEAL's two columns): `single`, one LoRA per passage, k=1 self-edit, accur
 passage appended once per completion, question-weighted accuracy, its own LoRA settings (CPT.py, CPT.sh).
 `continual` is SEAL's forgetting protocol (continual_self_edits.py): sequences of K random passages; row 0 is the
 no-edit model; at step k the *current merged* model writes the self-edit for passage k, a LoRA is trained on it,
-every passage so far is re-scored, and the LoRA is merged; mean and standard error over sequences.
+every passage so far is re-scored, and the LoRA is merged. SEAL ran it as 8 jobs (seeds 42..49) of 8 sequences
+each and reported the mean of the jobs' means and the mean of the jobs' standard deviations (average_results.py).
+
+Self-edits in evaluation are SEAL's: the first k non-empty of 5 samples per passage (its evaluation files hold 5
+completions per passage, query_server.py and CPT.py take the first k non-empty), drawn lazily (`seal_self_edits`).
 """
 from __future__ import annotations
 
@@ -69,14 +73,21 @@ class CptSettings:
     batch_size: int = 8
 
 
+# Completions per passage in SEAL's evaluation files (data/synthetic_data/eval/{base,iter2}_val.json.meta "k": 5,
+# scripts/make_squad_data.sh:22): the pool its first-k-non-empty rule draws from.
+SEAL_EVAL_POOL = 5
+
+
 @dataclasses.dataclass(frozen=True)
 class ContinualSettings:
-    """SEAL's continual run (continual_self_edits.sh): sequences of K passages drawn with random.sample from
-    `seed`; one self-edit per step from the current merged model, split into lines; one inner update each."""
+    """SEAL's continual runs (continual_self_edits.sh): `runs` jobs, job j drawing `sequences` sequences of K
+    passages with random.sample seeded `seed + j` (SEAL: 8 jobs, seeds 42..49, x 8 sequences); one self-edit per
+    step from the current merged model, split into lines; one inner update each."""
     sequences: int = 8
     k: int = 8
     seed: int = 42
     condition: str = "self_edit"  # self_edit (the current model writes) | passage | file
+    runs: int = 1
 
 
 def load_completions(path: str) -> dict[str, list[str]]:
@@ -124,6 +135,30 @@ def file_completions(p: Passage, completions: Optional[dict], k: int) -> list[st
     return chosen
 
 
+def seal_self_edits(generator, cfg, tok, prompts: Sequence[Sequence[int]], k: int, settings: KnowledgeSettings,
+                    key, pool: int = SEAL_EVAL_POOL) -> list[list[str]]:
+    """Per prompt, the first k non-empty of max(k, pool) samples (SEAL: query_server.py:202, CPT.py:117 over its
+    5-completion files), drawn lazily: k first, then one more per missing self-edit per round while the pool
+    lasts (round r samples with fold_in(key, r)). A prompt whose pool is all empty gets [] (SEAL's CPT then
+    trains on the passage alone, CPT.py:119-120)."""
+    pool = max(k, pool)
+    drawn = sample_self_edits(generator, cfg, tok, prompts, k, settings.self_edits, key)
+    used = [k] * len(prompts)
+    chosen = [[e for e in es if e.strip()] for es in drawn]
+    for r in range(1, pool - k + 1):
+        short = [i for i, es in enumerate(chosen) if len(es) < k and used[i] < pool]
+        if not short:
+            break
+        asks = [i for i in short for _ in range(min(k - len(chosen[i]), pool - used[i]))]
+        more = sample_self_edits(generator, cfg, tok, [prompts[i] for i in asks], 1, settings.self_edits,
+                                 jax.random.fold_in(key, r), desc="resampling empty self-edits")
+        for i, (text,) in zip(asks, more):
+            used[i] += 1
+            if text.strip():
+                chosen[i].append(text)
+    return chosen
+
+
 def condition_docs(condition: str, passages: Sequence[Passage], settings: KnowledgeSettings, generator=None,
                    cfg=None, tok=None, completions: Optional[dict] = None, key=None, k: int = 0,
                    cpt: bool = False) -> list[list[str]]:
@@ -135,19 +170,19 @@ def condition_docs(condition: str, passages: Sequence[Passage], settings: Knowle
         return [documents_of(p, [], opts, cpt) for p in passages]
     if condition in ("self_edit", "self_edit_base", "self_edit_rl"):
         prompts = [self_edit_prompt_ids(tok, p, settings.prompt, settings.chat) for p in passages]
-        edits = sample_self_edits(generator, cfg, tok, prompts, k, settings.self_edits, key)
-        return [documents_of(p, [e if e.strip() else p.context for e in es], opts, cpt)
-                for p, es in zip(passages, edits)]
+        edits = seal_self_edits(generator, cfg, tok, prompts, k, settings, key)
+        return [documents_of(p, es, opts, cpt) for p, es in zip(passages, edits)]
     if condition == "file":
         return [documents_of(p, file_completions(p, completions, k), opts, cpt) for p in passages]
     raise ValueError(f"unknown condition {condition!r}; choose among {CONDITIONS}")
 
 
 def accuracy_of(learner, cfg, tok, passages: Sequence[Passage], docs: Sequence[Sequence[str]],
-                settings: KnowledgeSettings, key, mode: str = "single", cpt_n: int = 0, desc: str = "eval") -> float:
+                settings: KnowledgeSettings, key, mode: str = "single", cpt_n: int = 0, desc: str = "eval", *,
+                mesh=None) -> float:
     """Accuracy on the passages' questions after the updates. single: one LoRA per passage, the mean over passages
     of each passage's accuracy (SEAL's macro average); cpt: one LoRA per `cpt_n` passages (0: all), accuracy
-    over all their questions."""
+    over all their questions. With a mesh, the updates run edit-parallel on it (`learner` placed there)."""
     if mode == "single":
         items = [Item(i, (p,), tuple(d)) for i, (p, d) in enumerate(zip(passages, docs))]
     elif mode == "cpt":
@@ -157,7 +192,7 @@ def accuracy_of(learner, cfg, tok, passages: Sequence[Passage], docs: Sequence[S
     else:
         raise ValueError(f"mode {mode!r}; choose single or cpt")
     scores, weights, judge_failures = [], [], 0
-    for chunk in adapt_and_grade(learner, cfg, tok, items, settings, key, desc=desc):
+    for chunk in adapt_and_grade(learner, cfg, tok, items, settings, key, mesh=mesh, desc=desc):
         for r in chunk:
             scores.append(r.reward)
             weights.append(1 if mode == "single" else sum(len(p.questions) for p in r.item.passages))
@@ -188,9 +223,10 @@ def cpt_settings(settings: KnowledgeSettings, cpt: CptSettings, condition: str) 
 
 def run_conditions(learner, generator, cfg, tok, passages: Sequence[Passage], settings: KnowledgeSettings, key,
                    conditions: Sequence[str] = ("base", "passage", "self_edit"), completions: Optional[dict] = None,
-                   mode: str = "single", cpt_n: int = 0, cpt: Optional[CptSettings] = None) -> dict:
+                   mode: str = "single", cpt_n: int = 0, cpt: Optional[CptSettings] = None, *, mesh=None) -> dict:
     """{condition: accuracy}. `learner` is the base model (updated by base/passage/file/self_edit_base/self_edit);
-    `generator` writes self_edit's self-edits and is both generator and learner for self_edit_rl."""
+    `generator` writes self_edit's self-edits and is both generator and learner for self_edit_rl. With a mesh
+    (both placed on it), inner updates run edit-parallel there."""
     out = {}
     for i, cond in enumerate(conditions):
         k = jax.random.fold_in(key, i)
@@ -205,7 +241,7 @@ def run_conditions(learner, generator, cfg, tok, passages: Sequence[Passage], se
             s, n_edits = cpt_settings(settings, cpt, cond), cpt.k
         docs = condition_docs(cond, passages, s, writer, cfg, tok, completions, k, n_edits, cpt=mode == "cpt")
         out[cond] = accuracy_of(trained, cfg, tok, passages, docs, s, k, mode, cpt.n if mode == "cpt" else cpt_n,
-                                f"eval {mode}: {cond}")
+                                f"eval {mode}: {cond}", mesh=mesh)
     return out
 
 
@@ -266,17 +302,34 @@ def continual_sequence(params, cfg, tok, passages: Sequence[Passage], settings: 
     return acc
 
 
+def seal_average(mats: np.ndarray) -> dict:
+    """SEAL's statistics of continual matrices [runs, sequences, K+1, K]: per run the mean and the sample standard
+    deviation over its sequences (continual_self_edits.py:428-433; 0 for a single sequence), then the mean of the
+    runs' means and the mean of the runs' standard deviations (average_results.py:124-125; SEAL rounds both to 4
+    places). Cells not yet measured stay NaN (SEAL writes 0.0)."""
+    run_means = mats.mean(axis=1)
+    run_stds = mats.std(axis=1, ddof=1) if mats.shape[1] > 1 else np.where(np.isnan(run_means), np.nan, 0.0)
+    return {"run_means": run_means, "run_stds": run_stds, "mean": run_means.mean(axis=0),
+            "std": run_stds.mean(axis=0), "n_sequences": mats.shape[0] * mats.shape[1]}
+
+
 def continual(params, cfg, tok, pool: Sequence[Passage], settings: KnowledgeSettings, key,
               cont: ContinualSettings = ContinualSettings(), completions: Optional[dict] = None) -> dict:
-    """SEAL's continual protocol over `cont.sequences` sequences of `cont.k` passages drawn from `pool` (Python's
-    random seeded `cont.seed`, random.sample per sequence): per-sequence matrices, their mean and standard error."""
+    """SEAL's continual protocol: `cont.runs` runs, run j drawing `cont.sequences` sequences of `cont.k` passages
+    from `pool` (Python's random seeded `cont.seed + j`, random.sample per sequence, continual_self_edits.py:403,
+    418): per-sequence matrices (run-major), SEAL's per-run and overall statistics (`seal_average`)."""
     if cont.k > len(pool):
         raise ValueError(f"continual: sequences of {cont.k} passages, but only {len(pool)} to draw from")
-    rng = random.Random(cont.seed)
-    sequences = [rng.sample(list(pool), cont.k) for _ in range(cont.sequences)]
-    mats = np.stack([continual_sequence(params, cfg, tok, seq, settings, jax.random.fold_in(key, s), cont.condition,
-                                        completions) for s, seq in enumerate(sequences)])
-    mean = mats.mean(axis=0)  # every sequence has the same NaN cells (not yet learned), which stay NaN
-    sem = mats.std(axis=0, ddof=1) / np.sqrt(len(mats)) if len(mats) > 1 else np.full_like(mean, np.nan)
-    return {"condition": cont.condition, "k": cont.k, "sequences": [[p.id for p in seq] for seq in sequences],
-            "matrices": mats, "mean": mean, "sem": sem}
+    sequences = []
+    for run in range(cont.runs):
+        rng = random.Random(cont.seed + run)
+        sequences.append([rng.sample(list(pool), cont.k) for _ in range(cont.sequences)])
+    mats = np.stack([np.stack([continual_sequence(params, cfg, tok, seq, settings,
+                                                  jax.random.fold_in(jax.random.fold_in(key, run), s),
+                                                  cont.condition, completions)
+                               for s, seq in enumerate(run_sequences)])
+                     for run, run_sequences in enumerate(sequences)])
+    return {"condition": cont.condition, "k": cont.k, "runs": cont.runs,
+            "seeds": [cont.seed + run for run in range(cont.runs)],
+            "sequences": [[p.id for p in seq] for run_sequences in sequences for seq in run_sequences],
+            "matrices": mats.reshape(-1, *mats.shape[2:]), **seal_average(mats)}

@@ -18,9 +18,13 @@ class KnowledgeSettings:
     eval_n: int
     shuffle_seed: int             # SEAL's random.seed(42) shuffle, of the RL and the evaluation passages
     limit: int                    # use the first `limit` passages (0: all)
+    rounds: tuple[tuple[int, int], ...]  # RL passages: each round's [start, end) of the shuffled source, in order
+                                  # (with eval_source; rl.draw=disjoint takes them a round at a time); (): all
     prompt: str                   # the self-edit prompt (self_edit.PROMPTS)
     chat: bool                    # prompts through the chat template (SEAL's instruct path), else raw text
     documents: DocOptions         # self-edit -> training documents
+    round_split_lines: tuple[bool, ...]  # SEAL's split_newlines per RL round's reward (round i > len: the last);
+                                  # (): documents.split_lines in every round
     self_edits: SelfEditSampling  # how the generator writes self-edits
     adapt: AdaptConfig            # the inner update (LoRA, optimiser, chunks) and how adapted models answer
     lr: float                     # inner-update learning rate
@@ -33,3 +37,28 @@ class KnowledgeSettings:
     threshold: float              # keep a self-edit if its reward >= its passage's baseline + threshold ...
     min_reward: float             # ... and >= min_reward
     eval_self_edits: int          # self-edits sampled per held-out passage in evaluation
+
+
+def parse_rounds(text: str, contexts: int) -> tuple[tuple[int, int], ...]:
+    """data.rounds "0:50,100:150" -> ((0, 50), (100, 150)); each range must hold `contexts` (rl.contexts) passages."""
+    rounds = []
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        lo, sep, hi = part.partition(":")
+        if not (sep and lo.strip().isdigit() and hi.strip().isdigit()):
+            raise ValueError(f"data.rounds {text!r}: {part!r} is not a range start:end (e.g. 0:50,100:150)")
+        lo, hi = int(lo), int(hi)
+        if hi - lo != contexts:
+            raise ValueError(f"data.rounds {text!r}: {part} holds {hi - lo} passages, but every round takes "
+                             f"rl.contexts={contexts}")
+        rounds.append((lo, hi))
+    return tuple(rounds)
+
+
+def parse_flags(text: str, name: str) -> tuple[bool, ...]:
+    """"true,false" -> (True, False), for `name` in errors."""
+    values = {"true": True, "false": False}
+    flags = [x.strip().lower() for x in text.split(",") if x.strip()]
+    bad = [f for f in flags if f not in values]
+    if bad:
+        raise ValueError(f"{name} {text!r}: {bad[0]!r} is neither true nor false (e.g. true,false)")
+    return tuple(values[f] for f in flags)
