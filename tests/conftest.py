@@ -20,11 +20,30 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import importlib.util  # noqa: E402
+
 import pytest  # noqa: E402
 
 from seal_jax.runtime.topology import default_to_cpu  # noqa: E402
 
 default_to_cpu()  # libtpu is installed for the AOT tests; CPU runs must not probe for TPUs
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def config_module(name: str):
+    """configs/<name>.py as a module (`name` with or without .py), as ml_collections' --config loads it."""
+    name = name.removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(f"configs_{name}", os.path.join(CONFIGS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_config(name: str, preset: str = "smoke"):
+    """configs/<name>.py:<preset>, as `--config=configs/<name>.py:<preset>` gives it (tests: `from conftest
+    import load_config`)."""
+    return config_module(name).get_config(preset)
 
 
 @pytest.fixture(scope="session")

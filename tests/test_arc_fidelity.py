@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import load_config
 from seal_jax.domains.arc import augment as A
 from seal_jax.domains.arc import evaluation as E
 from seal_jax.domains.arc import protocol as P
@@ -19,16 +20,6 @@ from seal_jax.domains.arc.tasks import (SEAL_EVAL_FILE_IDS, SEAL_EVAL_IDS, SEAL_
                                         SEAL_TRAIN_IDS, ArcTask, SealCommand, as_run_reach, load_tasks, seal_reach)
 
 VALID = P.reply_json(P.TttConfig(("basic",), "output", 1e-4, 1))
-
-
-def load_config(name: str, preset: str):
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(preset)
 
 
 def _settings(name="arc_eval", preset="paper"):

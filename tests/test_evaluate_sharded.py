@@ -7,22 +7,12 @@ compares what each step produced, recorded on the way (the self-edits sampled in
 inner update's last loss, every answer), and checks that the sharded run really trained edit-parallel on the
 mesh its config names.
 """
-import importlib.util
 import json
-import os
 
 import jax
 import numpy as np
-import pytest
+from conftest import load_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _config(name: str, preset: str = "smoke"):
-    spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(ROOT, "configs", name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset)
 
 
 def _record(monkeypatch):
@@ -90,7 +80,7 @@ def _evaluate(c, out, monkeypatch):
 
 
 def test_knowledge_smoke_evaluation_sharded_equals_single_device(tmp_path, monkeypatch):
-    c = _config("knowledge_eval.py")
+    c = load_config("knowledge_eval.py")
     c.data.offset = 44  # the demo corpus' last 2 passages (each with its questions)
     # base: answers; self_edit: sampled self-edits, inner updates, adapted answers; cpt: one update over both
     # passages; continual: updates merged into the weights in turn, the model re-asked after each
@@ -123,7 +113,7 @@ def test_knowledge_smoke_evaluation_sharded_equals_single_device(tmp_path, monke
 def test_arc_smoke_evaluation_sharded_equals_single_device(tmp_path, monkeypatch):
     from seal_jax.cli.evaluate import evaluate
     from seal_jax.domains.arc import evaluation
-    c = _config("arc_eval.py")
+    c = load_config("arc_eval.py")
     c.eval.conditions = "oracle"  # test-time training, then voted answers (a random model's self-edits never
     # parse, so ttt_no_rl would train nothing; icl answers as the oracle's adapted models do, untrained)
     c.data.limit = 2  # 2 synthetic tasks

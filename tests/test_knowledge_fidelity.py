@@ -3,23 +3,14 @@ target, round 2 as SEAL's stored files show it, the continual runs and SEAL's av
 family, an empty self-edit in evaluation, and the RL model writing, adapting and answering in Table 2's SEAL row.
 Expected values are worked by hand from SEAL's code (knowledge-incorporation/ at 4cb1e7d) or copied from its
 stored result files."""
-import importlib.util
-import os
 import types
 
 import numpy as np
 import pytest
 
 from seal_jax.domains.knowledge.passages import Passage
+from conftest import load_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_config(config_file: str, preset: str):
-    spec = importlib.util.spec_from_file_location(config_file[:-3], os.path.join(ROOT, "configs", config_file))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(preset)
 
 
 def smollm2():

@@ -1,7 +1,6 @@
 """SEAL's knowledge-incorporation protocol (issue 15): templates verbatim, raw vs chat prompting, SEAL's document
 building, the judge against a fake OpenAI-compatible server, the eval-200 selection, reward repeats, top-1 selection,
 CPT documents, continual, and the :smoke run of the paper protocol."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ import time
 
 import pytest
 
+from conftest import config_module, load_config
 from seal_jax.domains.knowledge.passages import Passage
 from seal_jax.domains.knowledge.self_edit import (IMPLICATIONS_LONG_TEMPLATE, IMPLICATIONS_TEMPLATE,
                                                   IMPLICATIONS_VERY_LONG_TEMPLATE, INSTRUCT_TEMPLATE, PROMPTS,
@@ -45,13 +45,6 @@ SEAL_JUDGE = ("You are a grading assistant. Your job is to determine whether a s
               "not contradict it. Ignore style, phrasing, or extra details that do not affect correctness. Respond "
               "ONLY with 'yes' or 'no'.\n\nQuestion: {question}\nGold answer: {gold}\nStudent answer: {pred}\nIs the "
               "student answer correct based solely on the gold answer? Respond 'yes' or 'no'.")
-
-
-def load_config(config_file: str, preset: str):
-    spec = importlib.util.spec_from_file_location(config_file[:-3], os.path.join(ROOT, "configs", config_file))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(preset)
 
 
 def test_templates_are_seals_text_verbatim():
@@ -334,9 +327,7 @@ def test_paper_data_split_from_local_files_and_hub_offline(tmp_path, monkeypatch
         load_passages("rajpurkar/squad:train")
     # the preset's data paths: from the repository root whatever the working directory
     monkeypatch.chdir(tmp_path)
-    spec = importlib.util.spec_from_file_location("kcfg", os.path.join(ROOT, "configs", "knowledge.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = config_module("knowledge.py")
     assert mod.repo_file("seal_jax/data/demo_corpus.json", "hub/x") == os.path.join(ROOT, "seal_jax/data/demo_corpus.json")
     assert mod.repo_file("data/squad/missing.json", "rajpurkar/squad:train") == "rajpurkar/squad:train"
     paper = mod.get_config("paper").data
