@@ -107,7 +107,7 @@ def test_bench_step_times_one_packed_step_of_a_synthetic_row():
     import numpy as np
     from seal_jax.cli.bench_step import synthetic_row
     row = synthetic_row(4, 64)
-    edit = row["token_edit"]
+    edit = row["token_edit"][0]
     assert np.all(np.diff(edit) >= 0) and set(edit.tolist()) <= {0, 1, 2, 3, 4}
     assert np.all(np.diff(row["token_adapter"][0]) >= 0) and row["token_adapter"].max() == 3
     assert row["weight"].sum() == (edit < 4).sum() and (edit == 0).sum() == 64 // 3

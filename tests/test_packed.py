@@ -12,6 +12,7 @@ from seal_jax.model.config import preset
 from seal_jax.model.lora import LoraSpec
 from seal_jax.model.transformer import sequence_logprobs, forward, token_logprobs
 from seal_jax.engine.packed import plan_steps, train_packed
+from seal_jax.runtime import sharding
 
 CFG = preset("tiny")
 
@@ -28,14 +29,15 @@ def _docs(rng, n_docs, lo=4, hi=40, output_only=False):
     return out
 
 
-def _compare(base, examples, lrs, epochs, icfg, tol=2e-5, pad_to=None):
+def _compare(base, examples, lrs, epochs, icfg, tol=2e-5, pad_to=None, mesh=None):
     packed = pack_edits(examples, lrs, epochs, batch_size=icfg.batch_size)
     if pad_to:
         packed = pad_edits(packed, pad_to)
     keys = jax.random.split(jax.random.PRNGKey(3), packed.num_edits)
     e, h = packed.arrays()
     ref, ref_m = inner_train_edits(base, e, keys, h, cfg=CFG, icfg=icfg, steps=packed.steps)
-    got, got_m = train_packed(base, CFG, icfg, packed, keys)
+    got, got_m = train_packed(base if mesh is None else sharding.shard_params(base, mesh), CFG, icfg, packed, keys,
+                              mesh)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=tol, rtol=tol), got, ref)
     steps = got_m["loss"].shape[1]
     np.testing.assert_array_equal(np.asarray(got_m["active"]), np.asarray(ref_m["active"])[:, :steps])
@@ -52,6 +54,21 @@ def test_packed_equals_vmapped_mixed_edits(base, batch_size):
     icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v", "down")), batch_size=batch_size,
                        loss_chunk=8, length_buckets=1)
     _compare(base, examples, [1e-2, 3e-3, 2e-2, 5e-3], [2, 3, 1, 2], icfg, pad_to=6)  # 2 dummy edits
+
+
+def test_packed_rows_on_a_mesh_equal_vmapped(base):
+    """On an edit=2 x fsdp=2 mesh (4 of the 8 host devices): 4 packed rows per step, each holding the documents of
+    the 2 edits its device owns, the edit stack and rows sharded alike, the base fsdp-sharded."""
+    rng = np.random.default_rng(7)
+    examples = [_docs(rng, 3), _docs(rng, 2, 4, 12), _docs(rng, 2, 30, 60), _docs(rng, 3, output_only=True),
+                _docs(rng, 1), _docs(rng, 4, 4, 10)]
+    icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v", "down")), batch_size=1, loss_chunk=8,
+                       length_buckets=1, lora_impl="ragged")
+    mesh = sharding.make_mesh(2, 2, 1, jax.devices()[:4])
+    plan = plan_steps(pad_edits(pack_edits(examples, [1e-2] * 6, [2] * 6), 8), jax.random.split(jax.random.PRNGKey(3), 8),
+                      icfg, 4)
+    assert plan[0]["tokens"].shape[0] == 4 and plan[0]["token_adapter"].max() <= 1
+    _compare(base, examples, [1e-2, 3e-3, 2e-2, 5e-3, 1e-2, 4e-3], [2, 3, 1, 2, 2, 1], icfg, pad_to=8, mesh=mesh)
 
 
 def test_packed_non_finite_edit_is_flagged_alone(base):

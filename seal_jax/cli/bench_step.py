@@ -61,7 +61,7 @@ def synthetic_row(edits: int, T: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     return {"tokens": rng.integers(0, 1000, (1, T)).astype(np.int32), "positions": positions[None].astype(np.int32),
             "segment_ids": edit[None], "weight": (edit < edits)[None].astype(np.float32),
-            "token_edit": edit, "token_adapter": np.minimum(edit, edits - 1)[None],
+            "token_edit": edit[None], "token_adapter": np.minimum(edit, edits - 1)[None],
             "active": np.ones(edits, bool), "lr": np.full(edits, 1e-3, np.float32)}
 
 

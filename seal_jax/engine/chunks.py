@@ -2,8 +2,9 @@
 
     vmapped   `inner.inner_train_edits`: one jitted scan per chunk, vmapped over edits; every edit computes
               every step at the step's longest document. Edit-parallel on a mesh's "edit" axis.
-    packed    `packed.train_packed`: each step's real documents end to end in one row; compute follows real
-              tokens. The base may be sharded (fsdp/tp); edits are not spread over the "edit" axis.
+    packed    `packed.train_packed`: each step's real documents end to end in packed rows; compute follows real
+              tokens. On a mesh, one row per device of the ("edit", "fsdp") axes, each holding the documents of
+              the edits (and adapters) that device owns.
 
 Both give the same adapters (tested to float32 rounding) and the same per-edit metrics, so callers choose by
 speed alone. Chunks bound memory whatever the number of edits; every chunk has the same edit count (the last
@@ -18,7 +19,7 @@ import numpy as np
 
 from seal_jax.engine.inner import (InnerConfig, PackedEdits, inner_train_edits, length_buckets, pad_edits, step_plan,
                                    take_edits)
-from seal_jax.engine.packed import slots_and_tokens, train_packed
+from seal_jax.engine.packed import packed_rows, slots_and_tokens, train_packed
 from seal_jax.model.config import ModelConfig
 from seal_jax.runtime import sharding
 
@@ -51,14 +52,15 @@ def train_in_chunks(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdi
     """Yield (start, stop, lora_stack [C, ...], metrics) per chunk; every chunk has the same shapes.
 
     keys: [E, 2] PRNG keys, one per edit. The last chunk is padded with dummy edits (results dropped).
-    With a mesh, chunks are rounded up to a multiple of its "edit" axis and (vmapped) placed edit-sharded;
+    With a mesh, chunks are rounded up to a multiple of its "edit" axis (packed: of its packed rows) and placed
+    edit-sharded;
     `base` should already be placed (`sharding.shard_params`).
     """
-    m = sharding.edit_multiple(mesh)
+    m = packed_rows(mesh) if icfg.step_form == "packed" else sharding.edit_multiple(mesh)
     width = -(-edits_per_chunk // m) * m
     for start, stop, chunk, k in _chunks(packed, keys, edits_per_chunk, width):
         if icfg.step_form == "packed":
-            lora, metrics = train_packed(base, cfg, icfg, chunk, k)
+            lora, metrics = train_packed(base, cfg, icfg, chunk, k, mesh)
         else:
             edits, hparams = chunk.arrays()
             if mesh is not None:

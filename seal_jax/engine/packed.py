@@ -33,6 +33,7 @@ from seal_jax.engine.inner import (InnerConfig, PackedEdits, _lengths, all_finit
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import init_lora
 from seal_jax.model.transformer import forward, token_logprobs
+from seal_jax.runtime import sharding
 
 
 def row_bucket(n: int) -> int:
@@ -76,55 +77,75 @@ def edit_schedules(packed: PackedEdits, keys, batch_size: int) -> list[list[np.n
     return out
 
 
-def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig) -> list[dict]:
-    """Host-side packed batches, one per step (numpy), plus per-edit `active` and `lr` of the step."""
+def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig, rows: int = 1) -> list[dict]:
+    """Host-side packed batches, one per step (numpy), plus per-edit `active` and `lr` of the step.
+
+    rows: G packed rows per step, row g holding the documents of edits [g E/G, (g+1) E/G) (E a multiple of G):
+    the edits a device owns when the edit axis is sharded over G devices, so each row trains only its own
+    adapters. All rows of a step share one length T (the fullest row's bucket) and one attention window."""
+    E = packed.num_edits
+    if E % rows:
+        raise ValueError(f"{E} edits do not split into {rows} packed rows; pad the chunk to a multiple of {rows}")
+    per_row = E // rows
     schedules = edit_schedules(packed, keys, icfg.batch_size)
     lengths = _lengths(packed.loss_mask)  # [E, N]
-    E = packed.num_edits
     totals = np.asarray([len(s) for s in schedules])
     steps = int(totals.max(initial=0))
     lr_mult = np.asarray(jax.vmap(lambda tot: jax.vmap(lambda t: lr_multiplier(icfg, t, tot))(jnp.arange(max(steps, 1))))(
         jnp.asarray(totals)))  # [E, steps]
     plans = []
     for t in range(steps):
-        docs = [(e, int(d)) for e in range(E) if t < totals[e] for d in schedules[e][t]]
-        n_docs = [int(lengths[e, d]) for e, d in docs]  # the longest: how far back a query looks at most
-        T, window = attention_window(row_bucket(sum(n_docs)), step_span(max(n_docs, default=1)))
-        tokens, positions = np.zeros(T, np.int32), np.zeros(T, np.int32)
-        segment, weight = np.full(T, -1, np.int32), np.zeros(T, np.float32)
-        token_edit, pos = np.full(T, E, np.int32), 0
-        for seg, (e, d) in enumerate(docs):
-            n = int(lengths[e, d])
-            sl = slice(pos, pos + n)
-            tokens[sl], positions[sl], segment[sl], token_edit[sl] = packed.tokens[e, d, :n], np.arange(n), seg, e
-            weight[pos + 1:pos + n] = packed.loss_mask[e, d, 1:n]  # targets inside the document only
-            pos += n
-        segment[pos:] = len(docs)  # the tail: one segment of its own, no loss
-        plans.append({"real_tokens": sum(n_docs), "window": window,
-                      "tokens": tokens[None], "positions": positions[None], "segment_ids": segment[None],
-                      "weight": weight[None], "token_edit": token_edit,
-                      "token_adapter": np.minimum(token_edit, E - 1)[None],  # the tail keeps the order sorted
+        docs = [[(e, int(d)) for e in range(g * per_row, (g + 1) * per_row) if t < totals[e] for d in schedules[e][t]]
+                for g in range(rows)]  # per row: (edit, document)
+        n_docs = [[int(lengths[e, d]) for e, d in row] for row in docs]
+        longest = max((n for row in n_docs for n in row), default=1)  # how far back a query looks at most
+        T, window = attention_window(row_bucket(max(sum(row) for row in n_docs)), step_span(longest))
+        batch = {"tokens": np.zeros((rows, T), np.int32), "positions": np.zeros((rows, T), np.int32),
+                 "segment_ids": np.zeros((rows, T), np.int32), "weight": np.zeros((rows, T), np.float32),
+                 "token_edit": np.full((rows, T), E, np.int32), "token_adapter": np.zeros((rows, T), np.int32)}
+        for g, row in enumerate(docs):
+            pos = 0
+            for seg, (e, d) in enumerate(row):
+                n = int(lengths[e, d])
+                sl = slice(pos, pos + n)
+                batch["tokens"][g, sl], batch["positions"][g, sl] = packed.tokens[e, d, :n], np.arange(n)
+                batch["segment_ids"][g, sl], batch["token_edit"][g, sl] = seg, e
+                batch["token_adapter"][g, sl] = e - g * per_row
+                batch["weight"][g, pos + 1:pos + n] = packed.loss_mask[e, d, 1:n]  # targets inside the document
+                pos += n
+            batch["segment_ids"][g, pos:] = len(row)          # the tail: one segment of its own, no loss
+            batch["token_adapter"][g, pos:] = per_row - 1     # ... and the last adapter, keeping ids sorted
+        plans.append({"real_tokens": sum(map(sum, n_docs)), "lengths": [n for row in n_docs for n in row],
+                      "window": window, **batch,
                       "active": t < totals, "lr": (packed.lr * lr_mult[:, t]).astype(np.float32)})
     return plans
 
 
-HOST_ONLY = ("real_tokens", "window")  # plan entries that are not step inputs
+HOST_ONLY = ("real_tokens", "lengths", "window")  # plan entries that are not step inputs
+
+
+def row_major(lora, rows: int):
+    """An edit stack [E, L, ...] as the forward's per-row stacks [L, G, E/G, ...] (row g: edits g E/G ...)."""
+    def one(x):
+        x = x.reshape(rows, x.shape[0] // rows, *x.shape[1:])  # [G, E/G, L, ...]
+        return jnp.moveaxis(x, 2, 0)                           # [L, G, E/G, ...]
+    return jax.tree.map(one, lora)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "icfg", "window"), donate_argnums=(1, 2))
 def packed_step(base, lora, opt_state, ok, batch, *, cfg: ModelConfig, icfg: InnerConfig, window=None):
-    """One optimiser step of every edit on its own documents of a packed row. lora, opt_state: [E, ...].
+    """One optimiser step of every edit on its own documents of G packed rows. lora, opt_state: [E, ...];
+    batch: tokens, positions, segment_ids, weight, token_edit, token_adapter [G, T]; active, lr [E].
     window: static (block, span) for banded attention (`attention_window`), or None."""
-    E = ok.shape[0]
-    layer_major = lambda tree: jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), tree)  # [E, L, ...] -> [L, E, ...]
+    E, rows = ok.shape[0], batch["tokens"].shape[0]
 
     def objective(lora):
         hidden, _ = forward(base, cfg, batch["tokens"], batch["positions"], jnp.ones_like(batch["tokens"], bool),
-                            lora=layer_major(lora), lora_scale=icfg.lora.scale, segment_ids=batch["segment_ids"],
+                            lora=row_major(lora, rows), lora_scale=icfg.lora.scale, segment_ids=batch["segment_ids"],
                             token_adapter=batch["token_adapter"], window=window, lora_impl=icfg.lora_impl)
-        lp = token_logprobs(base, hidden[:, :-1], batch["tokens"][:, 1:], icfg.loss_chunk)[0]  # [T-1]
-        w, edit = batch["weight"][0, 1:], batch["token_edit"][1:]
-        nll = jax.ops.segment_sum(-lp * w, edit, num_segments=E + 1)[:E]
+        lp = token_logprobs(base, hidden[:, :-1], batch["tokens"][:, 1:], icfg.loss_chunk)  # [G, T-1]
+        w, edit = batch["weight"][:, 1:].reshape(-1), batch["token_edit"][:, 1:].reshape(-1)
+        nll = jax.ops.segment_sum(-lp.reshape(-1) * w, edit, num_segments=E + 1)[:E]
         n = jax.ops.segment_sum(w, edit, num_segments=E + 1)[:E]
         losses = nll / jnp.maximum(n, 1)  # [E]: each edit's mean over its own loss tokens
         return jnp.sum(jnp.where(batch["active"] & ok, losses, 0.0)), (losses, n)
@@ -150,15 +171,26 @@ def init_state(keys, *, cfg: ModelConfig, icfg: InnerConfig, num_edits: int):
     return lora, jax.vmap(optimizer(icfg).init)(lora)
 
 
-def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits, keys):
-    """(lora stack [E, ...], metrics) like `inner.inner_train_edits`: loss, active [E, steps], ok [E]."""
-    plans = plan_steps(packed, np.asarray(keys), icfg)
+def packed_rows(mesh) -> int:
+    """Packed rows per step on a mesh: one per device of its ("edit", "fsdp") axes, which shard the rows and the
+    edit stack alike (each device trains its own edits' adapters on its own row); 1 without a mesh."""
+    return 1 if mesh is None else mesh.shape["edit"] * mesh.shape["fsdp"]
+
+
+def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits, keys, mesh=None,
+                 rows: Optional[int] = None):
+    """(lora stack [E, ...], metrics) like `inner.inner_train_edits`: loss, active [E, steps], ok [E].
+    rows: packed rows per step (default `packed_rows(mesh)`); with a mesh, rows and the edit axis are sharded
+    over its ("edit", "fsdp") devices."""
+    rows = rows or packed_rows(mesh)
+    plans = plan_steps(packed, np.asarray(keys), icfg, rows)
     E = packed.num_edits
-    lora, opt_state = init_state(jnp.asarray(keys), cfg=cfg, icfg=icfg, num_edits=E)
-    ok = jnp.ones((E,), bool)
+    place = (lambda tree: tree) if mesh is None else (lambda tree: sharding.batch_sharded(tree, mesh))
+    lora, opt_state = place(init_state(jnp.asarray(keys), cfg=cfg, icfg=icfg, num_edits=E))
+    ok = place(jnp.ones((E,), bool))
     losses, active = [], []
     for plan in plans:
-        batch = {k: v for k, v in plan.items() if k not in HOST_ONLY}
+        batch = place({k: v for k, v in plan.items() if k not in HOST_ONLY})
         lora, opt_state, ok, loss, act = packed_step(base, lora, opt_state, ok, batch, cfg=cfg, icfg=icfg,
                                                      window=plan["window"])
         losses.append(loss)
@@ -167,7 +199,7 @@ def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits,
     return lora, {"loss": stack(losses), "active": stack(active).astype(bool), "ok": ok}
 
 
-def slots_and_tokens(packed: PackedEdits, keys, icfg: InnerConfig) -> tuple[int, int]:
+def slots_and_tokens(packed: PackedEdits, keys, icfg: InnerConfig, rows: int = 1) -> tuple[int, int]:
     """(token slots computed, real tokens trained) over the chunk's steps."""
-    plans = plan_steps(packed, np.asarray(keys), icfg)
+    plans = plan_steps(packed, np.asarray(keys), icfg, rows)
     return sum(p["tokens"].size for p in plans), sum(p["real_tokens"] for p in plans)

@@ -55,7 +55,8 @@ LORA_IMPLS = ("auto", "dense", "ragged")  # per-token LoRA (`lora_delta_per_toke
 
 def lora_delta_per_token(x, a, b, token_adapter, scale: float, impl: str = "auto"):
     """scale * (x @ A_e) @ B_e where e = token_adapter [B, S] names each token's adapter in a stack a [E, in, r],
-    b [E, r, out]. Tokens must come sorted by adapter (packed rows are laid out edit by edit).
+    b [E, r, out] shared by the rows, or one stack per row, a [B, E, in, r], b [B, E, r, out] (packed rows on a
+    mesh: each row's own edits). Tokens must come sorted by adapter (packed rows are laid out edit by edit).
 
     impl ragged: two `lax.ragged_dot`s, one grouped matmul each (each edit's tokens against its own A, then B;
     the gradient is ragged too), the TPU/GPU form. impl dense: two dense matmuls against all E adapters side by
@@ -63,9 +64,11 @@ def lora_delta_per_token(x, a, b, token_adapter, scale: float, impl: str = "auto
     grouped kernel (its ragged_dot fallback materialises [E, tokens, in]). auto: dense on CPU, else ragged."""
     impl = resolve_lora_impl(impl)
     grouped = grouped_masked if impl == "dense" else grouped_ragged
+    a, b = a.astype(x.dtype), b.astype(x.dtype)
+    if a.ndim == 4:  # one stack per row
+        return scale * jax.vmap(grouped)(x, a, b, token_adapter)
     xf, ids = x.reshape(-1, x.shape[-1]), token_adapter.reshape(-1)
-    out = grouped(xf, a.astype(x.dtype), b.astype(x.dtype), ids)
-    return scale * out.reshape(*x.shape[:-1], b.shape[-1])
+    return scale * grouped(xf, a, b, ids).reshape(*x.shape[:-1], b.shape[-1])
 
 
 def resolve_lora_impl(impl: str, platform: Optional[str] = None) -> str:
@@ -481,8 +484,11 @@ def abstract_params(cfg: ModelConfig, dtype=jnp.float32) -> dict:
 
 
 def bind(params: dict, cfg: ModelConfig) -> Decoder:
-    """The `Decoder` whose parameters are `params` (call inside a traced function; nothing is copied)."""
-    return nnx.merge(_graph_and_shapes(cfg, "float32")[0], params)
+    """The `Decoder` whose parameters are `params` (call inside a traced function; nothing is copied). Its graph
+    is built for the parameters' dtype, so activations and matmuls run in that dtype (bf16 weights: bf16
+    compute; scores, softmax, norms and log-probs stay float32): a float32 graph would make the embedding
+    lookup, and with it every projection, promote bf16 weights to float32."""
+    return nnx.merge(_graph_and_shapes(cfg, param_dtype(params).name)[0], params)
 
 
 def init_params(key, cfg: ModelConfig, dtype=jnp.float32) -> dict:
@@ -528,9 +534,10 @@ def forward(params: dict, cfg: ModelConfig, tokens, positions, token_mask, *, lo
 def logits_from_hidden(params: dict, hidden):  # hidden [..., D] -> float32 [..., V]
     """hidden @ lm_head, or @ embedding^T when tied: contracted as stored, since an explicit `.T` made XLA:CPU
     copy the [V, D] table into [D, V] once per training step (113 MB for SmolLM2)."""
+    f32 = dict(preferred_element_type=jnp.float32)  # bf16 weights: accumulate and return float32 logits
     if "lm_head" in params:
-        return jnp.einsum("...d,dv->...v", hidden, params["lm_head"]["kernel"]).astype(jnp.float32)
-    return jnp.einsum("...d,vd->...v", hidden, params["embed"]["embedding"]).astype(jnp.float32)
+        return jnp.einsum("...d,dv->...v", hidden, params["lm_head"]["kernel"], **f32)
+    return jnp.einsum("...d,vd->...v", hidden, params["embed"]["embedding"], **f32)
 
 
 def token_logprobs(params: dict, hidden, targets, chunk: Optional[int] = 128, unroll: bool = False):
