@@ -134,13 +134,32 @@ def test_banded_attention_equals_full_attention_on_a_packed_row(base):
                 segment_ids=seg[:, :T - 3], window=(8, 24))
 
 
-def test_mixed_edits_plan_uses_banded_rows():
+@pytest.mark.parametrize("rows", [1, 2])
+def test_packed_schedule_runs_each_edits_steps_in_order_in_full_rows(rows):
+    """The token-budget schedule: one row length and window for the chunk; every edit's steps run once each, in
+    its own order (the documents `edit_schedules` gives step t), at most one step per packed step; no row
+    overflows; and the chunk takes exactly as many packed steps as its longest training (the fewest possible)."""
+    from seal_jax.engine.inner import _lengths
+    from seal_jax.engine.packed import edit_schedules
     rng = np.random.default_rng(0)
     examples = [_docs(rng, 3), _docs(rng, 5, 4, 12), _docs(rng, 2, 30, 60), _docs(rng, 4, output_only=True)]
     icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v")), batch_size=2)
     packed = pack_edits(examples, [1e-2] * 4, [2, 3, 1, 2], batch_size=2)
-    windows = [p["window"] for p in plan_steps(packed, jax.random.split(jax.random.PRNGKey(3), 4), icfg)]
-    assert any(w is not None for w in windows) and any(w is None for w in windows)  # both forms are compared
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    plans = plan_steps(packed, keys, icfg, rows)
+    schedules, lengths = edit_schedules(packed, keys, 2), _lengths(packed.loss_mask)
+    assert len({(p["tokens"].shape, p["window"]) for p in plans}) == 1
+    assert len(plans) == max(len(s) for s in schedules)
+    seen = {e: [] for e in range(4)}
+    for p in plans:
+        for e in np.flatnonzero(p["active"]):
+            seen[e].append(p["edit_step"][e])
+            row = e // (4 // rows)
+            got = p["tokens"][row][p["token_edit"][row] == e]
+            want = np.concatenate([packed.tokens[e, d, :lengths[e, d]] for d in schedules[e][p["edit_step"][e]]])
+            np.testing.assert_array_equal(got, want)
+        assert (p["token_edit"] < 4).sum() == p["real_tokens"] <= p["tokens"].size
+    assert all(seen[e] == list(range(len(schedules[e]))) for e in range(4))
 
 
 def test_chunks_give_the_same_adapters_in_either_step_form(base):

@@ -1,26 +1,31 @@
 """Packed inner steps: compute follows real tokens, not edits x longest document.
 
 The vmapped inner loop (`inner.py`) runs every edit at every step at the step's longest document. Here the host
-plans each step once: the documents the chunk's *active* edits train on at step t (same per-epoch shuffle,
-same schedule as the vmapped loop) are laid end to end, edit by edit, in one packed row of a bucketed length
-T, each document with its own segment id (attention is block-diagonal and causal within a document; positions
-restart per document). Each token's LoRA delta uses its own edit's adapter (`transformer.lora_delta_per_token`,
-`inner.lora_impl`: ragged = two `lax.ragged_dot` grouped matmuls, the TPU/GPU form; dense = masked matmuls
-against the E adapters side by side, the CPU form). The loss is each edit's own mean over its own loss tokens
-and the objective their sum, so each edit's gradient is exactly its gradient alone. LoRA and AdamW state stay one stack updated by a
-vmap over edits, with inactive steps and non-finite edits masked as in the vmapped loop.
+plans a chunk once (`plan_steps`): every edit keeps its own steps (same per-epoch shuffle, same HF step count
+and schedule as the vmapped loop), and each packed step lays the next step's documents of several edits end to
+end in G rows of one length T per chunk (`row_length`), each document with its own segment id (attention is
+block-diagonal and causal within a document; positions restart per document). Rows are filled up to T, edits
+with the most steps left first, so a chunk takes as many packed steps as its longest training and one compiled
+step serves it. Row g holds the edits [g E/G, (g+1) E/G): on a mesh, G is the ("edit", "fsdp") device count and
+the edit stack is sharded alike, so each device trains its own adapters on its own row (`balanced_order` deals
+long and short trainings evenly to rows first). Each token's LoRA delta uses its own edit's adapter
+(`transformer.lora_delta_per_token`, `inner.lora_impl`: ragged = two `lax.ragged_dot` grouped matmuls, the
+TPU/GPU form; dense = masked matmuls against the row's adapters side by side, the CPU form). The loss is each
+edit's own mean over its own loss tokens and the objective their sum, so each edit's gradient is exactly its
+gradient alone. LoRA and AdamW state stay one stack updated by a vmap over edits; edits without a step in a
+packed step, and non-finite edits, keep their state as in the vmapped loop.
 
-    step batch   tokens, positions, segment_ids, weight, token_adapter [1, T]; token_edit [T] (E on the tail)
-    state        lora, opt_state: leaves [E, ...]; ok bool [E]
+    step batch   tokens, positions, segment_ids, weight, token_edit (E on the tail), token_adapter [G, T]
+    per edit     active, lr [E]; state lora, opt_state: leaves [E, ...]; ok bool [E]
 
-One jitted step per distinct T; a Python loop walks the steps (dispatch is asynchronous). Attention follows
-`model.attention_impl` (`transformer.resolve_attention_impl`): on TPU splash attention with the segment ids
-(tiles above the diagonal and beyond the step's band skipped), on GPU cuDNN's fused attention (causal, banded,
-the segments as its mask), elsewhere XLA's banded attention (`transformer.attend_banded`), T x (span + 64) per
-row. Useful and kernel FLOPs of a step: `engine/flops.py`.
+Attention follows `model.attention_impl` (`transformer.resolve_attention_impl`): on TPU splash attention with
+the segment ids, on GPU cuDNN's fused attention (causal, the segments as its mask), elsewhere XLA's banded
+attention (`transformer.attend_banded`) over the chunk's window, T x (span + 64) per row. Useful and kernel
+FLOPs of a step: `engine/flops.py`; a round's cost on a target: `engine/packed_plan.py`.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Optional
 
@@ -77,51 +82,81 @@ def edit_schedules(packed: PackedEdits, keys, batch_size: int) -> list[list[np.n
     return out
 
 
-def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig, rows: int = 1) -> list[dict]:
-    """Host-side packed batches, one per step (numpy), plus per-edit `active` and `lr` of the step.
+def row_length(step_tokens: list[list[int]], rows: int) -> int:
+    """One row length T for a whole chunk: enough that each row's tokens fit in as many packed steps as its
+    longest training has optimiser steps (the fewest possible), and never shorter than one step's documents;
+    bucketed (`row_bucket`). One T per chunk: one compiled step serves it."""
+    per_row = len(step_tokens) // rows
+    longest_step = max((n for e in step_tokens for n in e), default=1)
+    most_steps = max((len(e) for e in step_tokens), default=1)
+    fullest = max(sum(sum(e) for e in step_tokens[g * per_row:(g + 1) * per_row]) for g in range(rows))
+    return row_bucket(max(longest_step, -(-fullest // max(most_steps, 1))))
 
-    rows: G packed rows per step, row g holding the documents of edits [g E/G, (g+1) E/G) (E a multiple of G):
-    the edits a device owns when the edit axis is sharded over G devices, so each row trains only its own
-    adapters. All rows of a step share one length T (the fullest row's bucket) and one attention window."""
+
+def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig, rows: int = 1,
+               row_tokens: Optional[int] = None) -> list[dict]:
+    """Host-side packed batches (numpy), one per packed step, each carrying per-edit `active`, `lr` and
+    `edit_step` (the edit's own optimiser step it runs, -1 if none).
+
+    Every edit runs its own steps in its own order (`edit_schedules`: the vmapped loop's order, HF's step count
+    and schedule), but a packed step need not be step t of every edit: each of the G rows (row g: edits
+    [g E/G, (g+1) E/G), the edits a device owns when the edit axis is sharded over G devices) is filled up to T
+    tokens (`row_length`, or `row_tokens`) with the next step of its edits, those with the most steps left first,
+    so rows stay full and the chunk takes as few packed steps as its longest training. An edit appears at most
+    once per packed step, so its updates stay sequential and equal its training alone. Attention: one window for
+    the chunk (`attention_window` over its longest document)."""
     E = packed.num_edits
     if E % rows:
         raise ValueError(f"{E} edits do not split into {rows} packed rows; pad the chunk to a multiple of {rows}")
     per_row = E // rows
     schedules = edit_schedules(packed, keys, icfg.batch_size)
     lengths = _lengths(packed.loss_mask)  # [E, N]
+    step_tokens = [[int(sum(lengths[e, d] for d in docs)) for docs in schedules[e]] for e in range(E)]
     totals = np.asarray([len(s) for s in schedules])
-    steps = int(totals.max(initial=0))
-    lr_mult = np.asarray(jax.vmap(lambda tot: jax.vmap(lambda t: lr_multiplier(icfg, t, tot))(jnp.arange(max(steps, 1))))(
-        jnp.asarray(totals)))  # [E, steps]
-    plans = []
-    for t in range(steps):
-        docs = [[(e, int(d)) for e in range(g * per_row, (g + 1) * per_row) if t < totals[e] for d in schedules[e][t]]
-                for g in range(rows)]  # per row: (edit, document)
-        n_docs = [[int(lengths[e, d]) for e, d in row] for row in docs]
-        longest = max((n for row in n_docs for n in row), default=1)  # how far back a query looks at most
-        T, window = attention_window(row_bucket(max(sum(row) for row in n_docs)), step_span(longest))
+    most = int(totals.max(initial=0))
+    T = row_tokens or row_length(step_tokens, rows)
+    if most and T < max(n for e in step_tokens for n in e):
+        raise ValueError(f"row_tokens={T} is shorter than one step's documents ({max(map(max, filter(None, step_tokens)))})")
+    longest = max((int(lengths[e, d]) for e in range(E) for docs in schedules[e] for d in docs), default=1)
+    T, window = attention_window(T, step_span(longest))
+    lr_mult = np.asarray(jax.vmap(lambda tot: jax.vmap(lambda t: lr_multiplier(icfg, t, tot))(jnp.arange(max(most, 1))))(
+        jnp.asarray(totals)))  # [E, most]: the edit's schedule at its own step t
+    done, plans = np.zeros(E, np.int64), []
+    while (done < totals).any():
         batch = {"tokens": np.zeros((rows, T), np.int32), "positions": np.zeros((rows, T), np.int32),
                  "segment_ids": np.zeros((rows, T), np.int32), "weight": np.zeros((rows, T), np.float32),
                  "token_edit": np.full((rows, T), E, np.int32), "token_adapter": np.zeros((rows, T), np.int32)}
-        for g, row in enumerate(docs):
-            pos = 0
-            for seg, (e, d) in enumerate(row):
-                n = int(lengths[e, d])
-                sl = slice(pos, pos + n)
-                batch["tokens"][g, sl], batch["positions"][g, sl] = packed.tokens[e, d, :n], np.arange(n)
-                batch["segment_ids"][g, sl], batch["token_edit"][g, sl] = seg, e
-                batch["token_adapter"][g, sl] = e - g * per_row
-                batch["weight"][g, pos + 1:pos + n] = packed.loss_mask[e, d, 1:n]  # targets inside the document
-                pos += n
-            batch["segment_ids"][g, pos:] = len(row)          # the tail: one segment of its own, no loss
-            batch["token_adapter"][g, pos:] = per_row - 1     # ... and the last adapter, keeping ids sorted
-        plans.append({"real_tokens": sum(map(sum, n_docs)), "lengths": [n for row in n_docs for n in row],
-                      "window": window, **batch,
-                      "active": t < totals, "lr": (packed.lr * lr_mult[:, t]).astype(np.float32)})
+        edit_step, lens = np.full(E, -1, np.int32), []
+        for g in range(rows):
+            left, chosen = T, []
+            for e in sorted((e for e in range(g * per_row, (g + 1) * per_row) if done[e] < totals[e]),
+                            key=lambda e: (done[e] - totals[e], e)):  # most steps left first
+                if step_tokens[e][done[e]] <= left:
+                    chosen.append(e)
+                    left -= step_tokens[e][done[e]]
+            pos = seg = 0
+            for e in sorted(chosen):  # laid out edit by edit: adapter ids sorted along the row
+                edit_step[e] = done[e]
+                for d in schedules[e][done[e]]:
+                    n = int(lengths[e, d])
+                    sl = slice(pos, pos + n)
+                    batch["tokens"][g, sl], batch["positions"][g, sl] = packed.tokens[e, d, :n], np.arange(n)
+                    batch["segment_ids"][g, sl], batch["token_edit"][g, sl] = seg, e
+                    batch["token_adapter"][g, sl] = e - g * per_row
+                    batch["weight"][g, pos + 1:pos + n] = packed.loss_mask[e, d, 1:n]  # targets inside the document
+                    lens.append(n)
+                    pos, seg = pos + n, seg + 1
+            batch["segment_ids"][g, pos:] = seg            # the tail: one segment of its own, no loss
+            batch["token_adapter"][g, pos:] = per_row - 1  # ... and the last adapter, keeping ids sorted
+        active = edit_step >= 0
+        done += active
+        lr = np.where(active, packed.lr * lr_mult[np.arange(E), np.maximum(edit_step, 0)], 0.0)
+        plans.append({"real_tokens": sum(lens), "lengths": lens, "window": window, "edit_step": edit_step, **batch,
+                      "active": active, "lr": lr.astype(np.float32)})
     return plans
 
 
-HOST_ONLY = ("real_tokens", "lengths", "window")  # plan entries that are not step inputs
+HOST_ONLY = ("real_tokens", "lengths", "window", "edit_step")  # plan entries that are not step inputs
 
 
 def row_major(lora, rows: int):
@@ -177,13 +212,30 @@ def packed_rows(mesh) -> int:
     return 1 if mesh is None else mesh.shape["edit"] * mesh.shape["fsdp"]
 
 
+def balanced_order(packed: PackedEdits, rows: int) -> np.ndarray:
+    """A permutation of the edits dealing them to `rows` rows (row g: positions [g E/G, (g+1) E/G)) so each row
+    gets a like share of long and short trainings: edits sorted by steps then tokens, dealt back and forth. A
+    step's rows all run at the fullest row's length, so unbalanced rows are padding on every other device."""
+    E = packed.num_edits
+    tokens = np.where(packed.seq_valid, _lengths(packed.loss_mask), 0).sum(-1)
+    ranked = sorted(range(E), key=lambda e: (-int(packed.edit_steps[e]), -int(tokens[e]), e))
+    per_row = E // rows
+    slots = [[] for _ in range(rows)]
+    for i, e in enumerate(ranked):
+        lap, j = divmod(i, rows)
+        slots[j if lap % 2 == 0 else rows - 1 - j].append(e)
+    return np.asarray([e for row in slots for e in row[:per_row]])
+
+
 def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits, keys, mesh=None,
                  rows: Optional[int] = None):
     """(lora stack [E, ...], metrics) like `inner.inner_train_edits`: loss, active [E, steps], ok [E].
     rows: packed rows per step (default `packed_rows(mesh)`); with a mesh, rows and the edit axis are sharded
     over its ("edit", "fsdp") devices."""
     rows = rows or packed_rows(mesh)
-    plans = plan_steps(packed, np.asarray(keys), icfg, rows)
+    order = balanced_order(packed, rows) if rows > 1 else np.arange(packed.num_edits)
+    packed, keys = take(packed, order), np.asarray(keys)[order]
+    plans = plan_steps(packed, keys, icfg, rows)
     E = packed.num_edits
     place = (lambda tree: tree) if mesh is None else (lambda tree: sharding.batch_sharded(tree, mesh))
     lora, opt_state = place(init_state(jnp.asarray(keys), cfg=cfg, icfg=icfg, num_edits=E))
@@ -195,11 +247,36 @@ def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits,
                                                      window=plan["window"])
         losses.append(loss)
         active.append(act)
-    stack = lambda xs: jnp.stack(xs, axis=1) if xs else jnp.zeros((E, 0))
-    return lora, {"loss": stack(losses), "active": stack(active).astype(bool), "ok": ok}
+    back = np.argsort(order)  # the caller's edit order
+    lora = jax.tree.map(lambda x: x[back], lora)
+    return lora, {k: v[back] for k, v in per_edit_steps(plans, losses, active, ok).items()}
+
+
+def per_edit_steps(plans: list[dict], losses, active, ok) -> dict:
+    """Packed steps' per-edit loss / active ([E] each) regrouped by each edit's own step: [E, steps], as the
+    vmapped loop reports them."""
+    E = ok.shape[0]
+    where = np.asarray([p["edit_step"] for p in plans]).T if plans else np.zeros((E, 0), np.int32)  # [E, P]
+    steps = int(where.max(initial=-1)) + 1
+    loss, act = np.zeros((E, steps), np.float32), np.zeros((E, steps), bool)
+    if plans:
+        got_loss, got_act = sharding.to_host(jnp.stack(losses, 1)), sharding.to_host(jnp.stack(active, 1))  # [E, P]
+        e, p = np.nonzero(where >= 0)
+        loss[e, where[e, p]], act[e, where[e, p]] = got_loss[e, p], got_act[e, p]
+    return {"loss": loss, "active": act, "ok": sharding.to_host(ok)}
+
+
+def take(packed: PackedEdits, order) -> PackedEdits:
+    """The edits of `packed` in `order`."""
+    return dataclasses.replace(packed, tokens=packed.tokens[order], loss_mask=packed.loss_mask[order],
+                               seq_valid=packed.seq_valid[order], lr=packed.lr[order], epochs=packed.epochs[order],
+                               edit_steps=packed.edit_steps[order])
 
 
 def slots_and_tokens(packed: PackedEdits, keys, icfg: InnerConfig, rows: int = 1) -> tuple[int, int]:
     """(token slots computed, real tokens trained) over the chunk's steps."""
+    if rows > 1:
+        order = balanced_order(packed, rows)
+        packed, keys = take(packed, order), np.asarray(keys)[order]
     plans = plan_steps(packed, np.asarray(keys), icfg, rows)
     return sum(p["tokens"].size for p in plans), sum(p["real_tokens"] for p in plans)

@@ -1,0 +1,187 @@
+"""What a round of packed inner steps costs on a target: its step schedule simulated, each row bucket compiled.
+
+A round's inner updates are `runs` trainings (self-edits x reward repeats) of documents whose lengths the data
+decide. The plan takes them from a length mix (`seal_jax/data/length_mix/<domain>.json`: token counts of SEAL's
+own self-edits' training documents, `bench/workloads/make_length_mix.py`), and runs the real packing rule on
+them: `packed.plan_steps` over each chunk (same per-epoch shuffles, same row buckets, G rows per step on the
+mesh) gives every step's row length T and its documents. Then
+
+    compiled   each distinct T's `packed.packed_step`, AOT-compiled for the target (1 and 2 layers unrolled,
+               extrapolated: `aot._layers`), XLA's flops (plus `flops.kernel_attention_flops` where attention is a
+               Pallas/cuDNN kernel the cost model cannot see) and bytes per device, roofline per step
+    useful     `flops.useful_step_flops` of the step's real documents (no padding, no remat, no masked scores)
+    floor      useful FLOPs at the chip's peak: the time no program can beat
+
+summed over the steps each bucket runs. Per device: a step's rows are spread one per device, so the round's
+device-seconds are the steps' per-device roofline times the devices.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from seal_jax.engine import flops, packed
+from seal_jax.engine.inner import InnerConfig, pack_edits
+from seal_jax.model.config import ModelConfig
+from seal_jax.model.transformer import resolve_attention_impl, resolve_lora_impl
+
+MIX_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "length_mix")
+ROWS = P(("edit", "fsdp"))  # packed rows and the edit stack shard alike (`packed.packed_rows`)
+
+
+def load_mix(domain: str) -> dict:
+    """The shipped length mix of a domain: {"edits": [[document tokens, ...] per self-edit], "tokenizer", ...}."""
+    path = os.path.join(MIX_DIR, f"{domain}.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no length mix for domain {domain!r} at {path}; write it with "
+                                f"bench/workloads/make_length_mix.py {domain} --seal=<SEAL checkout>")
+    with open(path) as f:
+        return json.load(f)
+
+
+def for_target(cfg: ModelConfig, icfg: InnerConfig, platform: str, dtype=jnp.bfloat16):
+    """(cfg, icfg) with `auto` kernels resolved for the target platform (a plan for a TPU on a CPU host compiles
+    splash attention and ragged LoRA, as the run there will)."""
+    cfg = cfg.replace(attention_impl=resolve_attention_impl(cfg.attention_impl, platform, dtype))
+    return cfg, dataclasses.replace(icfg, lora_impl=resolve_lora_impl(icfg.lora_impl, platform))
+
+
+def kernel_of(cfg: ModelConfig) -> Optional[str]:
+    """The fused attention kernel packed steps of `cfg` (resolved: `for_target`) use, or None (XLA's)."""
+    return None if cfg.attention_impl == "xla" else cfg.attention_impl
+
+
+# ---- the schedule --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Schedule:
+    """The packed steps of a round: per (T, window) bucket, how many steps run it and their useful FLOPs."""
+    steps: collections.Counter          # (T, window) -> steps
+    useful: dict                        # (T, window) -> useful FLOPs over those steps (all rows)
+    real_tokens: int
+    slots: int                          # rows x T summed over steps
+    runs: int
+    chunks: int
+
+
+def round_runs(mix: dict, self_edits: int, repeats: int, seed: int = 0) -> list[list[int]]:
+    """The documents of a round's inner runs: `self_edits` drawn from the mix (without replacement while it
+    lasts), each trained `repeats` times (item-major, as `adapt.pack_requests` orders them)."""
+    rng = np.random.default_rng(seed)
+    pool = mix["edits"]
+    order = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-self_edits // len(pool)))])[:self_edits]
+    return [pool[i] for i in order for _ in range(repeats)]
+
+
+def simulate(runs: list[list[int]], cfg: ModelConfig, icfg: InnerConfig, *, epochs: float, edits_per_chunk: int,
+             rows: int, max_len: int, seed: int = 0) -> Schedule:
+    """Every chunk's packed steps, by the rule a run uses (`packed.plan_steps`); windows dropped where a kernel
+    does the attention (causal over the row, segments masked: no look-back band to compile per step)."""
+    width = -(-edits_per_chunk // rows) * rows
+    steps, useful = collections.Counter(), collections.defaultdict(float)
+    real = slots = chunks = 0
+    keys = np.asarray(jax.random.split(jax.random.PRNGKey(seed), len(runs)))
+    for start in range(0, len(runs), edits_per_chunk):
+        chunk = runs[start:start + edits_per_chunk]
+        docs = [[([1] * min(n, max_len), [1] * min(n, max_len)) for n in edit] for edit in chunk]
+        docs += [[] for _ in range(width - len(chunk))]
+        pe = pack_edits(docs, [1e-3] * width, [epochs] * width, batch_size=icfg.batch_size, max_len=max_len)
+        k = np.concatenate([keys[start:start + len(chunk)], np.repeat(keys[:1], width - len(chunk), 0)])
+        order = packed.balanced_order(pe, rows)  # as `packed.train_packed` deals a chunk's edits to rows
+        for plan in packed.plan_steps(packed.take(pe, order), k[order], icfg, rows):
+            key = (plan["tokens"].shape[1], None if kernel_of(cfg) else plan["window"])
+            steps[key] += 1
+            useful[key] += flops.useful_step_flops(cfg, icfg.lora, plan["lengths"])
+            real += plan["real_tokens"]
+            slots += plan["tokens"].size
+        chunks += 1
+    return Schedule(steps, dict(useful), real, slots, len(runs), chunks)
+
+
+# ---- compiled cost of one packed step ---------------------------------------------------------------------------
+
+
+def _sds(shape, dtype, mesh: Mesh, spec: P):
+    from seal_jax.runtime.sharding import _fit
+    return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype), sharding=NamedSharding(mesh, _fit(spec, shape, mesh)))
+
+
+def step_inputs(cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, edits: int, T: int):
+    """`packed.packed_step`'s (lora, opt_state, ok, batch) as sharded ShapeDtypeStructs: G rows of T tokens, an
+    edit stack of `edits` adapters, both over ("edit", "fsdp")."""
+    rows = packed.packed_rows(mesh)
+    lora, opt = jax.eval_shape(lambda k: packed.init_state(k, cfg=cfg, icfg=icfg, num_edits=edits),
+                               jax.ShapeDtypeStruct((edits, 2), jnp.uint32))
+    place = lambda x: _sds(x.shape, x.dtype, mesh, ROWS if x.ndim else P())
+    batch = {k: _sds((rows, T), jnp.int32, mesh, ROWS)
+             for k in ("tokens", "positions", "segment_ids", "token_edit", "token_adapter")}
+    batch.update(weight=_sds((rows, T), jnp.float32, mesh, ROWS), active=_sds((edits,), jnp.bool_, mesh, ROWS),
+                 lr=_sds((edits,), jnp.float32, mesh, ROWS))
+    return jax.tree.map(place, lora), jax.tree.map(place, opt), _sds((edits,), jnp.bool_, mesh, ROWS), batch
+
+
+def compile_step(cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, edits: int, T: int, window=None):
+    """The packed step for `edits` edits at row length T, compiled for the mesh's devices (`aot.Compiled`)."""
+    from seal_jax.engine.aot import abstract_base, compile_phase
+    lora, opt, ok, batch = step_inputs(cfg, icfg, mesh, edits, T)
+    return compile_phase(packed.packed_step, abstract_base(cfg, mesh), lora, opt, ok, batch, cfg=cfg, icfg=icfg,
+                         window=window)
+
+
+def step_cost(cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, edits: int, T: int, window=None):
+    """(flops, bytes) per device of one packed step at the full depth: XLA's count of the step (1- and 2-layer
+    unrolled compiles, extrapolated) plus what a fused attention kernel runs out of its sight."""
+    from seal_jax.engine.aot import _layers
+    f, b = _layers(cfg, lambda c: compile_step(c, icfg, mesh, edits, T, window))
+    kernel = kernel_of(cfg)
+    if kernel is not None:  # one row per device
+        f += flops.kernel_attention_flops(cfg, kernel, T, None if window is None else window[1])
+    return f, b
+
+
+@dataclasses.dataclass
+class RoundCost:
+    buckets: list            # per (T, window): steps, flops, bytes, roofline_s, useful per device, per step
+    flops: float             # per device, the round
+    useful: float            # per device, the round
+    bytes: float
+    roofline_s: float        # per device, the round (every device runs every step)
+    floor_s: float           # useful at the chip's peak, per device
+
+    def summary(self, devices: int, self_edits: int) -> dict:
+        return {"compiled_tflops_per_device": self.flops / 1e12, "useful_tflops_per_device": self.useful / 1e12,
+                "compiled_over_useful": self.flops / self.useful if self.useful else float("nan"),
+                "gbytes_per_device": self.bytes / 1e9, "roofline_device_s": self.roofline_s * devices,
+                "floor_device_s": self.floor_s * devices,
+                "roofline_over_floor": self.roofline_s / self.floor_s if self.floor_s else float("nan"),
+                "device_s_per_self_edit": self.roofline_s * devices / self_edits,
+                "floor_device_s_per_self_edit": self.floor_s * devices / self_edits}
+
+
+def round_cost(schedule: Schedule, cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, chip, edits: int,
+               cost=step_cost) -> RoundCost:
+    """Sum each bucket's compiled roofline over the steps that run it; useful and floor from the schedule."""
+    devices = mesh.devices.size
+    buckets, tot = [], dict(flops=0.0, useful=0.0, bytes=0.0, roofline_s=0.0)
+    for (T, window), n in sorted(schedule.steps.items(), key=lambda kv: (kv[0][0], kv[0][1] or (0, 0))):
+        f, b = cost(cfg, icfg, mesh, edits, T, window)
+        u = schedule.useful[(T, window)] / devices
+        r = chip.roofline_s(f, b)
+        buckets.append({"T": T, "window": window, "steps": n, "tflops": f / 1e12, "useful_tflops": u / n / 1e12,
+                        "gbytes": b / 1e9, "roofline_s": r, "bound": "compute" if f / chip.bf16_tflops / 1e12 >=
+                        b / chip.hbm_gbps / 1e9 else "memory"})
+        tot["flops"] += f * n
+        tot["bytes"] += b * n
+        tot["roofline_s"] += r * n
+        tot["useful"] += u
+    return RoundCost(buckets, tot["flops"], tot["useful"], tot["bytes"], tot["roofline_s"],
+                     tot["useful"] / (chip.bf16_tflops * 1e12))
