@@ -29,14 +29,14 @@ def _docs(rng, n_docs, lo=4, hi=40, output_only=False):
     return out
 
 
-def _compare(base, examples, lrs, epochs, icfg, tol=2e-5, pad_to=None, mesh=None):
+def _compare(base, examples, lrs, epochs, icfg, tol=2e-5, pad_to=None, mesh=None, cfg=CFG):
     packed = pack_edits(examples, lrs, epochs, batch_size=icfg.batch_size)
     if pad_to:
         packed = pad_edits(packed, pad_to)
     keys = jax.random.split(jax.random.PRNGKey(3), packed.num_edits)
     e, h = packed.arrays()
     ref, ref_m = inner_train_edits(base, e, keys, h, cfg=CFG, icfg=icfg, steps=packed.steps)
-    got, got_m = train_packed(base if mesh is None else sharding.shard_params(base, mesh), CFG, icfg, packed, keys,
+    got, got_m = train_packed(base if mesh is None else sharding.shard_params(base, mesh), cfg, icfg, packed, keys,
                               mesh)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=tol, rtol=tol), got, ref)
     steps = got_m["loss"].shape[1]
@@ -56,9 +56,11 @@ def test_packed_equals_vmapped_mixed_edits(base, batch_size):
     _compare(base, examples, [1e-2, 3e-3, 2e-2, 5e-3], [2, 3, 1, 2], icfg, pad_to=6)  # 2 dummy edits
 
 
-def test_packed_rows_on_a_mesh_equal_vmapped(base):
+@pytest.mark.parametrize("attention_impl", ["xla", "splash"])
+def test_packed_rows_on_a_mesh_equal_vmapped(base, attention_impl):
     """On an edit=2 x fsdp=2 mesh (4 of the 8 host devices): 4 packed rows per step, each holding the documents of
-    the 2 edits its device owns, the edit stack and rows sharded alike, the base fsdp-sharded."""
+    the 2 edits its device owns, the edit stack and rows sharded alike, the base fsdp-sharded; the splash kernel
+    (Pallas interpret mode here) runs per device's rows under shard_map, as Mosaic kernels must."""
     rng = np.random.default_rng(7)
     examples = [_docs(rng, 3), _docs(rng, 2, 4, 12), _docs(rng, 2, 30, 60), _docs(rng, 3, output_only=True),
                 _docs(rng, 1), _docs(rng, 4, 4, 10)]
@@ -68,7 +70,8 @@ def test_packed_rows_on_a_mesh_equal_vmapped(base):
     plan = plan_steps(pad_edits(pack_edits(examples, [1e-2] * 6, [2] * 6), 8), jax.random.split(jax.random.PRNGKey(3), 8),
                       icfg, 4)
     assert plan[0]["tokens"].shape[0] == 4 and plan[0]["token_adapter"].max() <= 1
-    _compare(base, examples, [1e-2, 3e-3, 2e-2, 5e-3, 1e-2, 4e-3], [2, 3, 1, 2, 2, 1], icfg, pad_to=8, mesh=mesh)
+    _compare(base, examples, [1e-2, 3e-3, 2e-2, 5e-3, 1e-2, 4e-3], [2, 3, 1, 2, 2, 1], icfg, pad_to=8, mesh=mesh,
+             cfg=CFG.replace(attention_impl=attention_impl))
 
 
 def test_packed_non_finite_edit_is_flagged_alone(base):

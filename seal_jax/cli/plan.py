@@ -4,6 +4,7 @@ NVIDIA GPUs not present.
     python -m seal_jax.cli.plan --config=configs/knowledge.py:paper --edit=2 --fsdp=4 --device_gib=16
     python -m seal_jax.cli.plan --config=configs/knowledge.py:paper --topology=v5e:2x4 --compile [--suggest]
     python -m seal_jax.cli.plan --config=configs/knowledge.py:paper --topology=h100:1x1x2 --compile
+    python -m seal_jax.cli.plan --config=configs/knowledge.py:paper --topology=v5e:2x4 --compile --phases=inner --ops=12
 
 Without --compile: runtime/memory_plan.py's hand estimate as JSON (no weights, no compiler). With it (needs
 libtpu for a TPU, the `[cuda-aot]` extra for a GPU): the real jitted phases (`engine/aot.py`) AOT-compiled for
@@ -14,9 +15,16 @@ reported cost. --fsdp and --tp default to the config's mesh, on a GPU topology t
 one (80 GB cards hold a replicated 7B base). --suggest first searches the largest edit x fsdp x tp split and
 edits-per-chunk whose inner update compiles within HBM. Sizes the data decide (document lengths, tokens
 generated) are the typical values in `TYPICAL`, printed with the plan.
+
+`packed_inner` (--packed, on by default with cost): the round's inner updates as the packed steps a run takes,
+simulated from the domain's length mix (SEAL's own self-edits) and compiled per row length for the target's
+kernels (`engine/packed_plan.py`): compiled against useful FLOPs, bytes, roofline against the floor (useful
+FLOPs at the chip's peak), per round and per self-edit. --phases limits which of the four phases compile;
+--ops=N adds the top N kernels by bytes of one layer's inner step, packed and vmapped (`aot.hlo_op_table`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -61,6 +69,12 @@ def define_flags() -> None:
     flags.DEFINE_bool("cost", True, "With --compile: also XLA's cost model and roofline times.")
     flags.DEFINE_bool("suggest", False, "With --topology: search the mesh split and edits-per-chunk that fit.")
     flags.DEFINE_integer("edits_per_chunk", 0, "Override the config's inner.edits_per_chunk (0: keep it).")
+    flags.DEFINE_bool("packed", True, "With --compile and cost: also cost the round's inner updates as packed steps, "
+                      "simulated from the domain's length mix (`engine/packed_plan.py`).")
+    flags.DEFINE_integer("ops", 0, "With --compile: also the top N kernels by HBM bytes (with their matmul FLOPs) "
+                         "of one layer's inner step, packed (its most-run row length) and vmapped.")
+    flags.DEFINE_list("phases", list(("inner", "sampling", "answering", "m_step")),
+                      "With --compile: the phases to compile (a subset skips the others' compiles).")
     flags.DEFINE_bool("markdown", False, "With --compile: a markdown table row instead of JSON (libtpu builds one "
                       "TPU generation per process: run one process per topology).")
 
@@ -150,7 +164,7 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
     mesh = sharding.make_mesh(edit, fsdp, tp, devices)
     w = workload(c, max(per_chunk, edit))
     phases = aot.plan_phases(cfg, icfg, outer, mesh, chip, w, estimates(cfg, icfg, outer, w, edit, fsdp, tp),
-                             cost=FLAGS.cost)
+                             cost=FLAGS.cost, names=tuple(FLAGS.phases))
     mib = lambda b: round(b / 2 ** 20, 1)
     out.update(mesh={"edit": edit, "fsdp": fsdp, "tp": tp}, edits_per_chunk=w.edits_per_chunk,
                fits=all(p.memory.fits for p in phases), workload=w.__dict__, phases={})
@@ -163,7 +177,11 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
             "estimate_over_peak": round(p.estimate / m.peak, 2) if m.peak else None,
             "tflops": p.flops / 1e12, "gbytes": p.bytes_accessed / 1e9, "roofline_s": p.seconds,
             "calls_per_round": p.calls_per_round}
-    if FLAGS.cost:
+    if FLAGS.cost and FLAGS.packed:
+        out["packed_inner"] = packed_round(c, cfg, icfg, mesh, chip, w)
+    if FLAGS.ops:
+        out["inner_step_ops"] = op_tables(cfg, icfg, mesh, chip, w, out.get("packed_inner"), FLAGS.ops)
+    if FLAGS.cost and len(phases) == len(aot.PHASES):
         r = aot.round_seconds(phases, len(devices), w)
         out["device_seconds (compiler cost model, roofline lower bound)"] = {
             "per_self_edit": r["self_edit"], "per_round": r["round"], "per_phase_round": r["per_phase_round"]}
@@ -171,6 +189,59 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
             out["seal_reported_device_seconds_per_round"] = {
                 "h100": SEAL_ROUND_DEVICE_S[c.domain], "note": "~6 h per round on 2 x H100, 750 inner loops"}
     return out
+
+
+def packed_round(c, cfg, icfg, mesh, chip, w) -> dict:
+    """The round's inner updates as packed steps on `mesh`: the schedule simulated from the domain's length mix,
+    each row bucket compiled for the target, summed (`engine/packed_plan.py`)."""
+    from seal_jax.engine import packed_plan as pp
+    from seal_jax.engine.packed import packed_rows
+    mix = pp.load_mix(c.domain)
+    tcfg, ticfg = pp.for_target(cfg, icfg, chip.platform)
+    runs = pp.round_runs(mix, w.self_edits, w.inner_runs, seed=c.seed)
+    per_chunk = c.inner.edits_per_chunk * w.inner_runs  # a chunk holds whole items: every repeat of an item
+    rows = packed_rows(mesh)
+    per_chunk = -(-per_chunk // rows) * rows
+    sched = pp.simulate(runs, tcfg, ticfg, epochs=c.inner.epochs, edits_per_chunk=per_chunk, rows=rows,
+                        max_len=c.inner.max_len, seed=c.seed)
+    cost = pp.round_cost(sched, tcfg, ticfg, mesh, chip, per_chunk)
+    longest = max(T for T, _ in sched.steps)
+    memory = pp.compile_step(tcfg, ticfg, mesh, per_chunk, longest,
+                             max((w for T, w in sched.steps if T == longest), key=lambda w: w or (0, 0)))
+    devices = mesh.devices.size
+    return {"attention_impl": tcfg.attention_impl, "lora_impl": ticfg.lora_impl, "remat": tcfg.remat,
+            "rows_per_step": rows, "edits_per_chunk": per_chunk, "inner_runs": len(runs), "chunks": sched.chunks,
+            "length_mix": f"{len(mix['edits'])} self-edits, tokenizer {mix['tokenizer']}",
+            "real_tokens": sched.real_tokens, "slots_over_real_tokens": sched.slots / max(sched.real_tokens, 1),
+            "packed_steps": sum(sched.steps.values()),
+            "longest_row": {"T": longest, "fits": memory.fits, "reason": memory.reason,
+                            "peak_gib": round(memory.peak / GiB, 2)},
+            "buckets": cost.buckets,
+            **cost.summary(devices, w.self_edits),
+            "flops_source": "XLA's cost model (1- and 2-layer unrolled compiles, extrapolated) plus "
+                            "engine/flops.kernel_attention_flops for a Pallas / cuDNN attention kernel"
+                            + ("; GPU: engine/aot.gpu_cost" if chip.platform == "cuda" else ""),
+            "useful": "engine/flops.useful_step_flops of each step's real documents; floor = useful at the chip's "
+                      f"peak ({chip.bf16_tflops:g} TFLOP/s)"}
+
+
+def op_tables(cfg, icfg, mesh, chip, w, packed_inner: dict, top: int) -> dict:
+    """`aot.hlo_op_table` of one layer's inner step (1 layer, loops unrolled): the packed step at the row length
+    the round runs most, and the vmapped step at the plan's typical length."""
+    from seal_jax.engine import aot, inner
+    from seal_jax.engine import packed_plan as pp
+    one = cfg.replace(num_layers=1, unroll_loops=True)
+    tables = {}
+    if packed_inner:
+        b = max(packed_inner["buckets"], key=lambda b: b["steps"])
+        tcfg, ticfg = pp.for_target(one, icfg, chip.platform)
+        text = pp.step_hlo(tcfg, ticfg, mesh, packed_inner["edits_per_chunk"], b["T"], b["window"])
+        tables[f"packed, T={b['T']}"] = aot.hlo_op_table(text, top)
+    e, k, hp = aot.edit_batch(mesh, w.edits_per_chunk, w.docs, w.step_len)
+    text = inner.inner_train_edits.lower(aot.abstract_base(one, mesh), e, k, hp, cfg=one, steps=8,
+                                         icfg=dataclasses.replace(icfg, length_buckets=1)).compile().as_text()
+    tables[f"vmapped, {w.edits_per_chunk} edits x {w.step_len} tokens"] = aot.hlo_op_table(text, top)
+    return tables
 
 
 def markdown_table(plans: list[dict]) -> str:
@@ -189,7 +260,10 @@ def markdown_table(plans: list[dict]) -> str:
                "yes" if p.get("fits") else "**no**: " + "; ".join(
                    f"{k}: {v['reason'][:80]}" for k, v in p.get("phases", {}).items() if not v["fits"])]
         for n in names:
-            ph = p["phases"][n]
+            ph = p["phases"].get(n)
+            if ph is None:
+                row.append("not compiled (--phases)")
+                continue
             roofline = ph.get("roofline_s", float("nan"))
             roofline = f"{roofline:.3g}" if math.isfinite(roofline) else "not costed"
             row.append(f"{gib(ph['peak_mib'])} ({gib(ph['estimate_mib'])}), {roofline}" if ph["fits"] else

@@ -39,7 +39,8 @@ def inner_config(inner) -> InnerConfig:
     return InnerConfig(lora=lora_spec(inner), batch_size=inner.batch_size, schedule=inner.schedule,
                        warmup_steps=inner.get("warmup_steps", 0),
                        length_buckets=inner.get("length_buckets", 4), step_form=inner.get("step_form", "vmapped"),
-                       lora_impl=inner.get("lora_impl", "auto"))
+                       lora_impl=inner.get("lora_impl", "auto"), remat=inner.get("remat", ""),
+                       loss_chunk=inner.get("loss_chunk", 128) or None)
 
 
 def adapt_config(c, answer_tokens: int) -> AdaptConfig:

@@ -210,8 +210,9 @@ def hlo_bytes(text: str) -> float:
     return sum(b for _, _, b in hlo_traffic(text))
 
 
-def hlo_traffic(text: str) -> list[tuple[str, str, float]]:
-    """(instruction, opcode, bytes) of every instruction `hlo_bytes` counts."""
+def parse_hlo(text: str) -> tuple[dict, Optional[str]]:
+    """(computations by name, the entry's name) of an HLO module's text; a computation: its instructions'
+    shapes, (opcode, operands), calls, their order and its root."""
     comps, entry, current = {}, None, None
     for line in text.splitlines():
         head = _HEADER.match(line)
@@ -230,6 +231,62 @@ def hlo_traffic(text: str) -> list[tuple[str, str, float]]:
         current["order"].append((name, shape, opcode, operands, attrs))
         if ins.group(1):
             current["root"] = name
+    return comps, entry
+
+
+def _dims(shape: str) -> list[int]:
+    found = _ARRAY.search(shape)
+    return [int(d) for d in found.group(2).split(",") if d] if found else []
+
+
+def matmul_flops(comps: dict, comp: str, seen: Optional[set] = None) -> float:
+    """FLOPs of the matmuls (dot, convolution, a GEMM library call) in computation `comp` and what it calls:
+    2 x output elements x contracted size each. Elementwise work is not counted (as `flops.py`)."""
+    seen = set() if seen is None else seen
+    if comp in seen or comp not in comps:
+        return 0.0
+    seen.add(comp)
+    c, total = comps[comp], 0.0
+    for name, shape, opcode, operands, attrs in c["order"]:
+        out = math.prod(_dims(shape)) if opcode in ("dot", "convolution", "custom-call") else 0
+        lhs = _dims(c["shapes"].get(operands[0], "")) if operands else []
+        if opcode == "dot" or (opcode == "custom-call" and "gemm" in attrs):
+            contracting = re.search(r'lhs_contracting_dim\w*"?[=:]\s*[{\[]([^}\]]*)', attrs)
+            idx = [int(i) for i in re.findall(r"\d+", contracting.group(1))] if contracting else []
+            total += 2.0 * out * math.prod(lhs[i] for i in idx if i < len(lhs))
+        elif opcode == "convolution" and len(operands) > 1:
+            kernel, labels = _dims(c["shapes"].get(operands[1], "")), re.search(r"dim_labels=\w+_(\w+)->", attrs)
+            if labels and len(labels.group(1)) == len(kernel):
+                total += 2.0 * out * math.prod(n for n, l in zip(kernel, labels.group(1)) if l != "o")
+        for callee in re.findall(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)", attrs):
+            total += matmul_flops(comps, callee, seen)
+    return total
+
+
+def hlo_op_table(text: str, top: int = 15) -> list[dict]:
+    """The `top` kernels of a compiled program by HBM bytes (`hlo_traffic`'s count), each with its matmul
+    FLOPs (`matmul_flops`), result shape and flops per byte: what to read before and after a change."""
+    comps, _ = parse_hlo(text)
+    shapes = {n: (c["shapes"][n], c["calls"][n]) for c in comps.values() for n in c["shapes"]}
+    rows = []
+    for name, opcode, nbytes in hlo_traffic(text):
+        shape, call = shapes.get(name, ("", ""))
+        called = re.search(r"calls=%?([\w.\-]+)", call)
+        f = matmul_flops(comps, called.group(1)) if called else 0.0
+        if opcode in ("dot", "convolution") or (opcode == "custom-call" and "gemm" in call):
+            f += matmul_flops({"one": {"order": [(name, shape, opcode, *_operands(call)[1:])],
+                                       "shapes": {k: v[0] for k, v in shapes.items()}}}, "one")
+        kind = re.search(r'kind=(\w+)|custom_call_target="([^"]+)"', call)
+        rows.append({"op": name, "opcode": opcode, "kind": next((g for g in kind.groups() if g), "") if kind else "",
+                     "shape": shape[:60], "mbytes": nbytes / 1e6, "gflops": f / 1e9,
+                     "flops_per_byte": f / nbytes if nbytes else float("inf")})
+    rows.sort(key=lambda r: -r["mbytes"])
+    return rows[:top]
+
+
+def hlo_traffic(text: str) -> list[tuple[str, str, float]]:
+    """(instruction, opcode, bytes) of every instruction `hlo_bytes` counts."""
+    comps, entry = parse_hlo(text)
 
     def size(comp: dict, name: str) -> float:
         return _shape_bytes(comp["shapes"].get(name, ""))
@@ -264,6 +321,12 @@ def hlo_traffic(text: str) -> list[tuple[str, str, float]]:
 
     def traffic(comp: dict, name: str, shape: str, opcode: str, operands: list[str], attrs: str) -> float:
         reads, written = [size(comp, o) for o in operands], _shape_bytes(shape)
+        aliased = re.search(r"output_to_operand_aliasing=\{(.*?)\}\s*(?:,\s*\w+=|$)", attrs)
+        if aliased:  # outputs that are operands' buffers, updated in place (a TPU collective matmul's gathers)
+            parts = [_ELEMENT_BYTES.get(t, 0) * math.prod(int(d) for d in dims.split(",") if d)
+                     for t, dims in _ARRAY.findall(shape)]
+            for k in re.findall(r"\{(\d+)\}:", aliased.group(1)):
+                written -= parts[int(k)] if int(k) < len(parts) else 0
         updates = in_place_updates(comp, name) if opcode == "dynamic-update-slice" else []
         if opcode in ("slice", "dynamic-slice", "gather") and reads:  # reads what it takes
             reads[0] = min(reads[0], written)
@@ -464,30 +527,39 @@ def answering_rows(w: Workload, row_multiple: int) -> tuple[int, int]:
 
 
 def plan_phases(cfg: ModelConfig, icfg: InnerConfig, outer: OuterConfig, mesh: Mesh, chip: Chip, w: Workload,
-                estimates: dict, cost: bool = True) -> list[Phase]:
-    """Compile every phase on `mesh`; with `cost`, also their per-call roofline time and calls per round."""
+                estimates: dict, cost: bool = True, names: tuple = PHASES) -> list[Phase]:
+    """Compile the phases `names` on `mesh`; with `cost`, also their per-call roofline time and calls per round."""
+    unknown = set(names) - set(PHASES)
+    if unknown:
+        raise ValueError(f"unknown phases {sorted(unknown)}; choose from {PHASES}")
     C, runs = w.edits_per_chunk, w.self_edits * w.inner_runs
     answer_rows, answer_calls = answering_rows(w, rows_multiple(mesh))
     sample_rows = round_up(w.sample_batch, rows_multiple(mesh))
-    mem = {"inner": inner_memory(cfg, icfg, mesh, w),
-           "sampling": generate_memory(cfg, mesh, sample_rows, w.prompt_len, w.sample_cap),
-           "answering": generate_memory(cfg, mesh, answer_rows, w.answer_prompt_len, w.answer_cap, (icfg.lora, C)),
-           "m_step": mstep_memory(cfg, outer, mesh, w)}
+    memory = {"inner": lambda: inner_memory(cfg, icfg, mesh, w),
+              "sampling": lambda: generate_memory(cfg, mesh, sample_rows, w.prompt_len, w.sample_cap),
+              "answering": lambda: generate_memory(cfg, mesh, answer_rows, w.answer_prompt_len, w.answer_cap,
+                                                   (icfg.lora, C)),
+              "m_step": lambda: mstep_memory(cfg, outer, mesh, w)}
     calls = {"inner": runs / C, "sampling": w.self_edits / w.sample_batch, "answering": runs / C * answer_calls,
              "m_step": 1.0}
-    nan = float("nan")
-    costs = {k: (nan, nan, nan) for k in PHASES}
-    if cost:
-        step = inner_step_cost(cfg, icfg, mesh, C, w.docs, w.step_len)
-        costs["inner"] = (step[0] * w.steps, step[1] * w.steps, chip.roofline_s(*step) * w.steps)
-        for name, rows, p, cap, n, lo in (("sampling", sample_rows, w.prompt_len, w.sample_cap, w.sample_tokens, None),
-                                          ("answering", answer_rows, w.answer_prompt_len, w.answer_cap,
-                                           w.answer_tokens, icfg.lora)):
-            pre, dec = generate_cost(cfg, mesh, rows, p, cap, lo)
-            costs[name] = (pre[0] + n * dec[0], pre[1] + n * dec[1], chip.roofline_s(*pre) + n * chip.roofline_s(*dec))
-        ms = inner_step_cost(cfg, mstep_config(outer), mesh, 1, inner.bucket_pow2(w.mstep_examples), w.mstep_len, P())
-        costs["m_step"] = (ms[0] * w.mstep_steps, ms[1] * w.mstep_steps, chip.roofline_s(*ms) * w.mstep_steps)
-    return [Phase(k, mem[k], estimates[k], *costs[k], calls[k]) for k in PHASES]
+
+    def per_steps(step, n):  # (flops, bytes) of one step -> (flops, bytes, roofline) of n steps
+        return step[0] * n, step[1] * n, chip.roofline_s(*step) * n
+
+    def generation(rows, p, cap, n, lo):
+        pre, dec = generate_cost(cfg, mesh, rows, p, cap, lo)
+        return pre[0] + n * dec[0], pre[1] + n * dec[1], chip.roofline_s(*pre) + n * chip.roofline_s(*dec)
+
+    costs = {"inner": lambda: per_steps(inner_step_cost(cfg, icfg, mesh, C, w.docs, w.step_len), w.steps),
+             "sampling": lambda: generation(sample_rows, w.prompt_len, w.sample_cap, w.sample_tokens, None),
+             "answering": lambda: generation(answer_rows, w.answer_prompt_len, w.answer_cap, w.answer_tokens,
+                                             icfg.lora),
+             "m_step": lambda: per_steps(inner_step_cost(cfg, mstep_config(outer), mesh, 1,
+                                                         inner.bucket_pow2(w.mstep_examples), w.mstep_len, P()),
+                                         w.mstep_steps)}
+    nan = (float("nan"),) * 3
+    return [Phase(k, memory[k](), estimates[k], *(costs[k]() if cost else nan), calls[k]) for k in PHASES
+            if k in names]
 
 
 def round_seconds(phases: list[Phase], devices: int, w: Workload) -> dict:

@@ -57,6 +57,7 @@ def train_in_chunks(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdi
     `base` should already be placed (`sharding.shard_params`).
     """
     m = packed_rows(mesh) if icfg.step_form == "packed" else sharding.edit_multiple(mesh)
+    cfg = cfg.replace(remat=icfg.remat) if icfg.remat else cfg  # the inner updates' own remat, where set
     width = -(-edits_per_chunk // m) * m
     for start, stop, chunk, k in _chunks(packed, keys, edits_per_chunk, width):
         if icfg.step_form == "packed":

@@ -65,6 +65,7 @@ class InnerConfig:
     length_buckets: int = 4         # per-step sequence lengths S/n, 2S/n, ..., S (1: every step at full S)
     step_form: str = "vmapped"      # vmapped (this module) | packed (`packed.py`: compute follows real tokens)
     lora_impl: str = "auto"         # packed steps' per-token LoRA: dense | ragged | auto (`transformer.LORA_IMPLS`)
+    remat: str = ""                 # the inner updates' per-layer remat (none | full | dots); "": the model's
 
     def __post_init__(self):
         if self.schedule not in ("linear", "cosine", "constant"):
@@ -75,6 +76,8 @@ class InnerConfig:
             raise ValueError(f"inner step_form {self.step_form!r}; choose vmapped or packed")
         if self.lora_impl not in LORA_IMPLS:
             raise ValueError(f"inner lora_impl {self.lora_impl!r}; choose one of {LORA_IMPLS}")
+        if self.remat not in ("", "none", "full", "dots"):
+            raise ValueError(f"inner remat {self.remat!r}; choose none, full, dots or '' (the model's)")
         if self.length_buckets < 1:
             raise ValueError(f"inner length_buckets must be >= 1, got {self.length_buckets}")
         if self.warmup_steps < 0:

@@ -25,6 +25,7 @@ FLOPs of a step: `engine/flops.py`; a round's cost on a target: `engine/packed_p
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Optional
@@ -241,12 +242,13 @@ def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits,
     lora, opt_state = place(init_state(jnp.asarray(keys), cfg=cfg, icfg=icfg, num_edits=E))
     ok = place(jnp.ones((E,), bool))
     losses, active = [], []
-    for plan in plans:
-        batch = place({k: v for k, v in plan.items() if k not in HOST_ONLY})
-        lora, opt_state, ok, loss, act = packed_step(base, lora, opt_state, ok, batch, cfg=cfg, icfg=icfg,
-                                                     window=plan["window"])
-        losses.append(loss)
-        active.append(act)
+    with contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh):  # kernels run per device's rows
+        for plan in plans:
+            batch = place({k: v for k, v in plan.items() if k not in HOST_ONLY})
+            lora, opt_state, ok, loss, act = packed_step(base, lora, opt_state, ok, batch, cfg=cfg, icfg=icfg,
+                                                         window=plan["window"])
+            losses.append(loss)
+            active.append(act)
     back = np.argsort(order)  # the caller's edit order
     lora = jax.tree.map(lambda x: x[back], lora)
     return lora, {k: v[back] for k, v in per_edit_steps(plans, losses, active, ok).items()}

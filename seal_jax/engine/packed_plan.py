@@ -20,7 +20,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import logging
 import os
+import time
 from typing import Optional
 
 import jax
@@ -33,6 +35,7 @@ from seal_jax.engine.inner import InnerConfig, pack_edits
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.transformer import resolve_attention_impl, resolve_lora_impl
 
+log = logging.getLogger(__name__)
 MIX_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "length_mix")
 ROWS = P(("edit", "fsdp"))  # packed rows and the edit stack shard alike (`packed.packed_rows`)
 
@@ -50,7 +53,8 @@ def load_mix(domain: str) -> dict:
 def for_target(cfg: ModelConfig, icfg: InnerConfig, platform: str, dtype=jnp.bfloat16):
     """(cfg, icfg) with `auto` kernels resolved for the target platform (a plan for a TPU on a CPU host compiles
     splash attention and ragged LoRA, as the run there will)."""
-    cfg = cfg.replace(attention_impl=resolve_attention_impl(cfg.attention_impl, platform, dtype))
+    cfg = cfg.replace(attention_impl=resolve_attention_impl(cfg.attention_impl, platform, dtype),
+                      remat=icfg.remat or cfg.remat)  # as `chunks.train_in_chunks` runs the inner updates
     return cfg, dataclasses.replace(icfg, lora_impl=resolve_lora_impl(icfg.lora_impl, platform))
 
 
@@ -133,8 +137,18 @@ def compile_step(cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, edits: int, T:
     """The packed step for `edits` edits at row length T, compiled for the mesh's devices (`aot.Compiled`)."""
     from seal_jax.engine.aot import abstract_base, compile_phase
     lora, opt, ok, batch = step_inputs(cfg, icfg, mesh, edits, T)
-    return compile_phase(packed.packed_step, abstract_base(cfg, mesh), lora, opt, ok, batch, cfg=cfg, icfg=icfg,
-                         window=window)
+    with jax.set_mesh(mesh):  # as `packed.train_packed` runs it: kernels per device's rows
+        return compile_phase(packed.packed_step, abstract_base(cfg, mesh), lora, opt, ok, batch, cfg=cfg,
+                             icfg=icfg, window=window)
+
+
+def step_hlo(cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, edits: int, T: int, window=None) -> str:
+    """The compiled HLO text of one packed step (per device), for `aot.hlo_op_table`."""
+    from seal_jax.engine.aot import abstract_base
+    lora, opt, ok, batch = step_inputs(cfg, icfg, mesh, edits, T)
+    with jax.set_mesh(mesh):
+        return packed.packed_step.lower(abstract_base(cfg, mesh), lora, opt, ok, batch, cfg=cfg, icfg=icfg,
+                                        window=window).compile().as_text()
 
 
 def step_cost(cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, edits: int, T: int, window=None):
@@ -172,8 +186,12 @@ def round_cost(schedule: Schedule, cfg: ModelConfig, icfg: InnerConfig, mesh: Me
     """Sum each bucket's compiled roofline over the steps that run it; useful and floor from the schedule."""
     devices = mesh.devices.size
     buckets, tot = [], dict(flops=0.0, useful=0.0, bytes=0.0, roofline_s=0.0)
-    for (T, window), n in sorted(schedule.steps.items(), key=lambda kv: (kv[0][0], kv[0][1] or (0, 0))):
+    items = sorted(schedule.steps.items(), key=lambda kv: (kv[0][0], kv[0][1] or (0, 0)))
+    for i, ((T, window), n) in enumerate(items):
+        t0 = time.perf_counter()
         f, b = cost(cfg, icfg, mesh, edits, T, window)
+        log.info("packed step T=%d (%d of %d row lengths, %d steps): compiled and costed in %.0f s", T, i + 1,
+                 len(items), n, time.perf_counter() - t0)
         u = schedule.useful[(T, window)] / devices
         r = chip.roofline_s(f, b)
         buckets.append({"T": T, "window": window, "steps": n, "tflops": f / 1e12, "useful_tflops": u / n / 1e12,

@@ -65,8 +65,14 @@ def lora_delta_per_token(x, a, b, token_adapter, scale: float, impl: str = "auto
     impl = resolve_lora_impl(impl)
     grouped = grouped_masked if impl == "dense" else grouped_ragged
     a, b = a.astype(x.dtype), b.astype(x.dtype)
-    if a.ndim == 4:  # one stack per row
-        return scale * jax.vmap(grouped)(x, a, b, token_adapter)
+    if a.ndim == 4:  # one stack per row: per device's rows (`over_rows`), their stacks as one, ids offset by row
+        def rows_as_one(x, a, b, ids):  # x [G, S, in], a [G, E, in, r], b [G, E, r, out], ids [G, S] (sorted)
+            G, E = a.shape[:2]
+            ids = ids + E * jnp.arange(G, dtype=ids.dtype)[:, None]
+            out = grouped(x.reshape(-1, x.shape[-1]), a.reshape(G * E, *a.shape[2:]), b.reshape(G * E, *b.shape[2:]),
+                          ids.reshape(-1))
+            return out.reshape(*x.shape[:-1], b.shape[-1])
+        return scale * over_rows(rows_as_one, x, a, b, token_adapter)
     xf, ids = x.reshape(-1, x.shape[-1]), token_adapter.reshape(-1)
     return scale * grouped(xf, a, b, ids).reshape(*x.shape[:-1], b.shape[-1])
 
@@ -265,10 +271,24 @@ def attend_packed(q, k, v, mask: PackedAttention):
     """Block-diagonal causal attention of a packed row by a fused kernel. q: [B, S, Hq, Dh]; k, v: [B, Hkv, S,
     Dh] -> [B, S, Hq*Dh]; equal to `attend` with the block-diagonal mask (tests/test_kernels.py)."""
     if mask.impl == "splash":
-        return attend_splash(q, k, v, mask.segment_ids, mask.span)
+        return over_rows(functools.partial(attend_splash, span=mask.span), q, k, v, mask.segment_ids)
     if mask.impl == "cudnn":
-        return attend_cudnn(q, k, v, mask.segment_ids, mask.span)
+        return over_rows(functools.partial(attend_cudnn, span=mask.span), q, k, v, mask.segment_ids)
     raise ValueError(f"attend_packed: unknown kernel {mask.impl!r}; choose splash or cudnn")
+
+
+ROW_AXES = ("edit", "fsdp")  # the mesh axes packed rows are sharded over (`packed.packed_rows`)
+
+
+def over_rows(fn, *rows):
+    """fn(*rows) per device's own rows (every argument's leading axis) under the mesh in context (`jax.set_mesh`),
+    as a `shard_map` over ROW_AXES: a Pallas/Mosaic kernel cannot be partitioned by XLA, and each row's
+    attention is its own. Without such a mesh in context, fn(*rows)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not set(ROW_AXES) <= set(mesh.axis_names):
+        return fn(*rows)
+    spec = jax.sharding.PartitionSpec(ROW_AXES)
+    return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * len(rows), out_specs=spec, check_vma=False)(*rows)
 
 
 SPLASH_BLOCKS = (512, 256, 128)  # query / key tile sides tried, largest first; rows are padded to 128

@@ -1,0 +1,67 @@
+"""A round of packed steps planned for a target: the simulated schedule against closed forms, a compiled
+program's per-op table against its matmul's 2 M K N, and a packed step compiled for a v5e slice (libtpu)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seal_jax.engine import aot, flops, packed_plan
+from seal_jax.engine.inner import InnerConfig
+from seal_jax.model.config import preset
+from seal_jax.model.lora import LoraSpec
+
+CFG = preset("tiny")
+ICFG = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q_proj", "v_proj")))
+
+
+def test_simulated_round_trains_every_document_every_epoch():
+    """The schedule's useful FLOPs are each document's, `epochs` times (batch 1: every document is one step of
+    its edit each epoch), whatever the packing; token slots hold every real token; SEAL's shipped mix loads."""
+    mix = {"edits": [[12, 30, 7], [50], [9, 9, 9, 9, 60], [25, 3]], "tokenizer": "test"}
+    runs = packed_plan.round_runs(mix, self_edits=4, repeats=2)
+    assert len(runs) == 8 and runs[0] == runs[1] and sorted(map(tuple, runs[::2])) == sorted(map(tuple, mix["edits"]))
+    for rows in (1, 2):
+        s = packed_plan.simulate(runs, CFG, ICFG, epochs=3, edits_per_chunk=4, rows=rows, max_len=64)
+        docs = [n for run in runs for n in run]
+        assert s.real_tokens == 3 * sum(docs) <= s.slots
+        np.testing.assert_allclose(sum(s.useful.values()), 3 * flops.useful_step_flops(CFG, ICFG.lora, docs),
+                                   rtol=1e-9)
+        assert s.chunks == 2 and len({T for T, _ in s.steps}) <= s.chunks  # one row length per chunk
+    shipped = packed_plan.load_mix("knowledge")
+    assert len(shipped["edits"]) == 100 and all(n > 1 for e in shipped["edits"] for n in e)
+    with pytest.raises(FileNotFoundError, match="make_length_mix"):
+        packed_plan.load_mix("chess")
+
+
+def test_op_table_counts_a_matmul_as_2mkn():
+    """`hlo_op_table` on a compiled program: the matmul kernel's FLOPs are 2 M K N, and the bytes of the kernels
+    it lists are what `hlo_bytes` counts."""
+    x, w = jnp.ones((64, 128), jnp.float32), jnp.ones((128, 256), jnp.float32)
+    text = jax.jit(lambda x, w: jnp.tanh(x @ w) * 2.0).lower(x, w).compile().as_text()
+    rows = aot.hlo_op_table(text, top=50)
+    assert sum(r["gflops"] for r in rows) * 1e9 == pytest.approx(2 * 64 * 128 * 256)
+    assert sum(r["mbytes"] for r in rows) * 1e6 == pytest.approx(aot.hlo_bytes(text))
+    comps, entry = aot.parse_hlo(text)
+    assert aot.matmul_flops(comps, entry) == pytest.approx(2 * 64 * 128 * 256)
+
+
+def test_packed_round_on_v5e_counts_the_splash_kernel():
+    """The packed step compiled for a v5e-8 (rows over edit x fsdp, splash attention under shard_map, ragged
+    LoRA): XLA's count plus the kernel's analytic FLOPs is at least the useful work, and the round's roofline is
+    at least its floor."""
+    pytest.importorskip("libtpu", reason="needs libtpu (make test installs it)")
+    from seal_jax.runtime import sharding
+    from seal_jax.runtime.topology import CHIPS, topology_devices
+    devices = topology_devices("v5e:2x4")
+    mesh = sharding.make_mesh(4, 2, 1, devices)
+    cfg, icfg = packed_plan.for_target(CFG.replace(num_layers=2), ICFG, "tpu")
+    assert (cfg.attention_impl, icfg.lora_impl) == ("splash", "ragged")
+    runs = packed_plan.round_runs({"edits": [[40, 20, 20], [60, 10], [30, 30]]}, 8, 1)
+    s = packed_plan.simulate(runs, cfg, icfg, epochs=2, edits_per_chunk=8, rows=8, max_len=128)
+    cost = packed_plan.round_cost(s, cfg, icfg, mesh, CHIPS[devices[0].device_kind], 8)
+    summary = cost.summary(8, 8)
+    assert summary["compiled_over_useful"] >= 1.0 and summary["roofline_over_floor"] >= 1.0
+    bucket = cost.buckets[0]
+    xla_only = aot._layers(cfg, lambda c: packed_plan.compile_step(c, icfg, mesh, 8, bucket["T"]))[0]
+    assert bucket["tflops"] * 1e12 == pytest.approx(xla_only + flops.kernel_attention_flops(cfg, "splash",
+                                                                                            bucket["T"], None))
