@@ -55,7 +55,7 @@ def inner(**fields) -> dict:
                      answer_rows=0,  # rows per answering call, 0: a chunk's every question at once (long prompts: bound it)
                      length_buckets=4,  # vmapped steps run at S/4..S tokens, whichever holds their documents
                      step_form="vmapped",  # or "packed": each step's real documents end to end (engine/packed.py)
-                     lora_impl="auto",  # packed steps' per-token LoRA: dense, ragged (ragged_dot); auto: dense on CPU
+                     lora_impl="auto",  # packed steps' per-token LoRA: dense (masked matmuls; auto), ragged (ragged_dot)
                      remat="",  # the inner updates' per-layer remat (none, full, dots); "": model.remat
                      loss_chunk=128),  # positions per log-softmax chunk of the inner loss (0: all at once)
                 **fields)

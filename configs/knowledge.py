@@ -78,7 +78,9 @@ def get_config(arg: str = "demo"):
         # drawn at random per round, 1 inner run per self-edit (SEAL: 50 x 5, 3 runs); the best self-edit kept
         # only if it beats the baseline (SEAL: top-1 always); self-edits of at most 96 tokens (SEAL: 8192).
         c.data.held_out = 4
-        c.inner.update(targets="all", epochs=5, edits_per_chunk=6)
+        # Packed inner steps: on the demo itself (AMD EPYC, 2 cores) an iteration's inner updates took 142 s
+        # packed against 200 s vmapped, same rewards (docs/benchmarks.md).
+        c.inner.update(targets="all", epochs=5, edits_per_chunk=6, step_form="packed")
         c.self_edit.update(max_new_tokens=96, batch=8)
         c.eval.max_new_tokens = 48
         c.rl.update(contexts=3, samples=2, batch_size=3, lr=3e-4)
@@ -108,7 +110,11 @@ def get_config(arg: str = "demo"):
         # --compile` takes it: every phase fits; docs/planning.md "NVIDIA GPUs"). Train on GPUs with
         # --config.mesh.fsdp=1.
         c.gpu_mesh = dict(fsdp=1, tp=1)
-        c.inner.update(epochs=10, edits_per_chunk=8, max_len=2048)
+        # Packed inner steps, 32 passages x 3 runs = 96 edits per chunk, no recompute in the inner update: the
+        # form and size `plan --compile` costs nearest the floor on v5e-8 and 2 x H100 (docs/planning.md, "Packed
+        # inner updates"; the vmapped form at 8 per chunk: --config.inner.step_form=vmapped
+        # --config.inner.edits_per_chunk=8 --config.inner.remat=).
+        c.inner.update(epochs=10, edits_per_chunk=32, max_len=2048, step_form="packed", remat="dots")
         c.eval.max_new_tokens = 64
         # SEAL's grader: GPT-4.1 as a yes/no judge at the OpenAI API (OPENAI_API_KEY), its prompt and rule
         c.eval.update(grader="judge-http", judge_url="https://api.openai.com/v1", judge_model="gpt-4.1",

@@ -46,7 +46,7 @@ def test_op_table_counts_a_matmul_as_2mkn():
 
 
 def test_packed_round_on_v5e_counts_the_splash_kernel():
-    """The packed step compiled for a v5e-8 (rows over edit x fsdp, splash attention under shard_map, ragged
+    """The packed step compiled for a v5e-8 (rows over edit x fsdp, splash attention under shard_map, dense
     LoRA): XLA's count plus the kernel's analytic FLOPs is at least the useful work, and the round's roofline is
     at least its floor."""
     pytest.importorskip("libtpu", reason="needs libtpu (make test installs it)")
@@ -55,7 +55,7 @@ def test_packed_round_on_v5e_counts_the_splash_kernel():
     devices = topology_devices("v5e:2x4")
     mesh = sharding.make_mesh(4, 2, 1, devices)
     cfg, icfg = packed_plan.for_target(CFG.replace(num_layers=2), ICFG, "tpu")
-    assert (cfg.attention_impl, icfg.lora_impl) == ("splash", "ragged")
+    assert (cfg.attention_impl, icfg.lora_impl) == ("splash", "dense")
     runs = packed_plan.round_runs({"edits": [[40, 20, 20], [60, 10], [30, 30]]}, 8, 1)
     s = packed_plan.simulate(runs, cfg, icfg, epochs=2, edits_per_chunk=8, rows=8, max_len=128)
     cost = packed_plan.round_cost(s, cfg, icfg, mesh, CHIPS[devices[0].device_kind], 8)

@@ -163,8 +163,10 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
         edit = len(devices) // (fsdp * tp)
     mesh = sharding.make_mesh(edit, fsdp, tp, devices)
     w = workload(c, max(per_chunk, edit))
+    packed_form = icfg.step_form == "packed"  # its inner updates are `packed_inner`, not the vmapped program
+    names = tuple(n for n in FLAGS.phases if not (packed_form and n == "inner"))
     phases = aot.plan_phases(cfg, icfg, outer, mesh, chip, w, estimates(cfg, icfg, outer, w, edit, fsdp, tp),
-                             cost=FLAGS.cost, names=tuple(FLAGS.phases))
+                             cost=FLAGS.cost, names=names)
     mib = lambda b: round(b / 2 ** 20, 1)
     out.update(mesh={"edit": edit, "fsdp": fsdp, "tp": tp}, edits_per_chunk=w.edits_per_chunk,
                fits=all(p.memory.fits for p in phases), workload=w.__dict__, phases={})
@@ -177,12 +179,17 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
             "estimate_over_peak": round(p.estimate / m.peak, 2) if m.peak else None,
             "tflops": p.flops / 1e12, "gbytes": p.bytes_accessed / 1e9, "roofline_s": p.seconds,
             "calls_per_round": p.calls_per_round}
-    if FLAGS.cost and FLAGS.packed:
+    if FLAGS.cost and (FLAGS.packed or packed_form):
         out["packed_inner"] = packed_round(c, cfg, icfg, mesh, chip, w)
+        out["fits"] = out["fits"] and out["packed_inner"]["longest_row"]["fits"]
     if FLAGS.ops:
         out["inner_step_ops"] = op_tables(cfg, icfg, mesh, chip, w, out.get("packed_inner"), FLAGS.ops)
-    if FLAGS.cost and len(phases) == len(aot.PHASES):
+    if FLAGS.cost and len(phases) + packed_form == len(aot.PHASES):
         r = aot.round_seconds(phases, len(devices), w)
+        if packed_form:  # the round's inner updates as the run executes them
+            r["per_phase_round"]["inner"] = out["packed_inner"]["roofline_device_s"]
+            r["round"] += r["per_phase_round"]["inner"]
+            r["self_edit"] += r["per_phase_round"]["inner"] / w.self_edits
         out["device_seconds (compiler cost model, roofline lower bound)"] = {
             "per_self_edit": r["self_edit"], "per_round": r["round"], "per_phase_round": r["per_phase_round"]}
         if c.domain in SEAL_ROUND_DEVICE_S:
@@ -202,14 +209,15 @@ def packed_round(c, cfg, icfg, mesh, chip, w) -> dict:
     per_chunk = c.inner.edits_per_chunk * w.inner_runs  # a chunk holds whole items: every repeat of an item
     rows = packed_rows(mesh)
     per_chunk = -(-per_chunk // rows) * rows
-    sched = pp.simulate(runs, tcfg, ticfg, epochs=c.inner.epochs, edits_per_chunk=per_chunk, rows=rows,
+    epochs = c.inner.get("epochs") or TYPICAL[c.domain]["epochs"]  # ARC: each self-edit names its own
+    sched = pp.simulate(runs, tcfg, ticfg, epochs=epochs, edits_per_chunk=per_chunk, rows=rows,
                         max_len=c.inner.max_len, seed=c.seed)
     cost = pp.round_cost(sched, tcfg, ticfg, mesh, chip, per_chunk)
     longest = max(T for T, _ in sched.steps)
     memory = pp.compile_step(tcfg, ticfg, mesh, per_chunk, longest,
                              max((w for T, w in sched.steps if T == longest), key=lambda w: w or (0, 0)))
     devices = mesh.devices.size
-    return {"attention_impl": tcfg.attention_impl, "lora_impl": ticfg.lora_impl, "remat": tcfg.remat,
+    return {"epochs": epochs, "attention_impl": tcfg.attention_impl, "lora_impl": ticfg.lora_impl, "remat": tcfg.remat,
             "rows_per_step": rows, "edits_per_chunk": per_chunk, "inner_runs": len(runs), "chunks": sched.chunks,
             "length_mix": f"{len(mix['edits'])} self-edits, tokenizer {mix['tokenizer']}",
             "real_tokens": sched.real_tokens, "slots_over_real_tokens": sched.slots / max(sched.real_tokens, 1),
@@ -261,6 +269,11 @@ def markdown_table(plans: list[dict]) -> str:
                    f"{k}: {v['reason'][:80]}" for k, v in p.get("phases", {}).items() if not v["fits"])]
         for n in names:
             ph = p["phases"].get(n)
+            if ph is None and n == "inner" and "packed_inner" in p:
+                pk = p["packed_inner"]
+                row.append(f"packed: {pk['longest_row']['peak_gib']:.2f} (longest row), "
+                           f"{pk['roofline_device_s']:.4g} device-s per round")
+                continue
             if ph is None:
                 row.append("not compiled (--phases)")
                 continue

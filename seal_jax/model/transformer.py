@@ -50,7 +50,7 @@ def lora_delta(x, a, b, scale: float):
     return scale * jnp.einsum("bsr,bro->bso", h, b.astype(x.dtype))
 
 
-LORA_IMPLS = ("auto", "dense", "ragged")  # per-token LoRA (`lora_delta_per_token`); auto: dense on CPU, else ragged
+LORA_IMPLS = ("auto", "dense", "ragged")  # per-token LoRA (`lora_delta_per_token`); auto: dense
 
 
 def lora_delta_per_token(x, a, b, token_adapter, scale: float, impl: str = "auto"):
@@ -58,10 +58,11 @@ def lora_delta_per_token(x, a, b, token_adapter, scale: float, impl: str = "auto
     b [E, r, out] shared by the rows, or one stack per row, a [B, E, in, r], b [B, E, r, out] (packed rows on a
     mesh: each row's own edits). Tokens must come sorted by adapter (packed rows are laid out edit by edit).
 
-    impl ragged: two `lax.ragged_dot`s, one grouped matmul each (each edit's tokens against its own A, then B;
-    the gradient is ragged too), the TPU/GPU form. impl dense: two dense matmuls against all E adapters side by
-    side ([tokens, E*r]) with each token's other adapters masked out, no gathers, no padding: XLA:CPU has no
-    grouped kernel (its ragged_dot fallback materialises [E, tokens, in]). auto: dense on CPU, else ragged."""
+    impl dense (auto): two dense matmuls against all E adapters side by side ([tokens, E*r]) with each token's
+    other adapters masked out: no gathers, no padding, E x the adapters' FLOPs (a few % of the layer's at r=32).
+    impl ragged: two `lax.ragged_dot`s, one grouped matmul each. Compiled for the targets, dense moves fewer
+    bytes everywhere: XLA:CPU and XLA:GPU lower ragged_dot to a dense [E, tokens, in] form, and in the knowledge
+    `:paper` step on a v5e it read 1.3x dense's bytes per layer (docs/planning.md, "Packed inner updates")."""
     impl = resolve_lora_impl(impl)
     grouped = grouped_masked if impl == "dense" else grouped_ragged
     a, b = a.astype(x.dtype), b.astype(x.dtype)
@@ -78,12 +79,12 @@ def lora_delta_per_token(x, a, b, token_adapter, scale: float, impl: str = "auto
 
 
 def resolve_lora_impl(impl: str, platform: Optional[str] = None) -> str:
-    """auto -> dense on CPU, ragged on TPU/GPU (`platform`: the target's, default the running backend's)."""
+    """auto -> dense, on every platform (`lora_delta_per_token` says why); `platform` is accepted for symmetry
+    with `resolve_attention_impl`."""
+    del platform
     if impl not in LORA_IMPLS:
         raise ValueError(f"inner.lora_impl={impl!r}; choose one of {LORA_IMPLS}")
-    if impl != "auto":
-        return impl
-    return "dense" if (platform or jax.default_backend()) == "cpu" else "ragged"
+    return "dense" if impl == "auto" else impl
 
 
 def grouped_masked(x, a, b, ids):  # x [M, in], a [E, in, r], b [E, r, out], ids int [M] -> [M, out]
