@@ -110,11 +110,11 @@ def get_config(arg: str = "demo"):
         # --compile` takes it: every phase fits; docs/planning.md "NVIDIA GPUs"). Train on GPUs with
         # --config.mesh.fsdp=1.
         c.gpu_mesh = dict(fsdp=1, tp=1)
-        # Packed inner steps, 32 passages x 3 runs = 96 edits per chunk, no recompute in the inner update: the
-        # form and size `plan --compile` costs nearest the floor on v5e-8 and 2 x H100 (docs/planning.md, "Packed
-        # inner updates"; the vmapped form at 8 per chunk: --config.inner.step_form=vmapped
-        # --config.inner.edits_per_chunk=8 --config.inner.remat=).
-        c.inner.update(epochs=10, edits_per_chunk=32, max_len=2048, step_form="packed", remat="dots")
+        # Packed inner steps, 64 passages x 3 runs = 192 edits per chunk, no recompute in the inner update: the
+        # form and size `plan --compile` costs nearest the floor on v5e-8 (10.5 of 16 GiB) and 2 x H100 (43.7 of
+        # 59 GiB) (docs/planning.md, "Packed inner updates"; the vmapped form at 8 per chunk:
+        # --config.inner.step_form=vmapped --config.inner.edits_per_chunk=8 --config.inner.remat=).
+        c.inner.update(epochs=10, edits_per_chunk=64, max_len=2048, step_form="packed", remat="dots")
         c.eval.max_new_tokens = 64
         # SEAL's grader: GPT-4.1 as a yes/no judge at the OpenAI API (OPENAI_API_KEY), its prompt and rule
         c.eval.update(grader="judge-http", judge_url="https://api.openai.com/v1", judge_model="gpt-4.1",

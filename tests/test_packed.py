@@ -56,20 +56,22 @@ def test_packed_equals_vmapped_mixed_edits(base, batch_size):
     _compare(base, examples, [1e-2, 3e-3, 2e-2, 5e-3], [2, 3, 1, 2], icfg, pad_to=6)  # 2 dummy edits
 
 
-@pytest.mark.parametrize("attention_impl", ["xla", "splash"])
-def test_packed_rows_on_a_mesh_equal_vmapped(base, attention_impl):
-    """On an edit=2 x fsdp=2 mesh (4 of the 8 host devices): 4 packed rows per step, each holding the documents of
-    the 2 edits its device owns, the edit stack and rows sharded alike, the base fsdp-sharded; the splash kernel
-    (Pallas interpret mode here) runs per device's rows under shard_map, as Mosaic kernels must."""
+@pytest.mark.parametrize("attention_impl,axes", [("xla", (2, 2, 1)), ("splash", (2, 2, 1)), ("splash", (2, 1, 2))])
+def test_packed_rows_on_a_mesh_equal_vmapped(base, attention_impl, axes):
+    """On an edit x fsdp x tp mesh of 4 of the 8 host devices: one packed row per (edit, fsdp) device, each holding
+    the documents of the edits that device owns, the edit stack and rows sharded alike, the base fsdp- and
+    tp-sharded; the splash kernel (Pallas interpret mode here) runs per device's rows (and, with tp, its own
+    heads) under shard_map, as Mosaic kernels must."""
     rng = np.random.default_rng(7)
     examples = [_docs(rng, 3), _docs(rng, 2, 4, 12), _docs(rng, 2, 30, 60), _docs(rng, 3, output_only=True),
                 _docs(rng, 1), _docs(rng, 4, 4, 10)]
     icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v", "down")), batch_size=1, loss_chunk=8,
                        length_buckets=1, lora_impl="ragged")
-    mesh = sharding.make_mesh(2, 2, 1, jax.devices()[:4])
+    mesh = sharding.make_mesh(*axes, jax.devices()[:4])
+    rows = axes[0] * axes[1]
     plan = plan_steps(pad_edits(pack_edits(examples, [1e-2] * 6, [2] * 6), 8), jax.random.split(jax.random.PRNGKey(3), 8),
-                      icfg, 4)
-    assert plan[0]["tokens"].shape[0] == 4 and plan[0]["token_adapter"].max() <= 1
+                      icfg, rows)
+    assert plan[0]["tokens"].shape[0] == rows and plan[0]["token_adapter"].max() <= 8 // rows - 1
     _compare(base, examples, [1e-2, 3e-3, 2e-2, 5e-3, 1e-2, 4e-3], [2, 3, 1, 2, 2, 1], icfg, pad_to=8, mesh=mesh,
              cfg=CFG.replace(attention_impl=attention_impl))
 

@@ -45,6 +45,24 @@ def test_op_table_counts_a_matmul_as_2mkn():
     assert aot.matmul_flops(comps, entry) == pytest.approx(2 * 64 * 128 * 256)
 
 
+def test_one_more_layer_adds_its_own_kernels():
+    """`layer_op_delta` of a 1- and a 2-layer stack of tanh(x @ w_l): the second layer adds one matmul's 2 M K N
+    and, in bytes, what the two programs' totals differ by."""
+    x = jnp.ones((64, 128), jnp.float32)
+
+    def program(n):
+        ws = [jnp.ones((128, 128), jnp.float32)] * n
+        def f(x, *ws):
+            for w in ws:
+                x = jnp.tanh(x @ w) * 2.0
+            return x
+        return jax.jit(f).lower(x, *ws).compile().as_text()
+    one, two = program(1), program(2)
+    rows = aot.layer_op_delta(one, two, top=50)
+    assert sum(r["gflops"] for r in rows) * 1e9 == pytest.approx(2 * 64 * 128 * 128)
+    assert sum(r["mbytes"] for r in rows) * 1e6 == pytest.approx(aot.hlo_bytes(two) - aot.hlo_bytes(one))
+
+
 def test_packed_round_on_v5e_counts_the_splash_kernel():
     """The packed step compiled for a v5e-8 (rows over edit x fsdp, splash attention under shard_map, dense
     LoRA): XLA's count plus the kernel's analytic FLOPs is at least the useful work, and the round's roofline is

@@ -2,6 +2,7 @@
 
     python -m seal_jax.cli.bench_step [--preset=smollm2_135m] [--edits=12] [--row_tokens=384] [--span=0]
         [--remat=dots] [--repeats=4] [--lora_impl=auto|dense|ragged] [--attention_impl=auto|xla|splash|cudnn]
+        [--targets=q_proj,v_proj|all]
 
 Random weights of the preset's shape (no checkpoint needed), SEAL's knowledge LoRA (r=32 on q,v) for each of
 `edits` edits, and one synthetic packed row of `row_tokens` tokens in SEAL's length mix: edit 0's passage (a
@@ -28,6 +29,7 @@ from seal_jax.engine import flops
 from seal_jax.engine import packed as pk
 from seal_jax.engine.inner import InnerConfig
 from seal_jax.model.config import ATTENTION_IMPLS, REMAT_POLICIES, preset
+from seal_jax.model.lora import LoraSpec, normalize_targets
 from seal_jax.model.transformer import LORA_IMPLS, init_params
 
 FLAGS = flags.FLAGS
@@ -42,6 +44,7 @@ def define_flags():
     flags.DEFINE_integer("repeats", 4, "Warm steps timed; the best is reported.")
     flags.DEFINE_enum("lora_impl", "auto", list(LORA_IMPLS), "Per-token LoRA form (inner.lora_impl).")
     flags.DEFINE_enum("attention_impl", "auto", list(ATTENTION_IMPLS), "Packed rows' attention (model.attention_impl).")
+    flags.DEFINE_string("targets", "q_proj,v_proj", "LoRA target projections (inner.targets; `all`: every one).")
 
 
 def row_lengths(edits: int, T: int) -> list[int]:
@@ -66,11 +69,11 @@ def synthetic_row(edits: int, T: int, seed: int = 0) -> dict:
 
 
 def bench_step(preset_name: str, edits: int, T: int, span: int, remat: str, repeats: int, lora_impl: str = "auto",
-               attention_impl: str = "auto") -> dict:
+               attention_impl: str = "auto", targets: str = "q_proj,v_proj") -> dict:
     if span and (span % pk.BLOCK or T % pk.BLOCK):
         raise ValueError(f"--span ({span}) and --row_tokens ({T}) must be multiples of {pk.BLOCK} for banded attention")
     cfg = preset(preset_name).replace(remat=remat, attention_impl=attention_impl)
-    icfg = InnerConfig(lora_impl=lora_impl)
+    icfg = InnerConfig(lora=LoraSpec(rank=32, alpha=64.0, targets=normalize_targets(targets.split(","))), lora_impl=lora_impl)
     base = init_params(jax.random.PRNGKey(0), cfg)
     batch = synthetic_row(edits, T)
     lora, opt = pk.init_state(jax.random.split(jax.random.PRNGKey(1), edits), cfg=cfg, icfg=icfg, num_edits=edits)
@@ -91,7 +94,7 @@ def bench_step(preset_name: str, edits: int, T: int, span: int, remat: str, repe
     step_s = min(times[1:])
     return {"bench": "step", "preset": preset_name, "cpu": cpu_model(), "backend": jax.default_backend(),
             "edits": edits, "row_tokens": T, "span": span, "remat": remat, "lora_impl": lora_impl,
-            "attention_impl": attention_impl, "compile_s": round(compile_s, 2),
+            "attention_impl": attention_impl, "targets": ",".join(icfg.lora.targets), "compile_s": round(compile_s, 2),
             "useful_gflops": round(flops.useful_step_flops(cfg, icfg.lora, row_lengths(edits, T)) / 1e9, 2),
             "step_s": round(step_s, 3), "steps_s": [round(t, 3) for t in times[1:]],
             "layer_matmul_gflops_xla": round(gflops, 1), "layer_matmuls_alone_s": round(layer_matmul_s, 3),
@@ -102,7 +105,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     print(json.dumps(bench_step(FLAGS.preset, FLAGS.edits, FLAGS.row_tokens, FLAGS.span, FLAGS.remat,
-                                FLAGS.repeats, FLAGS.lora_impl, FLAGS.attention_impl)), flush=True)
+                                FLAGS.repeats, FLAGS.lora_impl, FLAGS.attention_impl, FLAGS.targets)), flush=True)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("packed", True, "With --compile and cost: also cost the round's inner updates as packed steps, "
                       "simulated from the domain's length mix (`engine/packed_plan.py`).")
     flags.DEFINE_integer("ops", 0, "With --compile: also the top N kernels by HBM bytes (with their matmul FLOPs) "
-                         "of one layer's inner step, packed (its most-run row length) and vmapped.")
+                         "of one layer's inner step, packed (its most-run row length; and what one more layer adds) and vmapped.")
     flags.DEFINE_list("phases", list(("inner", "sampling", "answering", "m_step")),
                       "With --compile: the phases to compile (a subset skips the others' compiles).")
     flags.DEFINE_bool("markdown", False, "With --compile: a markdown table row instead of JSON (libtpu builds one "
@@ -235,16 +235,20 @@ def packed_round(c, cfg, icfg, mesh, chip, w) -> dict:
 
 def op_tables(cfg, icfg, mesh, chip, w, packed_inner: dict, top: int) -> dict:
     """`aot.hlo_op_table` of one layer's inner step (1 layer, loops unrolled): the packed step at the row length
-    the round runs most, and the vmapped step at the plan's typical length."""
+    the round runs most (and what a second layer adds to it, `aot.layer_op_delta`), and the vmapped step at the
+    plan's typical length."""
     from seal_jax.engine import aot, inner
     from seal_jax.engine import packed_plan as pp
     one = cfg.replace(num_layers=1, unroll_loops=True)
     tables = {}
     if packed_inner:
         b = max(packed_inner["buckets"], key=lambda b: b["steps"])
-        tcfg, ticfg = pp.for_target(one, icfg, chip.platform)
-        text = pp.step_hlo(tcfg, ticfg, mesh, packed_inner["edits_per_chunk"], b["T"], b["window"])
-        tables[f"packed, T={b['T']}"] = aot.hlo_op_table(text, top)
+        texts = []
+        for n in (1, 2):
+            tcfg, ticfg = pp.for_target(cfg.replace(num_layers=n, unroll_loops=True), icfg, chip.platform)
+            texts.append(pp.step_hlo(tcfg, ticfg, mesh, packed_inner["edits_per_chunk"], b["T"], b["window"]))
+        tables[f"packed, T={b['T']}"] = aot.hlo_op_table(texts[0], top)
+        tables[f"packed, T={b['T']}, one more layer (2-layer minus 1-layer kernels)"] = aot.layer_op_delta(*texts, top)
     e, k, hp = aot.edit_batch(mesh, w.edits_per_chunk, w.docs, w.step_len)
     text = inner.inner_train_edits.lower(aot.abstract_base(one, mesh), e, k, hp, cfg=one, steps=8,
                                          icfg=dataclasses.replace(icfg, length_buckets=1)).compile().as_text()

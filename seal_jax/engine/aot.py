@@ -284,6 +284,23 @@ def hlo_op_table(text: str, top: int = 15) -> list[dict]:
     return rows[:top]
 
 
+def layer_op_delta(one: str, two: str, top: int = 15) -> list[dict]:
+    """What one more layer adds to a program: the kernels of the 2-layer compile minus the 1-layer one's (both
+    unrolled, `hlo_op_table`), summed per (opcode, result shape) - names differ between the two compiles."""
+    def grouped(text):
+        out = {}
+        for r in hlo_op_table(text, top=1 << 30):
+            key = (r["opcode"], r["kind"], re.sub(r"\{[^}]*\}", "", r["shape"]))
+            mb, gf = out.get(key, (0.0, 0.0))
+            out[key] = (mb + r["mbytes"], gf + r["gflops"])
+        return out
+    a, b = grouped(one), grouped(two)
+    rows = [{"opcode": k[0], "kind": k[1], "shape": k[2], "mbytes": b.get(k, (0, 0))[0] - a.get(k, (0, 0))[0],
+             "gflops": b.get(k, (0, 0))[1] - a.get(k, (0, 0))[1]} for k in set(a) | set(b)]
+    rows.sort(key=lambda r: -abs(r["mbytes"]))
+    return rows[:top]
+
+
 def hlo_traffic(text: str) -> list[tuple[str, str, float]]:
     """(instruction, opcode, bytes) of every instruction `hlo_bytes` counts."""
     comps, entry = parse_hlo(text)

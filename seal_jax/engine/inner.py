@@ -211,8 +211,9 @@ def lr_multiplier(icfg: InnerConfig, t, total):
 def optimizer(icfg: InnerConfig) -> optax.GradientTransformation:
     """AdamW direction without the learning rate (applied per edit and step by the caller)."""
     parts = [optax.clip_by_global_norm(icfg.max_grad_norm)] if icfg.max_grad_norm > 0 else []
-    parts += [optax.scale_by_adam(icfg.adam_b1, icfg.adam_b2, icfg.adam_eps),
-              optax.add_decayed_weights(icfg.weight_decay)]
+    parts += [optax.scale_by_adam(icfg.adam_b1, icfg.adam_b2, icfg.adam_eps)]
+    if icfg.weight_decay:  # at 0 it would still read every parameter each step to add 0 x p
+        parts += [optax.add_decayed_weights(icfg.weight_decay)]
     return optax.chain(*parts)
 
 

@@ -270,26 +270,38 @@ def kernel_segments(segment_ids, token_mask):  # int [B, S], bool [B, S] -> int 
 
 def attend_packed(q, k, v, mask: PackedAttention):
     """Block-diagonal causal attention of a packed row by a fused kernel. q: [B, S, Hq, Dh]; k, v: [B, Hkv, S,
-    Dh] -> [B, S, Hq*Dh]; equal to `attend` with the block-diagonal mask (tests/test_kernels.py)."""
-    if mask.impl == "splash":
-        return over_rows(functools.partial(attend_splash, span=mask.span), q, k, v, mask.segment_ids)
-    if mask.impl == "cudnn":
-        return over_rows(functools.partial(attend_cudnn, span=mask.span), q, k, v, mask.segment_ids)
-    raise ValueError(f"attend_packed: unknown kernel {mask.impl!r}; choose splash or cudnn")
+    Dh] -> [B, S, Hq*Dh]; equal to `attend` with the block-diagonal mask (tests/test_kernels.py). On a mesh with
+    "tp" each device runs its own heads."""
+    kernels = {"splash": attend_splash, "cudnn": attend_cudnn}
+    if mask.impl not in kernels:
+        raise ValueError(f"attend_packed: unknown kernel {mask.impl!r}; choose splash or cudnn")
+    return over_rows(functools.partial(kernels[mask.impl], span=mask.span), q, k, v, mask.segment_ids,
+                     heads=(2, 1, 1, None), out_heads=2)  # q [B, S, Hq, Dh], k/v [B, Hkv, S, Dh] -> [B, S, Hq*Dh]
 
 
 ROW_AXES = ("edit", "fsdp")  # the mesh axes packed rows are sharded over (`packed.packed_rows`)
 
 
-def over_rows(fn, *rows):
+def over_rows(fn, *rows, heads=None, out_heads=None):
     """fn(*rows) per device's own rows (every argument's leading axis) under the mesh in context (`jax.set_mesh`),
     as a `shard_map` over ROW_AXES: a Pallas/Mosaic kernel cannot be partitioned by XLA, and each row's
-    attention is its own. Without such a mesh in context, fn(*rows)."""
+    attention is its own. heads: per argument, its axis sharded over the mesh's "tp" (None: replicated there);
+    out_heads: the result's. Without such a mesh in context, fn(*rows)."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or not set(ROW_AXES) <= set(mesh.axis_names):
         return fn(*rows)
-    spec = jax.sharding.PartitionSpec(ROW_AXES)
-    return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * len(rows), out_specs=spec, check_vma=False)(*rows)
+    tp = "tp" if "tp" in mesh.axis_names else None
+
+    def spec(ndim, head_axis):
+        axes = [ROW_AXES] + [None] * (ndim - 1)
+        if head_axis is not None:
+            axes[head_axis] = tp
+        return jax.sharding.PartitionSpec(*axes)
+
+    heads = heads or (None,) * len(rows)
+    in_specs = tuple(spec(x.ndim, h) for x, h in zip(rows, heads))
+    out_spec = spec(3, out_heads) if out_heads is not None else spec(rows[0].ndim, None)
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_spec, check_vma=False)(*rows)
 
 
 SPLASH_BLOCKS = (512, 256, 128)  # query / key tile sides tried, largest first; rows are padded to 128
