@@ -52,10 +52,10 @@ def load_mix(domain: str) -> dict:
 
 def for_target(cfg: ModelConfig, icfg: InnerConfig, platform: str, dtype=jnp.bfloat16):
     """(cfg, icfg) with `auto` kernels resolved for the target platform (a plan for a TPU on a CPU host compiles
-    splash attention and ragged LoRA, as the run there will)."""
+    splash attention, as the run there will; LoRA `auto` is dense everywhere)."""
     cfg = cfg.replace(attention_impl=resolve_attention_impl(cfg.attention_impl, platform, dtype),
                       remat=icfg.remat or cfg.remat)  # as `chunks.train_in_chunks` runs the inner updates
-    return cfg, dataclasses.replace(icfg, lora_impl=resolve_lora_impl(icfg.lora_impl, platform))
+    return cfg, dataclasses.replace(icfg, lora_impl=resolve_lora_impl(icfg.lora_impl))
 
 
 def kernel_of(cfg: ModelConfig) -> Optional[str]:

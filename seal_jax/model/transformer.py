@@ -78,10 +78,8 @@ def lora_delta_per_token(x, a, b, token_adapter, scale: float, impl: str = "auto
     return scale * grouped(xf, a, b, ids).reshape(*x.shape[:-1], b.shape[-1])
 
 
-def resolve_lora_impl(impl: str, platform: Optional[str] = None) -> str:
-    """auto -> dense, on every platform (`lora_delta_per_token` says why); `platform` is accepted for symmetry
-    with `resolve_attention_impl`."""
-    del platform
+def resolve_lora_impl(impl: str) -> str:
+    """auto -> dense, on every platform (`lora_delta_per_token` says why)."""
     if impl not in LORA_IMPLS:
         raise ValueError(f"inner.lora_impl={impl!r}; choose one of {LORA_IMPLS}")
     return "dense" if impl == "auto" else impl
@@ -276,7 +274,7 @@ def attend_packed(q, k, v, mask: PackedAttention):
     if mask.impl not in kernels:
         raise ValueError(f"attend_packed: unknown kernel {mask.impl!r}; choose splash or cudnn")
     return over_rows(functools.partial(kernels[mask.impl], span=mask.span), q, k, v, mask.segment_ids,
-                     heads=(2, 1, 1, None), out_heads=2)  # q [B, S, Hq, Dh], k/v [B, Hkv, S, Dh] -> [B, S, Hq*Dh]
+                     heads=(2, 1, 1, None), out_heads=(3, 2))  # q [B, S, Hq, Dh], k/v [B, Hkv, S, Dh] -> [B, S, Hq*Dh]
 
 
 ROW_AXES = ("edit", "fsdp")  # the mesh axes packed rows are sharded over (`packed.packed_rows`)
@@ -286,7 +284,8 @@ def over_rows(fn, *rows, heads=None, out_heads=None):
     """fn(*rows) per device's own rows (every argument's leading axis) under the mesh in context (`jax.set_mesh`),
     as a `shard_map` over ROW_AXES: a Pallas/Mosaic kernel cannot be partitioned by XLA, and each row's
     attention is its own. heads: per argument, its axis sharded over the mesh's "tp" (None: replicated there);
-    out_heads: the result's. Without such a mesh in context, fn(*rows)."""
+    out_heads: the result's (ndim, that axis); None: the result is shaped like rows[0], replicated over "tp".
+    Without such a mesh in context, fn(*rows)."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or not set(ROW_AXES) <= set(mesh.axis_names):
         return fn(*rows)
@@ -300,7 +299,7 @@ def over_rows(fn, *rows, heads=None, out_heads=None):
 
     heads = heads or (None,) * len(rows)
     in_specs = tuple(spec(x.ndim, h) for x, h in zip(rows, heads))
-    out_spec = spec(3, out_heads) if out_heads is not None else spec(rows[0].ndim, None)
+    out_spec = spec(*out_heads) if out_heads is not None else spec(rows[0].ndim, None)
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_spec, check_vma=False)(*rows)
 
 
