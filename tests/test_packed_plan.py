@@ -83,3 +83,33 @@ def test_packed_round_on_v5e_counts_the_splash_kernel():
     xla_only = aot._layers(cfg, lambda c: packed_plan.compile_step(c, icfg, mesh, 8, bucket["T"]))[0]
     assert bucket["tflops"] * 1e12 == pytest.approx(xla_only + flops.kernel_attention_flops(cfg, "splash",
                                                                                             bucket["T"], None))
+
+
+def test_suggest_takes_the_cheapest_fitting_split_and_chunk():
+    """`packed_plan.suggest` against a closed-form cost: per split (base fits: fsdp <= 2, tp = 1), edits per row
+    double while the row fits and the cost falls; the cheapest fitting candidate wins, and items per chunk are
+    the rows' edits over the runs per item."""
+    devices = jax.devices()[:8]
+    calls = []
+
+    def plan_round(mesh, items):  # cost per self-edit falls with edits per row until 4, rows past 16 edits overflow
+        rows = mesh.shape["edit"] * mesh.shape["fsdp"]
+        per_row = items * 3 // rows
+        calls.append((mesh.shape["edit"], mesh.shape["fsdp"], per_row))
+        cost = 10.0 / min(per_row, 4) + per_row / 8 + mesh.shape["fsdp"]
+        return {"longest_row": {"fits": per_row * mesh.shape["fsdp"] <= 16, "peak_gib": 1.0},
+                "device_s_per_self_edit": cost, "roofline_over_floor": cost}
+
+    got = packed_plan.suggest(plan_round, devices, lambda f, t: f <= 2 and t == 1, inner_runs=3)
+    # edit=8: per row 1, 2, 4 (cost 11.125, 6.25, 3.5), 8 costs more (3.5 vs 4.5): stop. edit=4 x fsdp=2: 1..4,
+    # then 8 costs more; every candidate there pays 1 more than edit=8's.
+    assert [c for c in calls if c[:2] == (8, 1)] == [(8, 1, 1), (8, 1, 2), (8, 1, 4), (8, 1, 8)]
+    assert {c[:2] for c in calls} == {(8, 1), (4, 2)}
+    chosen = got["chosen"]
+    assert (chosen["edit"], chosen["fsdp"], chosen["tp"], chosen["edits_per_row"]) == (8, 1, 1, 4)
+    assert chosen["edits_per_chunk"] == 8 * 4 // 3 + 1  # 32 edits = 11 items x 3 runs, rounded up
+    assert min(r["device_s_per_self_edit"] for r in got["tried"] if r["fits"]) == chosen["device_s_per_self_edit"]
+    none = packed_plan.suggest(lambda mesh, items: {"longest_row": {"fits": False, "peak_gib": 99.0},
+                                                   "device_s_per_self_edit": 1.0, "roofline_over_floor": 1.0},
+                               devices, lambda f, t: True, inner_runs=1)
+    assert none["chosen"] is None and len(none["tried"]) == len(aot.mesh_splits(8))

@@ -12,8 +12,11 @@ the topology's devices on the (--edit, --fsdp, --tp) mesh, per phase XLA's per-d
 chip's HBM (a GPU: against the pool JAX's allocator takes, `Chip.pool_gib`), flops, bytes and roofline time,
 and device-seconds per self-edit and per SEAL round: a cost-model estimate, a lower bound, beside SEAL's
 reported cost. --fsdp and --tp default to the config's mesh, on a GPU topology to its `gpu_mesh` where it names
-one (80 GB cards hold a replicated 7B base). --suggest first searches the largest edit x fsdp x tp split and
-edits-per-chunk whose inner update compiles within HBM. Sizes the data decide (document lengths, tokens
+one (80 GB cards hold a replicated 7B base). --suggest first searches the split and edits per chunk: for a
+packed config (inner.step_form=packed) the cheapest packed round per self-edit over every edit x fsdp x tp split
+whose base fits and edits per row doubling from 1 while the longest row fits and the cost falls
+(`packed_plan.suggest`: one costed round per candidate, so minutes per candidate on a TPU target); for a vmapped
+one the largest split and edits-per-chunk whose inner update compiles within HBM. Sizes the data decide (document lengths, tokens
 generated) are the typical values in `TYPICAL`, printed with the plan.
 
 `packed_inner` (--packed, on by default with cost): the round's inner updates as the packed steps a run takes,
@@ -67,7 +70,8 @@ def define_flags() -> None:
     flags.DEFINE_bool("compile", False, "AOT-compile every phase for --topology (needs libtpu; a GPU: the CUDA "
                       "plugin, pip install -e '.[cuda-aot]').")
     flags.DEFINE_bool("cost", True, "With --compile: also XLA's cost model and roofline times.")
-    flags.DEFINE_bool("suggest", False, "With --topology: search the mesh split and edits-per-chunk that fit.")
+    flags.DEFINE_bool("suggest", False, "With --topology: search the mesh split and edits-per-chunk: a packed config "
+                      "by its packed round's compiled cost per self-edit, a vmapped one by the most edits that fit.")
     flags.DEFINE_integer("edits_per_chunk", 0, "Override the config's inner.edits_per_chunk (0: keep it).")
     flags.DEFINE_bool("packed", True, "With --compile and cost: also cost the round's inner updates as packed steps, "
                       "simulated from the domain's length mix (`engine/packed_plan.py`).")
@@ -146,9 +150,29 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
         out["pool_gib"] = round(chip.pool_gib(), 2)  # what fits is measured against this
         out["cost_source"] = ("flops: XLA HloCostAnalysis of the lowered program on CPU / devices; bytes: the "
                               "compiled GPU program's kernels' operands + results (engine/aot.gpu_cost)")
+    packed_form = icfg.step_form == "packed"  # its inner updates are `packed_inner`, not the vmapped program
+    suggested_round = None
     if FLAGS.suggest:
         w = workload(c, per_chunk)
-        fits_base = lambda f, t: estimates(cfg, icfg, outer, w, 1, f, t)["inner"] < chip.pool_gib() * GiB
+        # splits the model takes (tp divides its heads) whose base fits, by the hand estimate: no compile spent
+        fits_base = lambda f, t: (cfg.num_kv_heads % t == 0 and
+                                  estimates(cfg, icfg, outer, w, 1, f, t)["inner"] < chip.pool_gib() * GiB)
+    if FLAGS.suggest and packed_form:  # by the packed round's cost, compiled per split and chunk size
+        from seal_jax.engine import packed_plan as pp
+        s = pp.suggest(lambda mesh, items: packed_round(c, cfg, icfg, mesh, chip, w, items), devices, fits_base,
+                       w.inner_runs)
+        out["suggested"] = {"tried": [{k: v for k, v in r.items() if k != "packed_inner"} for r in s["tried"]]}
+        if s["chosen"] is None:
+            out["fits"] = False
+            out["reason"] = "no edit x fsdp x tp split of these devices fits a packed step of one edit per row"
+            return out
+        ch = s["chosen"]
+        out["suggested"]["chosen"] = {k: ch[k] for k in ("edit", "fsdp", "tp", "edits_per_chunk")}
+        out["suggested"]["flags"] = (f"--config.mesh.fsdp={ch['fsdp']} --config.mesh.tp={ch['tp']} "
+                                     f"--config.inner.edits_per_chunk={ch['edits_per_chunk']}")
+        edit, fsdp, tp, per_chunk, suggested_round = ch["edit"], ch["fsdp"], ch["tp"], ch["edits_per_chunk"], \
+            ch["packed_inner"]
+    elif FLAGS.suggest:
         s = aot.suggest(cfg, icfg, devices, w, fits_base)
         out["suggested"] = s
         if s is None:
@@ -163,7 +187,6 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
         edit = len(devices) // (fsdp * tp)
     mesh = sharding.make_mesh(edit, fsdp, tp, devices)
     w = workload(c, max(per_chunk, edit))
-    packed_form = icfg.step_form == "packed"  # its inner updates are `packed_inner`, not the vmapped program
     names = tuple(n for n in FLAGS.phases if not (packed_form and n == "inner"))
     phases = aot.plan_phases(cfg, icfg, outer, mesh, chip, w, estimates(cfg, icfg, outer, w, edit, fsdp, tp),
                              cost=FLAGS.cost, names=names)
@@ -180,7 +203,7 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
             "tflops": p.flops / 1e12, "gbytes": p.bytes_accessed / 1e9, "roofline_s": p.seconds,
             "calls_per_round": p.calls_per_round}
     if FLAGS.cost and (FLAGS.packed or packed_form):
-        out["packed_inner"] = packed_round(c, cfg, icfg, mesh, chip, w)
+        out["packed_inner"] = suggested_round or packed_round(c, cfg, icfg, mesh, chip, w, per_chunk)
         out["fits"] = out["fits"] and out["packed_inner"]["longest_row"]["fits"]
     if FLAGS.ops:
         out["inner_step_ops"] = op_tables(cfg, icfg, mesh, chip, w, out.get("packed_inner"), FLAGS.ops)
@@ -198,39 +221,15 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
     return out
 
 
-def packed_round(c, cfg, icfg, mesh, chip, w) -> dict:
+def packed_round(c, cfg, icfg, mesh, chip, w, edits_per_chunk: int = 0) -> dict:
     """The round's inner updates as packed steps on `mesh`: the schedule simulated from the domain's length mix,
-    each row bucket compiled for the target, summed (`engine/packed_plan.py`)."""
+    each row bucket compiled for the target, summed (`engine/packed_plan.round_plan`). edits_per_chunk: items per
+    chunk (0: the config's)."""
     from seal_jax.engine import packed_plan as pp
-    from seal_jax.engine.packed import packed_rows
-    mix = pp.load_mix(c.domain)
-    tcfg, ticfg = pp.for_target(cfg, icfg, chip.platform)
-    runs = pp.round_runs(mix, w.self_edits, w.inner_runs, seed=c.seed)
-    per_chunk = c.inner.edits_per_chunk * w.inner_runs  # a chunk holds whole items: every repeat of an item
-    rows = packed_rows(mesh)
-    per_chunk = -(-per_chunk // rows) * rows
-    epochs = c.inner.get("epochs") or TYPICAL[c.domain]["epochs"]  # ARC: each self-edit names its own
-    sched = pp.simulate(runs, tcfg, ticfg, epochs=epochs, edits_per_chunk=per_chunk, rows=rows,
-                        max_len=c.inner.max_len, seed=c.seed)
-    cost = pp.round_cost(sched, tcfg, ticfg, mesh, chip, per_chunk)
-    longest = max(T for T, _ in sched.steps)
-    memory = pp.compile_step(tcfg, ticfg, mesh, per_chunk, longest,
-                             max((w for T, w in sched.steps if T == longest), key=lambda w: w or (0, 0)))
-    devices = mesh.devices.size
-    return {"epochs": epochs, "attention_impl": tcfg.attention_impl, "lora_impl": ticfg.lora_impl, "remat": tcfg.remat,
-            "rows_per_step": rows, "edits_per_chunk": per_chunk, "inner_runs": len(runs), "chunks": sched.chunks,
-            "length_mix": f"{len(mix['edits'])} self-edits, tokenizer {mix['tokenizer']}",
-            "real_tokens": sched.real_tokens, "slots_over_real_tokens": sched.slots / max(sched.real_tokens, 1),
-            "packed_steps": sum(sched.steps.values()),
-            "longest_row": {"T": longest, "fits": memory.fits, "reason": memory.reason,
-                            "peak_gib": round(memory.peak / GiB, 2)},
-            "buckets": cost.buckets,
-            **cost.summary(devices, w.self_edits),
-            "flops_source": "XLA's cost model (1- and 2-layer unrolled compiles, extrapolated) plus "
-                            "engine/flops.kernel_attention_flops for a Pallas / cuDNN attention kernel"
-                            + ("; GPU: engine/aot.gpu_cost" if chip.platform == "cuda" else ""),
-            "useful": "engine/flops.useful_step_flops of each step's real documents; floor = useful at the chip's "
-                      f"peak ({chip.bf16_tflops:g} TFLOP/s)"}
+    return pp.round_plan(pp.load_mix(c.domain), cfg, icfg, mesh, chip, self_edits=w.self_edits,
+                         inner_runs=w.inner_runs, items_per_chunk=edits_per_chunk or c.inner.edits_per_chunk,
+                         epochs=c.inner.get("epochs") or TYPICAL[c.domain]["epochs"],  # ARC: each self-edit names its own
+                         max_len=c.inner.max_len, seed=c.seed)
 
 
 def op_tables(cfg, icfg, mesh, chip, w, packed_inner: dict, top: int) -> dict:

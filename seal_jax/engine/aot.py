@@ -592,10 +592,7 @@ def suggest(cfg: ModelConfig, icfg: InnerConfig, devices: list, w: Workload, fit
     """The largest edit axis (then fsdp before tp) whose inner update compiles within HBM, and for it the
     largest edits-per-chunk (a multiple of the edit axis, doubling) that still does. `fits_base(fsdp, tp)`
     prunes splits whose base weights alone cannot fit (the hand estimate), before any compile."""
-    n = len(devices)
-    splits = [(n // (f * t), f, t) for f in _divisors(n) for t in _divisors(n // f)]
-    splits.sort(key=lambda s: (-s[0], s[2]))
-    for e, f, t in splits:
+    for e, f, t in mesh_splits(len(devices)):
         if not fits_base(f, t):
             continue
         mesh = sharding.make_mesh(e, f, t, devices)
@@ -608,6 +605,11 @@ def suggest(cfg: ModelConfig, icfg: InnerConfig, devices: list, w: Workload, fit
         if best is not None:
             return {"edit": e, "fsdp": f, "tp": t, "edits_per_chunk": best[0], "peak": best[1].peak}
     return None
+
+
+def mesh_splits(n: int) -> list[tuple[int, int, int]]:
+    """Every (edit, fsdp, tp) split of n devices, the largest edit axis first, then fsdp before tp."""
+    return sorted(((n // (f * t), f, t) for f in _divisors(n) for t in _divisors(n // f)), key=lambda s: (-s[0], s[2]))
 
 
 def _divisors(n: int) -> list[int]:

@@ -203,3 +203,69 @@ def round_cost(schedule: Schedule, cfg: ModelConfig, icfg: InnerConfig, mesh: Me
         tot["useful"] += u
     return RoundCost(buckets, tot["flops"], tot["useful"], tot["bytes"], tot["roofline_s"],
                      tot["useful"] / (chip.bf16_tflops * 1e12))
+
+
+# ---- a round, and the split and chunk size that cost it least ------------------------------------------------------
+
+
+def round_plan(mix: dict, cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, chip, *, self_edits: int, inner_runs: int,
+               items_per_chunk: int, epochs: float, max_len: int, seed: int = 0) -> dict:
+    """A round's inner updates as packed steps on `mesh` (`plan --compile`'s `packed_inner`): `self_edits` drawn
+    from the length mix, each trained `inner_runs` times, `items_per_chunk` self-edits (times their runs, rounded
+    up to the mesh's rows) per chunk; the schedule simulated, each bucket compiled for the target and summed, the
+    longest row's memory against the chip."""
+    tcfg, ticfg = for_target(cfg, icfg, chip.platform)
+    runs = round_runs(mix, self_edits, inner_runs, seed=seed)
+    rows = packed.packed_rows(mesh)
+    per_chunk = -(-items_per_chunk * inner_runs // rows) * rows  # a chunk holds whole items: every repeat of one
+    sched = simulate(runs, tcfg, ticfg, epochs=epochs, edits_per_chunk=per_chunk, rows=rows, max_len=max_len,
+                     seed=seed)
+    cost = round_cost(sched, tcfg, ticfg, mesh, chip, per_chunk)
+    longest = max(T for T, _ in sched.steps)  # the most memory a step holds
+    memory = compile_step(tcfg, ticfg, mesh, per_chunk, longest,
+                          max((w for T, w in sched.steps if T == longest), key=lambda w: w or (0, 0)))
+    return {"epochs": epochs, "attention_impl": tcfg.attention_impl, "lora_impl": ticfg.lora_impl,
+            "remat": tcfg.remat, "rows_per_step": rows, "edits_per_chunk": per_chunk, "inner_runs": len(runs),
+            "chunks": sched.chunks, "length_mix": f"{len(mix['edits'])} self-edits, tokenizer {mix.get('tokenizer')}",
+            "real_tokens": sched.real_tokens, "slots_over_real_tokens": sched.slots / max(sched.real_tokens, 1),
+            "packed_steps": sum(sched.steps.values()),
+            "longest_row": {"T": longest, "fits": memory.fits, "reason": memory.reason,
+                            "peak_gib": round(memory.peak / 2 ** 30, 2)},
+            "buckets": cost.buckets,
+            **cost.summary(mesh.devices.size, self_edits),
+            "flops_source": "XLA's cost model (1- and 2-layer unrolled compiles, extrapolated) plus "
+                            "engine/flops.kernel_attention_flops for a Pallas / cuDNN attention kernel"
+                            + ("; GPU: engine/aot.gpu_cost" if chip.platform == "cuda" else ""),
+            "useful": "engine/flops.useful_step_flops of each step's real documents; floor = useful at the chip's "
+                      f"peak ({chip.bf16_tflops:g} TFLOP/s)"}
+
+
+def suggest(plan_round, devices: list, fits_base, inner_runs: int, max_edits_per_row: int = 64) -> dict:
+    """The mesh split and chunk size whose packed round costs the fewest device-seconds per self-edit, by compile.
+
+    For each edit x fsdp x tp split of `devices` whose base weights fit (`fits_base(fsdp, tp)`, the hand
+    estimate, before any compile), edits per row double from 1 (items per chunk: that times the rows, over the
+    runs per item) while the longest row fits and the cost per self-edit falls; `plan_round(mesh, items)` is
+    `round_plan` for that mesh and chunk. Returns {"tried": [...], "chosen": the cheapest that fits, or None}."""
+    from seal_jax.engine.aot import mesh_splits
+    from seal_jax.runtime.sharding import make_mesh
+    tried = []
+    for e, f, t in mesh_splits(len(devices)):
+        if not fits_base(f, t):
+            continue
+        mesh, best, per_row = make_mesh(e, f, t, devices), None, 1
+        while per_row <= max_edits_per_row:
+            items = -(-e * f * per_row // inner_runs)
+            p = plan_round(mesh, items)
+            row = {"edit": e, "fsdp": f, "tp": t, "edits_per_chunk": items, "edits_per_row": per_row,
+                   "fits": p["longest_row"]["fits"], "longest_row_gib": p["longest_row"]["peak_gib"],
+                   "device_s_per_self_edit": p["device_s_per_self_edit"],
+                   "roofline_over_floor": p["roofline_over_floor"], "packed_inner": p}
+            tried.append(row)
+            log.info("suggest: mesh %d x %d x %d, %d edits per row: %s, %.3g device-s per self-edit", e, f, t,
+                     per_row, "fits" if row["fits"] else "does not fit", row["device_s_per_self_edit"])
+            if not row["fits"] or (best and row["device_s_per_self_edit"] >= best["device_s_per_self_edit"]):
+                break
+            best, per_row = row, per_row * 2
+    fitting = [r for r in tried if r["fits"]]
+    return {"tried": tried, "chosen": min(fitting, key=lambda r: r["device_s_per_self_edit"]) if fitting else None}
