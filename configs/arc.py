@@ -80,8 +80,8 @@ def get_config(arg: str = "demo"):
         c.gpu_mesh = dict(fsdp=1, tp=1)
         # Packed inner steps, 16 edits per chunk (2 per row of a v5e-8), one loss chunk per 1,024 positions, remat
         # dots: the v5e-8 round at 8.2x the floor, 14.6 of 16 GiB, against 11.7x at 8 per chunk with full remat and
-        # 128-position loss chunks (docs/planning.md, "Packed inner updates"). On one H100 4 per chunk costs
-        # nearest the floor (2.15x at 18 GiB; 16 per chunk: 2.87x at 50 GiB): --config.inner.edits_per_chunk=4.
+        # 128-position loss chunks (docs/planning.md, "Packed inner updates"). On one H100 `plan --suggest` picks 8
+        # per chunk (2.05x at 28 GiB; 16 per chunk: 2.87x at 50 GiB): --config.inner.edits_per_chunk=8.
         # The vmapped form: --config.inner.step_form=vmapped --config.inner.loss_chunk=128 --config.inner.remat=
         c.inner.update(step_form="packed", edits_per_chunk=16, loss_chunk=1024, remat="dots")
     return c

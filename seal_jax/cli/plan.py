@@ -154,17 +154,17 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
     suggested_round = None
     if FLAGS.suggest:
         w = workload(c, per_chunk)
-        # splits the model takes (tp divides its heads) whose base fits, by the hand estimate: no compile spent
-        fits_base = lambda f, t: (cfg.num_kv_heads % t == 0 and
-                                  estimates(cfg, icfg, outer, w, 1, f, t)["inner"] < chip.pool_gib() * GiB)
     if FLAGS.suggest and packed_form:  # by the packed round's cost, compiled per split and chunk size
         from seal_jax.engine import packed_plan as pp
-        s = pp.suggest(lambda mesh, items: packed_round(c, cfg, icfg, mesh, chip, w, items), devices, fits_base,
+        # a packed row's own memory is what the compile measures: only the bf16 base must fit beforehand
+        holds_base = lambda f, t: cfg.num_kv_heads % t == 0 and 2 * cfg.num_params() / (f * t) < chip.pool_gib() * GiB
+        s = pp.suggest(lambda mesh, items: packed_round(c, cfg, icfg, mesh, chip, w, items), devices, holds_base,
                        w.inner_runs)
         out["suggested"] = {"tried": [{k: v for k, v in r.items() if k != "packed_inner"} for r in s["tried"]]}
         if s["chosen"] is None:
             out["fits"] = False
-            out["reason"] = "no edit x fsdp x tp split of these devices fits a packed step of one edit per row"
+            out["reason"] = ("no edit x fsdp x tp split of these devices fits a packed step of one edit per row"
+                             if s["tried"] else "no edit x fsdp x tp split of these devices holds the bf16 base")
             return out
         ch = s["chosen"]
         out["suggested"]["chosen"] = {k: ch[k] for k in ("edit", "fsdp", "tp", "edits_per_chunk")}
@@ -173,6 +173,9 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
         edit, fsdp, tp, per_chunk, suggested_round = ch["edit"], ch["fsdp"], ch["tp"], ch["edits_per_chunk"], \
             ch["packed_inner"]
     elif FLAGS.suggest:
+        # splits the model takes (tp divides its heads) whose inner update fits by the hand estimate: no compile
+        fits_base = lambda f, t: (cfg.num_kv_heads % t == 0 and
+                                  estimates(cfg, icfg, outer, w, 1, f, t)["inner"] < chip.pool_gib() * GiB)
         s = aot.suggest(cfg, icfg, devices, w, fits_base)
         out["suggested"] = s
         if s is None:
