@@ -16,7 +16,7 @@ gradient alone. LoRA and AdamW state stay one stack updated by a vmap over edits
 packed step, and non-finite edits, keep their state as in the vmapped loop.
 
     step batch   tokens, positions, segment_ids, weight, token_edit (E on the tail), token_adapter [G, T]
-    per edit     active, lr [E]; state lora, opt_state: leaves [E, ...]; ok bool [E]
+    per edit     active, lr [E]; state lora, opt_state: layer-major, leaves [L, E, ...] (`edit_axis`); ok bool [E]
 
 Attention follows `model.attention_impl` (`transformer.resolve_attention_impl`): on TPU splash attention with
 the segment ids, on GPU cuDNN's fused attention (causal, the segments as its mask), elsewhere XLA's banded
@@ -160,17 +160,34 @@ def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig, rows: int = 1,
 HOST_ONLY = ("real_tokens", "lengths", "window", "edit_step")  # plan entries that are not step inputs
 
 
+def edit_axis(x) -> int:
+    """The edit axis of a packed step's edit stack: 1 on layer-stacked leaves (LoRA and AdamW moments,
+    [L, E, ...]: the forward's layer scan takes each layer's adapters of every edit as one slice, no transpose),
+    0 on per-edit scalars (AdamW's step count, [E])."""
+    return 1 if x.ndim > 1 else 0
+
+
+def layer_major(tree):
+    """An edit-major stack (leaves [E, L, ...], as `init_lora` vmapped and the answering phase take it) as the
+    packed step keeps it (`edit_axis`)."""
+    return jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1) if x.ndim > 1 else x, tree)
+
+
+def edit_major(tree):
+    """`layer_major`'s inverse."""
+    return jax.tree.map(lambda x: jnp.moveaxis(x, 1, 0) if x.ndim > 1 else x, tree)
+
+
 def row_major(lora, rows: int):
-    """An edit stack [E, L, ...] as the forward's per-row stacks [L, G, E/G, ...] (row g: edits g E/G ...)."""
-    def one(x):
-        x = x.reshape(rows, x.shape[0] // rows, *x.shape[1:])  # [G, E/G, L, ...]
-        return jnp.moveaxis(x, 2, 0)                           # [L, G, E/G, ...]
-    return jax.tree.map(one, lora)
+    """The layer-major stack [L, E, ...] as the forward's per-row stacks [L, G, E/G, ...] (row g: edits g E/G
+    ...): a reshape."""
+    return jax.tree.map(lambda x: x.reshape(x.shape[0], rows, x.shape[1] // rows, *x.shape[2:]), lora)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "icfg", "window"), donate_argnums=(1, 2))
 def packed_step(base, lora, opt_state, ok, batch, *, cfg: ModelConfig, icfg: InnerConfig, window=None):
-    """One optimiser step of every edit on its own documents of G packed rows. lora, opt_state: [E, ...];
+    """One optimiser step of every edit on its own documents of G packed rows. lora, opt_state: the layer-major
+    edit stack (`edit_axis`: [L, E, ...], per-edit scalars [E]);
     batch: tokens, positions, segment_ids, weight, token_edit, token_adapter [G, T]; active, lr [E].
     window: static (block, span) for banded attention (`attention_window`), or None."""
     E, rows = ok.shape[0], batch["tokens"].shape[0]
@@ -197,14 +214,17 @@ def packed_step(base, lora, opt_state, ok, batch, *, cfg: ModelConfig, icfg: Inn
         lora, opt_state = keep_if(active & finite, (new_lora, new_state), (lora, opt_state))
         return lora, opt_state, ok & (finite | ~active), jnp.where(active, loss, 0.0), active
 
-    return jax.vmap(update)(lora, opt_state, grads, batch["lr"], losses, n, batch["active"], ok)
+    axes = lambda tree: jax.tree.map(edit_axis, tree)
+    return jax.vmap(update, in_axes=(axes(lora), axes(opt_state), axes(grads), 0, 0, 0, 0, 0),
+                    out_axes=(axes(lora), axes(opt_state), 0, 0, 0))(lora, opt_state, grads, batch["lr"], losses, n,
+                                                                     batch["active"], ok)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "icfg", "num_edits"))
 def init_state(keys, *, cfg: ModelConfig, icfg: InnerConfig, num_edits: int):
-    """Each edit's fresh LoRA (the same draw as `inner_train_one`) and AdamW state."""
+    """Each edit's fresh LoRA (the same draw as `inner_train_one`) and AdamW state, layer-major (`edit_axis`)."""
     lora = jax.vmap(lambda k: init_lora(jax.random.split(k)[0], cfg, icfg.lora))(keys[:num_edits])
-    return lora, jax.vmap(optimizer(icfg).init)(lora)
+    return layer_major(lora), layer_major(jax.vmap(optimizer(icfg).init)(lora))
 
 
 def packed_rows(mesh) -> int:
@@ -238,7 +258,7 @@ def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits,
     packed, keys = take(packed, order), np.asarray(keys)[order]
     plans = plan_steps(packed, keys, icfg, rows)
     E = packed.num_edits
-    place = (lambda tree: tree) if mesh is None else (lambda tree: sharding.batch_sharded(tree, mesh))
+    place = (lambda tree: tree) if mesh is None else (lambda tree: sharding.batch_sharded(tree, mesh, edit_axis))
     lora, opt_state = place(init_state(jnp.asarray(keys), cfg=cfg, icfg=icfg, num_edits=E))
     ok = place(jnp.ones((E,), bool))
     losses, active = [], []
@@ -250,7 +270,7 @@ def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits,
             losses.append(loss)
             active.append(act)
     back = np.argsort(order)  # the caller's edit order
-    lora = jax.tree.map(lambda x: x[back], lora)
+    lora = jax.tree.map(lambda x: x[back], edit_major(lora))
     return lora, {k: v[back] for k, v in per_edit_steps(plans, losses, active, ok).items()}
 
 

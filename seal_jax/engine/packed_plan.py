@@ -125,7 +125,7 @@ def step_inputs(cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, edits: int, T: 
     rows = packed.packed_rows(mesh)
     lora, opt = jax.eval_shape(lambda k: packed.init_state(k, cfg=cfg, icfg=icfg, num_edits=edits),
                                jax.ShapeDtypeStruct((edits, 2), jnp.uint32))
-    place = lambda x: _sds(x.shape, x.dtype, mesh, ROWS if x.ndim else P())
+    place = lambda x: _sds(x.shape, x.dtype, mesh, P(*([None] * packed.edit_axis(x)), *ROWS) if x.ndim else P())
     batch = {k: _sds((rows, T), jnp.int32, mesh, ROWS)
              for k in ("tokens", "positions", "segment_ids", "token_edit", "token_adapter")}
     batch.update(weight=_sds((rows, T), jnp.float32, mesh, ROWS), active=_sds((edits,), jnp.bool_, mesh, ROWS),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import numpy as np
@@ -112,10 +112,11 @@ def edit_sharded(tree, mesh: Mesh):
     return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, _fit(P("edit"), np.shape(x), mesh))), tree)
 
 
-def batch_sharded(tree, mesh: Mesh):
-    """Place the leading batch axis over ("edit", "fsdp"): sampling and outer-SFT batches."""
-    return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, _fit(P(("edit", "fsdp")), np.shape(x), mesh))),
-                        tree)
+def batch_sharded(tree, mesh: Mesh, axis_of: Callable = lambda x: 0):
+    """Place each leaf's batch axis (`axis_of(leaf)`: the leading one) over ("edit", "fsdp"): sampling and
+    outer-SFT batches, packed edit stacks."""
+    spec = lambda x: P(*([None] * axis_of(x)), ("edit", "fsdp"))
+    return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, _fit(spec(x), np.shape(x), mesh))), tree)
 
 
 def batch_multiple(params) -> int:
