@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from typing import Optional
 
 from absl import flags
 
@@ -155,21 +156,10 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
     if FLAGS.suggest:
         w = workload(c, per_chunk)
     if FLAGS.suggest and packed_form:  # by the packed round's cost, compiled per split and chunk size
-        from seal_jax.engine import packed_plan as pp
-        # a packed row's own memory is what the compile measures: only the bf16 base must fit beforehand
-        holds_base = lambda f, t: cfg.num_kv_heads % t == 0 and 2 * cfg.num_params() / (f * t) < chip.pool_gib() * GiB
-        s = pp.suggest(lambda mesh, items: packed_round(c, cfg, icfg, mesh, chip, w, items), devices, holds_base,
-                       w.inner_runs)
-        out["suggested"] = {"tried": [{k: v for k, v in r.items() if k != "packed_inner"} for r in s["tried"]]}
-        if s["chosen"] is None:
-            out["fits"] = False
-            out["reason"] = ("no edit x fsdp x tp split of these devices fits a packed step of one edit per row"
-                             if s["tried"] else "no edit x fsdp x tp split of these devices holds the bf16 base")
+        out["suggested"], ch = suggest_packed(c, cfg, icfg, devices, chip, w)
+        if ch is None:
+            out["fits"], out["reason"] = False, out["suggested"].pop("reason")
             return out
-        ch = s["chosen"]
-        out["suggested"]["chosen"] = {k: ch[k] for k in ("edit", "fsdp", "tp", "edits_per_chunk")}
-        out["suggested"]["flags"] = (f"--config.mesh.fsdp={ch['fsdp']} --config.mesh.tp={ch['tp']} "
-                                     f"--config.inner.edits_per_chunk={ch['edits_per_chunk']}")
         edit, fsdp, tp, per_chunk, suggested_round = ch["edit"], ch["fsdp"], ch["tp"], ch["edits_per_chunk"], \
             ch["packed_inner"]
     elif FLAGS.suggest:
@@ -222,6 +212,25 @@ def compiled_plan(c, cfg, name: str, topology: str) -> dict:
             out["seal_reported_device_seconds_per_round"] = {
                 "h100": SEAL_ROUND_DEVICE_S[c.domain], "note": "~6 h per round on 2 x H100, 750 inner loops"}
     return out
+
+
+def suggest_packed(c, cfg, icfg, devices, chip, w) -> tuple[dict, Optional[dict]]:
+    """--suggest for a packed config (`packed_plan.suggest`): (what to print, the chosen candidate or None).
+    A packed row's own memory is what the compile measures, so only the bf16 base must fit beforehand."""
+    from seal_jax.engine import packed_plan as pp
+    holds_base = lambda f, t: cfg.num_kv_heads % t == 0 and 2 * cfg.num_params() / (f * t) < chip.pool_gib() * GiB
+    s = pp.suggest(lambda mesh, items: packed_round(c, cfg, icfg, mesh, chip, w, items), devices, holds_base,
+                   w.inner_runs)
+    shown = {"tried": [{k: v for k, v in r.items() if k != "packed_inner"} for r in s["tried"]]}
+    ch = s["chosen"]
+    if ch is None:
+        shown["reason"] = ("no edit x fsdp x tp split of these devices fits a packed step of one edit per row"
+                           if s["tried"] else "no edit x fsdp x tp split of these devices holds the bf16 base")
+        return shown, None
+    shown["chosen"] = {k: ch[k] for k in ("edit", "fsdp", "tp", "edits_per_chunk")}
+    shown["flags"] = (f"--config.mesh.fsdp={ch['fsdp']} --config.mesh.tp={ch['tp']} "
+                      f"--config.inner.edits_per_chunk={ch['edits_per_chunk']}")
+    return shown, ch
 
 
 def packed_round(c, cfg, icfg, mesh, chip, w, edits_per_chunk: int = 0) -> dict:
