@@ -34,6 +34,7 @@ from seal_jax.engine import flops, packed
 from seal_jax.engine.inner import InnerConfig, pack_edits
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.transformer import resolve_attention_impl, resolve_lora_impl
+from seal_jax.runtime.memory_plan import GiB
 
 log = logging.getLogger(__name__)
 MIX_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "length_mix")
@@ -230,7 +231,7 @@ def round_plan(mix: dict, cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, chip,
             "real_tokens": sched.real_tokens, "slots_over_real_tokens": sched.slots / max(sched.real_tokens, 1),
             "packed_steps": sum(sched.steps.values()),
             "longest_row": {"T": longest, "fits": memory.fits, "reason": memory.reason,
-                            "peak_gib": round(memory.peak / 2 ** 30, 2)},
+                            "peak_gib": round(memory.peak / GiB, 2)},
             "buckets": cost.buckets,
             **cost.summary(mesh.devices.size, self_edits),
             "flops_source": "XLA's cost model (1- and 2-layer unrolled compiles, extrapolated) plus "
@@ -243,8 +244,8 @@ def round_plan(mix: dict, cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, chip,
 def suggest(plan_round, devices: list, fits_base, inner_runs: int, max_edits_per_row: int = 64) -> dict:
     """The mesh split and chunk size whose packed round costs the fewest device-seconds per self-edit, by compile.
 
-    For each edit x fsdp x tp split of `devices` whose base weights fit (`fits_base(fsdp, tp)`, the hand
-    estimate, before any compile), edits per row double from 1 (items per chunk: that times the rows, over the
+    For each edit x fsdp x tp split of `devices` that `fits_base(fsdp, tp)` admits (checked before any compile:
+    the model takes the split and its base fits), edits per row double from 1 (items per chunk: that times the rows, over the
     runs per item) while the longest row fits and the cost per self-edit falls; `plan_round(mesh, items)` is
     `round_plan` for that mesh and chunk. Returns {"tried": [...], "chosen": the cheapest that fits, or None}."""
     from seal_jax.engine.aot import mesh_splits
