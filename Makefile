@@ -28,14 +28,18 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) -e '.[aot]' || echo "libtpu is not available on this platform: the TPU AOT tests will be skipped"
 	touch $@
 
+# CPU runs: glibc maps XLA's large step buffers with transparent huge pages, sparing most of their page faults
+# (seal_jax/cli/common.py, CPU_MALLOC_TUNABLE). glibc reads it at process start; other C libraries ignore it.
+CPU_ENV := GLIBC_TUNABLES=glibc.malloc.hugetlb=1
+
 # Two ReST-EM iterations on the shipped invented-facts corpus with SmolLM2, then held-out accuracy.
 DEMO_DIR ?= runs/demo
 demo: install
-	$(PY) -m seal_jax.cli.train --config=configs/knowledge.py:demo --workdir=$(DEMO_DIR)
+	$(CPU_ENV) $(PY) -m seal_jax.cli.train --config=configs/knowledge.py:demo --workdir=$(DEMO_DIR)
 
 # Two workers (one per core here); every test and the CLI runs it starts share one XLA compilation cache.
 test: install-test
-	$(PY) -m pytest -q -n 2 tests
+	$(CPU_ENV) $(PY) -m pytest -q -n 2 tests
 
 # The GPU compile-checks (plan for H100/A100, the cuDNN attention kernel) without a GPU: JAX's CUDA plugin in
 # its own venv, so the main one stays small (the plugin adds ~400 MB to every JAX process). `make test` skips them.

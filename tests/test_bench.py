@@ -118,5 +118,6 @@ def test_bench_step_times_one_packed_step_of_a_synthetic_row():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["edits"] == 3 and result["row_tokens"] == 64 and result["finite"] and result["step_s"] > 0
     assert 0 < result["layer_matmuls_alone_s"] and result["layer_matmul_gflops_xla"] > 0 and result["cpu"]
+    assert result["page_faults_per_step"] >= 0 and result["kernel_s_per_step"] >= 0
     out = subprocess.run(cmd + ["--span=100"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "multiples of 64" in out.stderr

@@ -13,10 +13,13 @@ outside its layer matmuls (attention, the head, LoRA, the optimiser, copies). `-
 with that look-back (`engine.packed.attention_window`); 0 is full attention over the row. `--lora_impl` and
 `--attention_impl` pick the per-token LoRA form and the packed rows' attention (`inner.lora_impl`,
 `model.attention_impl`); `useful_gflops` is the step's useful work (`engine.flops.useful_step_flops`).
+`page_faults_per_step` and `kernel_s_per_step` (medians over the warm steps, this process's minor faults and
+system CPU time) show what fresh buffers cost on a CPU (`cli/common.py`, CPU_MALLOC_TUNABLE).
 """
 from __future__ import annotations
 
 import json
+import resource
 import time
 
 import jax
@@ -82,12 +85,15 @@ def bench_step(preset_name: str, edits: int, T: int, span: int, remat: str, repe
     t0 = time.perf_counter()
     step = pk.packed_step.lower(base, lora, opt, ok, batch, cfg=cfg, icfg=icfg, window=window).compile()
     compile_s = time.perf_counter() - t0
-    times = []
+    times, faults, kernel_s = [], [], []
     for _ in range(repeats + 1):  # the first call also moves the arguments in
-        t0 = time.perf_counter()
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         lora, opt, ok, loss, _ = step(base, lora, opt, ok, batch)
         jax.block_until_ready((lora, loss))
         times.append(time.perf_counter() - t0)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        faults.append(r1.ru_minflt - r0.ru_minflt)
+        kernel_s.append(r1.ru_stime - r0.ru_stime)
     shapes = training_matmuls(cfg, T)
     gflops = matmul_gflops(shapes)
     layer_matmul_s = cfg.num_layers * sum(2 * m * k * n for m, k, n in shapes) / gflops / 1e9
@@ -97,6 +103,7 @@ def bench_step(preset_name: str, edits: int, T: int, span: int, remat: str, repe
             "attention_impl": attention_impl, "targets": ",".join(icfg.lora.targets), "compile_s": round(compile_s, 2),
             "useful_gflops": round(flops.useful_step_flops(cfg, icfg.lora, row_lengths(edits, T)) / 1e9, 2),
             "step_s": round(step_s, 3), "steps_s": [round(t, 3) for t in times[1:]],
+            "page_faults_per_step": int(np.median(faults[1:])), "kernel_s_per_step": round(float(np.median(kernel_s[1:])), 3),
             "layer_matmul_gflops_xla": round(gflops, 1), "layer_matmuls_alone_s": round(layer_matmul_s, 3),
             "layer_matmul_share": round(layer_matmul_s / step_s, 3), "finite": bool(jnp.all(jnp.isfinite(loss)))}
 

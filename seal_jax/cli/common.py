@@ -43,6 +43,12 @@ from seal_jax.weights import load_model, resolve_model_path
 
 log = logging.getLogger("seal_jax.cli")
 
+# XLA:CPU allocates each step's large buffers afresh, and the kernel zero-fills their 4 KB pages on first touch:
+# a demo-shape packed step faulted in 926 MB, 0.6-0.7 s of kernel time. glibc's hugetlb tunable maps them with
+# transparent huge pages: ~1,000 faults, 0.15 s (docs/benchmarks.md). glibc reads it at process start, so
+# `make` sets it and `run` only says so.
+CPU_MALLOC_TUNABLE = "glibc.malloc.hugetlb=1"
+
 COMPILE_CACHE = os.path.join("~", ".cache", "seal_jax", "xla")
 COMPILE_CACHE_BYTES = 4 << 30  # least recently used entries are evicted past this
 
@@ -95,6 +101,10 @@ def run(main: Callable, define_flags: Optional[Callable] = None, compile_cache: 
         if not flags.FLAGS["verbosity"].present:
             absl_logging.set_verbosity(absl_logging.WARNING)
         logging.getLogger("seal_jax").setLevel(logging.INFO)
+        if (os.environ.get("JAX_PLATFORMS") == "cpu" and sys.platform == "linux"
+                and "glibc.malloc.hugetlb" not in os.environ.get("GLIBC_TUNABLES", "")):
+            log.info("running on the CPU: set GLIBC_TUNABLES=%s before the command to spare XLA's buffers most "
+                     "of their page faults (`make demo` sets it; docs/benchmarks.md)", CPU_MALLOC_TUNABLE)
         try:
             return main(argv)
         except StartError as e:

@@ -51,7 +51,7 @@ class Request:
 class Adapted:
     """What came of one request."""
     answers: list[str]            # one per prompt
-    ok: bool                      # False: the loss or the LoRA went non-finite (then `reason` says so)
+    ok: bool                      # False: the loss, gradient or lr went non-finite (then `reason` says so)
     reason: Optional[str]
     last_loss: float              # of the last step taken (nan without one)
     train_tokens: int             # real tokens trained on, epochs counted

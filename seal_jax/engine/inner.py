@@ -14,8 +14,8 @@ last pass, and the schedule runs over those steps.
 `inner_train_one(base, edit, key, hparams)` initialises the LoRA and AdamW state inside jit, then
 `lax.scan`s over a fixed number of steps. Step t of an edit trains on batch t mod steps-per-epoch of
 epoch t // steps-per-epoch, in an order shuffled per epoch with the edit's key. Steps past the edit's own
-count, or that hold no loss tokens, or that follow a non-finite loss, keep LoRA *and* optimiser state
-unchanged (Adam would otherwise move on momentum alone). `inner_train_edits` vmaps it over edits with the
+count, or that hold no loss tokens, or whose loss, gradient or learning rate is non-finite (and every step
+after that), keep LoRA *and* optimiser state unchanged (Adam would otherwise move on momentum alone). `inner_train_edits` vmaps it over edits with the
 frozen base broadcast; `train_in_chunks` runs it chunk by chunk so memory is bounded whatever E is.
 
 Two things keep padding from costing compute. The scan length is bucketed (a multiple of 8) so different step
@@ -222,8 +222,18 @@ def keep_if(active, new, old):  # active: bool [] for this edit's step
     return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)
 
 
-def all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+def guarded_update(opt: optax.GradientTransformation, lora, opt_state, grads, lr, loss, active):
+    """One edit's optimiser step, taken where `active` and finite; else its LoRA and AdamW state stay as they were.
+
+    Finite means the loss, the gradient's global norm (clipping reads that norm too) and the learning rate: from
+    finite state they give a finite AdamW step (its direction is bounded). Known before the update, the guard
+    is a select inside AdamW's own pass over the state, not a second pass over the new parameters.
+    Returns (lora, opt_state, finite bool [])."""
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads)) & jnp.isfinite(lr)
+    updates, new_state = opt.update(grads, opt_state, lora)
+    new_lora = jax.tree.map(lambda p, u: p - lr * u, lora, updates)
+    lora, opt_state = keep_if(active & finite, (new_lora, new_state), (lora, opt_state))
+    return lora, opt_state, finite
 
 
 def epoch_order(k_shuffle, seq_valid, epoch):  # seq_valid: bool [N] -> int [N], real documents first
@@ -301,12 +311,9 @@ def inner_train_one(base, edit, key, hparams, plan=None, *, cfg: ModelConfig, ic
         idx, real = step_docs(k_shuffle, seq_valid, t, icfg.batch_size)
         mask = loss_mask[idx, :S] * real[:, None]
         (loss, n), grads = loss_and_grad(lora, base, tokens[idx, :S], mask)
-        updates, new_state = opt.update(grads, opt_state, lora)
         lr = hparams["lr"] * lr_multiplier(icfg, t, total)
-        new_lora = jax.tree.map(lambda p, u: p - lr * u, lora, updates)
         active = (t < total) & (n > 0) & ok
-        finite = jnp.isfinite(loss) & all_finite(new_lora)
-        lora, opt_state = keep_if(active & finite, (new_lora, new_state), (lora, opt_state))
+        lora, opt_state, finite = guarded_update(opt, lora, opt_state, grads, lr, loss, active)
         return (lora, opt_state, ok & (finite | ~active)), (jnp.where(active, loss, 0.0), active)
 
     def skip(carry, t):
@@ -344,5 +351,5 @@ def summarize(metrics: dict) -> dict:
         out.append({"steps": int(len(steps)), "ok": bool(ok),
                     "first_loss": float(loss[steps[0]]) if len(steps) else math.nan,
                     "last_loss": float(loss[steps[-1]]) if len(steps) else math.nan,
-                    "reason": None if ok else "non-finite loss or parameters during the inner update"})
+                    "reason": None if ok else "non-finite loss, gradient or learning rate during the inner update"})
     return out

@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seal_jax.engine.inner import (InnerConfig, PackedEdits, _lengths, all_finite, epoch_order, keep_if,
-                                   lr_multiplier, optimizer, round_up)
+from seal_jax.engine.inner import (InnerConfig, PackedEdits, _lengths, epoch_order, guarded_update, lr_multiplier,
+                                   optimizer, round_up)
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import init_lora
 from seal_jax.model.transformer import forward, token_logprobs
@@ -207,11 +207,8 @@ def packed_step(base, lora, opt_state, ok, batch, *, cfg: ModelConfig, icfg: Inn
     opt = optimizer(icfg)
 
     def update(lora, opt_state, g, lr, loss, n, active, ok):  # one edit: as `inner_train_one`'s step
-        updates, new_state = opt.update(g, opt_state, lora)
-        new_lora = jax.tree.map(lambda p, u: p - lr * u, lora, updates)
         active = active & (n > 0) & ok
-        finite = jnp.isfinite(loss) & all_finite(new_lora)
-        lora, opt_state = keep_if(active & finite, (new_lora, new_state), (lora, opt_state))
+        lora, opt_state, finite = guarded_update(opt, lora, opt_state, g, lr, loss, active)
         return lora, opt_state, ok & (finite | ~active), jnp.where(active, loss, 0.0), active
 
     axes = lambda tree: jax.tree.map(edit_axis, tree)
