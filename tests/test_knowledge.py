@@ -304,3 +304,31 @@ def test_eval_repeats_average_independent_trainings(monkeypatch):
         assert len(b.repeat_rewards) == 2 and b.repeat_rewards[0] == pytest.approx(a.reward)
         assert b.reward == pytest.approx(np.mean(b.repeat_rewards))
         assert b.answers == a.answers and b.train_tokens == 2 * a.train_tokens
+
+
+def test_chunks_take_like_trainings_together_and_results_name_their_items(monkeypatch):
+    """`engine.chunks.chunk_order` in `adapt_and_answer`: one item per chunk, the items come longest training
+    first (3, 2, then 1 document), and each item's answers, loss and tokens equal those of one chunk holding
+    all three in the caller's order."""
+    import dataclasses
+    from seal_jax.cli.settings import knowledge_settings
+    from seal_jax.domains.knowledge import updates
+    c, (cfg, params, tok) = smoke_config_and_model("knowledge.py")
+    passages = [Passage(f"p{i}", f"Place {i}", f"Place {i} was founded in {1800 + i}.",
+                        ((f"When was Place {i} founded?", str(1800 + i)),)) for i in range(3)]
+    docs = [(passages[0].context,), ("Place 1 is old.", "It has a river.", passages[1].context),
+            ("Place 2 is new.", passages[2].context)]
+    items = [updates.Item(i, (p,), d) for i, (p, d) in enumerate(zip(passages, docs))]
+
+    def run(per_chunk):
+        s = knowledge_settings(c)
+        s = dataclasses.replace(s, adapt=dataclasses.replace(s.adapt, edits_per_chunk=per_chunk))
+        return [[(r.item.uid, r.answers, r.final_loss, r.train_tokens) for r in chunk]
+                for chunk in updates.adapt_and_grade(params, cfg, tok, items, s, jax.random.PRNGKey(3), desc="test")]
+
+    apart, together = run(1), run(3)
+    assert [[r[0] for r in chunk] for chunk in apart] == [[1], [2], [0]] and len(together) == 1
+    by_item = {r[0]: r for chunk in together for r in chunk}
+    for (uid, answers, loss, tokens), in apart:
+        assert by_item[uid][1] == answers and by_item[uid][3] == tokens
+        assert by_item[uid][2] == pytest.approx(loss, rel=1e-5, abs=1e-6)

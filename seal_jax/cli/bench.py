@@ -28,9 +28,10 @@ from absl import flags
 from seal_jax.cli.bench_peer import run_hf_peft
 from seal_jax.cli.common import run
 from seal_jax.engine.adapt import AdaptConfig, Request, adapt_and_answer, pack_requests
-from seal_jax.engine.chunks import token_slots
+from seal_jax.engine.chunks import chunk_order, token_slots
 from seal_jax.engine.answering import question_prompts
 from seal_jax.engine.inner import InnerConfig, tokenize_document
+from seal_jax.engine.packed import take
 from seal_jax.engine.sampling import SamplingConfig, generate
 from seal_jax.model.lora import LoraSpec
 from seal_jax.runtime.profiling import wall_breakdown, xla_op_events
@@ -248,9 +249,10 @@ def run_inner_workload(params, cfg, tok, workload: dict, config: AdaptConfig) ->
 
     Returns (answers [[str]] per edit, {"train_s", "answer_s"}: the wall time of each phase).
     """
-    answers, phases = [], {"train_s": 0.0, "answer_s": 0.0}
+    answers, phases = [None] * len(workload["edits"]), {"train_s": 0.0, "answer_s": 0.0}
     for chunk in adapt_and_answer(params, cfg, tok, workload_requests(tok, workload), config, desc="bench"):
-        answers += [reps[0].answers for reps in chunk.adapted]
+        for i, reps in zip(chunk.items, chunk.adapted):
+            answers[i] = reps[0].answers
         phases["train_s"] += chunk.train_s
         phases["answer_s"] += chunk.answer_s
     return answers, phases
@@ -284,8 +286,10 @@ def bench_inner(options: BenchOptions) -> dict:
         profile = {"trace_dir": options.profile, **wall_breakdown(xla_op_events(options.profile))}
     requests = workload_requests(tok, workload)
     packed = pack_requests(requests, config)
+    order = chunk_order(packed.edit_steps, packed.epoch_tokens())  # as adapt_and_answer chunks them
+    packed = take(packed, order)
     tokens = packed.train_tokens()
-    slots = token_slots(packed, np.stack([r.key for item in requests for r in item]), config.inner,
+    slots = token_slots(packed, np.stack([r.key for item in requests for r in item])[order], config.inner,
                         config.edits_per_chunk)
     mean_len = tokens / max(1, int((packed.seq_valid.sum(-1) * packed.epochs).sum()))
     train_flops = 2 * cfg.flops_per_token(int(mean_len)) * tokens  # forward + backward to activations

@@ -78,7 +78,8 @@ class Domain(abc.ABC):
     def score(self, params, cfg, tok, items: Sequence, key, *, mesh=None,
               desc: str = "inner updates") -> Iterator[list]:
         """Each item's inner updates (`engine.adapt.adapt_and_answer`), answers and reward, yielded chunk by
-        chunk as results in item order. A result has `train_tokens`."""
+        chunk (chunks take like trainings together, not the items' order; each result names its item). A result
+        has `train_tokens`."""
 
     @abc.abstractmethod
     def record(self, iteration: int, result: Any, baseline: dict) -> dict:

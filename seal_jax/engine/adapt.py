@@ -7,9 +7,10 @@
                         adapter `adapter_of_row[i]` of the stack
       regroup           answers and training summaries back per request, per item -> AdaptedChunk
 
-A chunk holds whole items (every repeat of an item), so results stream item by item and a caller writes its
-records as each chunk finishes. Domains build the requests and score the answers; nothing here knows what a
-passage or an ARC task is.
+A chunk holds whole items (every repeat of an item), like trainings together (`chunks.chunk_order`: fewer,
+fuller steps), so results stream chunk by chunk, each naming its items, and a caller writes its records as each
+chunk finishes. Domains build the requests and score the answers; nothing here knows what a passage or an ARC
+task is.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ import jax
 import numpy as np
 
 from seal_jax.engine.answering import answer_per_edit
-from seal_jax.engine.chunks import train_in_chunks
+from seal_jax.engine.chunks import chunk_order, train_in_chunks
 from seal_jax.engine.inner import InnerConfig, PackedEdits, pack_edits, summarize, take_edits
+from seal_jax.engine.packed import take
 from seal_jax.engine.sampling import SamplingConfig
 from seal_jax.runtime.terminal import progress
 
@@ -59,7 +61,7 @@ class Adapted:
 
 @dataclasses.dataclass(frozen=True)
 class AdaptedChunk:
-    items: range                  # indices into the caller's items
+    items: list[int]              # indices into the caller's items
     adapted: list[list[Adapted]]  # [item][repeat]
     train_s: float                # wall time of this chunk's inner update (dispatch included)
     answer_s: float               # wall time of its answers
@@ -85,8 +87,10 @@ def adapt_and_answer(params, cfg, tok, requests: Sequence[Sequence[Request]], co
     if repeats < 1 or any(len(r) != repeats for r in requests):
         counts = sorted({len(r) for r in requests})
         raise ValueError(f"every item needs the same number (>= 1) of requests, got {counts}")
-    flat = [r for item in requests for r in item]
     packed = pack_requests(requests, config)
+    order = chunk_order(packed.edit_steps, packed.epoch_tokens(), repeats)  # requests, item-major
+    packed, flat = take(packed, order), [r for item in requests for r in item]
+    flat = [flat[i] for i in order]
     keys = np.stack([np.asarray(r.key) for r in flat])
     with progress(total=len(requests), desc=desc) as bar:
         t0 = time.perf_counter()  # a chunk's training time includes its slicing, padding and dispatch
@@ -100,6 +104,6 @@ def adapt_and_answer(params, cfg, tok, requests: Sequence[Sequence[Request]], co
             adapted = [Adapted(texts, s["ok"], s["reason"], s["last_loss"], take_edits(packed, i, i + 1).train_tokens())
                        for i, texts, s in zip(range(start, stop), answers, summarize(metrics))]
             bar.update((stop - start) // repeats)
-            yield AdaptedChunk(range(start // repeats, stop // repeats),
+            yield AdaptedChunk([int(order[j]) // repeats for j in range(start, stop, repeats)],
                                [adapted[j:j + repeats] for j in range(0, len(adapted), repeats)], t1 - t0, t2 - t1)
             t0 = time.perf_counter()  # the caller's work on this chunk is neither phase

@@ -9,6 +9,10 @@
 Both give the same adapters (tested to float32 rounding) and the same per-edit metrics, so callers choose by
 speed alone. Chunks bound memory whatever the number of edits; every chunk has the same edit count (the last
 is padded with dummy edits whose results are dropped), so one compiled program serves a whole run.
+
+A chunk runs as many steps as its longest training, each at its longest row (packed) or document (vmapped), so
+callers put like trainings together first (`chunk_order`): each edit's result depends only on its own documents
+and key, never on its chunk.
 """
 from __future__ import annotations
 
@@ -22,6 +26,16 @@ from seal_jax.engine.inner import (InnerConfig, PackedEdits, inner_train_edits, 
 from seal_jax.engine.packed import packed_rows, slots_and_tokens, train_packed
 from seal_jax.model.config import ModelConfig
 from seal_jax.runtime import sharding
+
+
+def chunk_order(steps, tokens, group: int = 1) -> np.ndarray:
+    """A permutation of E edits (steps, tokens: int [E], each edit's optimiser steps and real tokens per epoch)
+    that puts like trainings in the same chunks: groups of `group` consecutive edits (one item's repeats, kept
+    together) ordered by their first edit's steps, then its tokens, most first (ties keep their order). On
+    SEAL's length mixes a round runs about half the packed steps it runs as drawn (docs/planning.md)."""
+    steps, tokens = np.asarray(steps), np.asarray(tokens)
+    ranked = sorted(range(0, len(steps), group), key=lambda e: (-int(steps[e]), -int(tokens[e]), e))
+    return np.asarray([i for e in ranked for i in range(e, min(e + group, len(steps)))], np.int64)
 
 
 def _chunks(packed: PackedEdits, keys, edits_per_chunk: int, width: int):

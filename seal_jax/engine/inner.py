@@ -123,10 +123,13 @@ class PackedEdits:
         return ({"tokens": self.tokens, "loss_mask": self.loss_mask, "seq_valid": self.seq_valid},
                 {"lr": self.lr, "steps": self.edit_steps})
 
+    def epoch_tokens(self) -> np.ndarray:
+        """int [E]: each edit's real tokens in one epoch."""
+        return np.where(self.seq_valid, _lengths(self.loss_mask), 0).sum(-1)
+
     def train_tokens(self) -> int:
         """Tokens actually trained on (real, non-pad), counting epochs (a fractional epoch pro rata)."""
-        lengths = np.where(self.seq_valid, _lengths(self.loss_mask), 0).sum(-1)  # [E]
-        return int((lengths * self.epochs).sum())
+        return int((self.epoch_tokens() * self.epochs).sum())
 
 
 def _lengths(loss_mask: np.ndarray) -> np.ndarray:
@@ -229,7 +232,7 @@ def guarded_update(opt: optax.GradientTransformation, lora, opt_state, grads, lr
     finite state they give a finite AdamW step (its direction is bounded). Known before the update, the guard
     is a select inside AdamW's own pass over the state, not a second pass over the new parameters.
     Returns (lora, opt_state, finite bool [])."""
-    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads)) & jnp.isfinite(lr)
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads)) & jnp.isfinite(lr)
     updates, new_state = opt.update(grads, opt_state, lora)
     new_lora = jax.tree.map(lambda p, u: p - lr * u, lora, updates)
     lora, opt_state = keep_if(active & finite, (new_lora, new_state), (lora, opt_state))

@@ -234,8 +234,7 @@ def balanced_order(packed: PackedEdits, rows: int) -> np.ndarray:
     """A permutation of the edits dealing them to `rows` rows (row g: positions [g E/G, (g+1) E/G)) so each row
     gets a like share of long and short trainings: edits sorted by steps then tokens, dealt back and forth. A
     step's rows all run at the fullest row's length, so unbalanced rows are padding on every other device."""
-    E = packed.num_edits
-    tokens = np.where(packed.seq_valid, _lengths(packed.loss_mask), 0).sum(-1)
+    E, tokens = packed.num_edits, packed.epoch_tokens()
     ranked = sorted(range(E), key=lambda e: (-int(packed.edit_steps[e]), -int(tokens[e]), e))
     per_row = E // rows
     slots = [[] for _ in range(rows)]

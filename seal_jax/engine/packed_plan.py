@@ -31,7 +31,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from seal_jax.engine import flops, packed
-from seal_jax.engine.inner import InnerConfig, pack_edits
+from seal_jax.engine.chunks import chunk_order
+from seal_jax.engine.inner import InnerConfig, hf_max_steps, pack_edits
 from seal_jax.model.config import ModelConfig
 from seal_jax.model.transformer import resolve_attention_impl, resolve_lora_impl
 from seal_jax.runtime.memory_plan import GiB
@@ -88,9 +89,12 @@ def round_runs(mix: dict, self_edits: int, repeats: int, seed: int = 0) -> list[
 
 
 def simulate(runs: list[list[int]], cfg: ModelConfig, icfg: InnerConfig, *, epochs: float, edits_per_chunk: int,
-             rows: int, max_len: int, seed: int = 0) -> Schedule:
-    """Every chunk's packed steps, by the rule a run uses (`packed.plan_steps`); windows dropped where a kernel
-    does the attention (causal over the row, segments masked: no look-back band to compile per step)."""
+             rows: int, max_len: int, group: int = 1, seed: int = 0) -> Schedule:
+    """Every chunk's packed steps, by the rules a run uses: its chunks (`chunks.chunk_order`, `group` runs per
+    item) and their steps (`packed.plan_steps`); windows dropped where a kernel does the attention (causal over
+    the row, segments masked: no look-back band to compile per step)."""
+    steps_of = [hf_max_steps(len(edit), epochs, icfg.batch_size) for edit in runs]
+    runs = [runs[i] for i in chunk_order(steps_of, [sum(min(n, max_len) for n in e) for e in runs], group)]
     width = -(-edits_per_chunk // rows) * rows
     steps, useful = collections.Counter(), collections.defaultdict(float)
     real = slots = chunks = 0
@@ -220,7 +224,7 @@ def round_plan(mix: dict, cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, chip,
     rows = packed.packed_rows(mesh)
     per_chunk = -(-items_per_chunk * inner_runs // rows) * rows  # a chunk holds whole items: every repeat of one
     sched = simulate(runs, tcfg, ticfg, epochs=epochs, edits_per_chunk=per_chunk, rows=rows, max_len=max_len,
-                     seed=seed)
+                     group=inner_runs, seed=seed)
     cost = round_cost(sched, tcfg, ticfg, mesh, chip, per_chunk)
     longest = max(T for T, _ in sched.steps)  # the most memory a step holds
     memory = compile_step(tcfg, ticfg, mesh, per_chunk, longest,
