@@ -111,7 +111,7 @@ def get_config(arg: str = "demo"):
         # --config.mesh.fsdp=1.
         c.gpu_mesh = dict(fsdp=1, tp=1)
         # Packed inner steps, 64 passages x 3 runs = 192 edits per chunk, no recompute in the inner update: the
-        # form and size `plan --compile` costs nearest the floor on v5e-8 (10.5 of 16 GiB) and 2 x H100 (40.1 of
+        # form and size `plan --compile` costs nearest the floor on v5e-8 (11.4 of 16 GiB) and 2 x H100 (44.3 of
         # 59 GiB) (docs/planning.md, "Packed inner updates"; the vmapped form at 8 per chunk:
         # --config.inner.step_form=vmapped --config.inner.edits_per_chunk=8 --config.inner.remat=).
         c.inner.update(epochs=10, edits_per_chunk=64, max_len=2048, step_form="packed", remat="dots")
