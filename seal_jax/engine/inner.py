@@ -15,8 +15,9 @@ last pass, and the schedule runs over those steps.
 `lax.scan`s over a fixed number of steps. Step t of an edit trains on batch t mod steps-per-epoch of
 epoch t // steps-per-epoch, in an order shuffled per epoch with the edit's key. Steps past the edit's own
 count, or that hold no loss tokens, or whose loss, gradient or learning rate is non-finite (and every step
-after that), keep LoRA *and* optimiser state unchanged (Adam would otherwise move on momentum alone). `inner_train_edits` vmaps it over edits with the
-frozen base broadcast; `train_in_chunks` runs it chunk by chunk so memory is bounded whatever E is.
+after that), keep LoRA *and* optimiser state unchanged (Adam would otherwise move on momentum alone).
+`inner_train_edits` vmaps it over edits with the frozen base broadcast; `train_in_chunks` runs it chunk by
+chunk so memory is bounded whatever E is.
 
 Two things keep padding from costing compute. The scan length is bucketed (a multiple of 8) so different step
 counts share one compiled program, and each step's sequence length is bucketed too: before the scan,
