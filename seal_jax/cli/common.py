@@ -85,10 +85,12 @@ def start_step(what: str, errors: tuple = (FileNotFoundError, ValueError)):
         raise StartError(f"{what}: {one_line(e)}") from e
 
 
-def run(main: Callable, define_flags: Optional[Callable] = None, compile_cache: bool = True) -> None:
+def run(main: Callable, define_flags: Optional[Callable] = None, compile_cache: bool = True,
+        runs_steps: bool = True) -> None:
     """absl's app.run(main) with this package's logging defaults and one-line errors (`parse_flags`,
     `StartError`); `define_flags` first (modules that are not the program never define flags, so tests and other
-    tools can import them)."""
+    tools can import them). runs_steps: the command runs models here (on a CPU it says when
+    CPU_MALLOC_TUNABLE is missing); `plan` only compiles."""
     default_to_cpu()  # before any JAX backend starts: an installed libtpu must not make CPU runs probe for TPUs
     if compile_cache:
         use_compile_cache()
@@ -101,7 +103,7 @@ def run(main: Callable, define_flags: Optional[Callable] = None, compile_cache: 
         if not flags.FLAGS["verbosity"].present:
             absl_logging.set_verbosity(absl_logging.WARNING)
         logging.getLogger("seal_jax").setLevel(logging.INFO)
-        if (os.environ.get("JAX_PLATFORMS") == "cpu" and sys.platform == "linux"
+        if (runs_steps and os.environ.get("JAX_PLATFORMS") == "cpu" and sys.platform == "linux"
                 and "glibc.malloc.hugetlb" not in os.environ.get("GLIBC_TUNABLES", "")):
             log.info("running on the CPU: set GLIBC_TUNABLES=%s before the command to spare XLA's buffers most "
                      "of their page faults (`make demo` sets it; docs/benchmarks.md)", CPU_MALLOC_TUNABLE)

@@ -323,4 +323,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run(main, define_flags, compile_cache=False)  # compile-only TPU programs cannot be loaded back from a cache
+    # compile-only TPU programs cannot be loaded back from a cache, and nothing runs here
+    run(main, define_flags, compile_cache=False, runs_steps=False)
