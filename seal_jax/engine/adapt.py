@@ -87,10 +87,9 @@ def adapt_and_answer(params, cfg, tok, requests: Sequence[Sequence[Request]], co
     if repeats < 1 or any(len(r) != repeats for r in requests):
         counts = sorted({len(r) for r in requests})
         raise ValueError(f"every item needs the same number (>= 1) of requests, got {counts}")
-    packed = pack_requests(requests, config)
+    packed, flat = pack_requests(requests, config), [r for item in requests for r in item]
     order = chunk_order(packed.edit_steps, packed.epoch_tokens(), repeats)  # requests, item-major
-    packed, flat = take(packed, order), [r for item in requests for r in item]
-    flat = [flat[i] for i in order]
+    packed, flat = take(packed, order), [flat[i] for i in order]
     keys = np.stack([np.asarray(r.key) for r in flat])
     with progress(total=len(requests), desc=desc) as bar:
         t0 = time.perf_counter()  # a chunk's training time includes its slicing, padding and dispatch
