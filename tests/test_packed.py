@@ -170,7 +170,6 @@ def test_packed_schedule_runs_each_edits_steps_in_order_in_full_rows(rows):
 def test_chunks_give_the_same_adapters_in_either_step_form(base):
     """`train_in_chunks` with step_form=packed equals the vmapped form chunk by chunk (last chunk padded with
     dummy edits), and packed computes fewer token slots than vmapped for a short/long document mix."""
-    import dataclasses
     from seal_jax.engine.chunks import token_slots, train_in_chunks
     rng = np.random.default_rng(4)
     examples = [_docs(rng, 4, 4, 12) + _docs(rng, 1, 50, 60) for _ in range(5)]
@@ -191,6 +190,33 @@ def test_chunks_give_the_same_adapters_in_either_step_form(base):
     assert real < token_slots(packed, keys, pk, 3) < token_slots(packed, keys, vm, 3)
     with pytest.raises(ValueError, match="step_form"):
         InnerConfig(step_form="ragged")
+
+
+def test_a_call_with_fewer_edits_than_a_chunk_trains_no_dummy_edits(base, monkeypatch):
+    """Chunks are padded with dummy edits only past the call's own edits: 2 edits at 3 per chunk train as 2."""
+    from seal_jax.engine import chunks
+    widths, real = [], chunks.train_packed
+    monkeypatch.setattr(chunks, "train_packed", lambda b, c, i, p, *a: widths.append(p.num_edits) or real(b, c, i, p, *a))
+    rng = np.random.default_rng(8)
+    packed = pack_edits([_docs(rng, 2), _docs(rng, 3)], [1e-2, 1e-2], [1, 1], batch_size=1)
+    icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v")), loss_chunk=8, step_form="packed")
+    out = list(chunks.train_in_chunks(base, CFG, icfg, packed, jax.random.split(jax.random.PRNGKey(0), 2), 3))
+    assert widths == [2] and [(s, e) for s, e, *_ in out] == [(0, 2)]
+    assert chunks.token_slots(packed, jax.random.split(jax.random.PRNGKey(0), 2), icfg, 3) == \
+        chunks.token_slots(packed, jax.random.split(jax.random.PRNGKey(0), 2), icfg, 2)
+
+
+def test_a_chunk_compiles_its_packed_step_once(base):
+    """The first step's state is placed like every later step's outputs, so one chunk (one row length) runs one
+    compiled step: before, the first step's uncommitted state compiled a second program (~7 s each for SmolLM2)."""
+    from seal_jax.engine import packed as packed_module
+    rng = np.random.default_rng(7)
+    packed = pack_edits([_docs(rng, 3), _docs(rng, 2)], [1e-2, 1e-2], [2, 2], batch_size=1)
+    icfg = InnerConfig(lora=LoraSpec(rank=3, alpha=6.0, targets=("q", "v")), loss_chunk=8)  # a shape of its own
+    before = packed_module.packed_step._cache_size()
+    base = jax.device_put(base, jax.devices()[0])  # committed, as a loaded checkpoint is
+    train_packed(base, CFG, icfg, packed, jax.random.split(jax.random.PRNGKey(0), 2))
+    assert packed_module.packed_step._cache_size() == before + 1
 
 
 def test_both_grouped_lora_forms_equal_a_per_token_loop():

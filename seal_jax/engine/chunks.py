@@ -50,7 +50,7 @@ def _chunks(packed: PackedEdits, keys, edits_per_chunk: int, width: int):
 def token_slots(packed: PackedEdits, keys, icfg: InnerConfig, edits_per_chunk: int) -> int:
     """Token positions the training steps compute (real tokens plus padding), in the configured step form."""
     total = 0
-    for _, _, chunk, k in _chunks(packed, keys, edits_per_chunk, edits_per_chunk):
+    for _, _, chunk, k in _chunks(packed, keys, edits_per_chunk, min(edits_per_chunk, packed.num_edits)):
         if icfg.step_form == "packed":
             total += slots_and_tokens(chunk, k, icfg)[0]
             continue
@@ -65,14 +65,16 @@ def train_in_chunks(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdi
                     edits_per_chunk: int, mesh=None) -> Iterator[tuple[int, int, dict, dict]]:
     """Yield (start, stop, lora_stack [C, ...], metrics) per chunk; every chunk has the same shapes.
 
-    keys: [E, 2] PRNG keys, one per edit. The last chunk is padded with dummy edits (results dropped).
+    keys: [E, 2] PRNG keys, one per edit. The last chunk is padded with dummy edits (results dropped); a call
+    with fewer edits than `edits_per_chunk` runs one chunk of just its edits (dummy edits cost a packed step its
+    adapters' optimiser pass and per-token LoRA, so a held-out evaluation of 4 items does not train 6).
     With a mesh, chunks are rounded up to a multiple of its "edit" axis (packed: of its packed rows) and placed
     edit-sharded;
     `base` should already be placed (`sharding.shard_params`).
     """
     m = packed_rows(mesh) if icfg.step_form == "packed" else sharding.edit_multiple(mesh)
     cfg = cfg.replace(remat=icfg.remat) if icfg.remat else cfg  # the inner updates' own remat, where set
-    width = -(-edits_per_chunk // m) * m
+    width = -(-min(edits_per_chunk, packed.num_edits) // m) * m  # no wider than the call: 4 edits train as 4, not 6
     for start, stop, chunk, k in _chunks(packed, keys, edits_per_chunk, width):
         if icfg.step_form == "packed":
             lora, metrics = train_packed(base, cfg, icfg, chunk, k, mesh)

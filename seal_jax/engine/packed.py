@@ -254,7 +254,11 @@ def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits,
     packed, keys = take(packed, order), np.asarray(keys)[order]
     plans = plan_steps(packed, keys, icfg, rows)
     E = packed.num_edits
-    place = (lambda tree: tree) if mesh is None else (lambda tree: sharding.batch_sharded(tree, mesh, edit_axis))
+    if mesh is None:  # committed to the base's device like the steps' outputs: the first step compiles once, not twice
+        device = jax.tree.leaves(base)[0].sharding
+        place = lambda tree: jax.device_put(tree, device)
+    else:
+        place = lambda tree: sharding.batch_sharded(tree, mesh, edit_axis)
     lora, opt_state = place(init_state(jnp.asarray(keys), cfg=cfg, icfg=icfg, num_edits=E))
     ok = place(jnp.ones((E,), bool))
     losses, active = [], []
