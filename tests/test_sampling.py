@@ -5,11 +5,13 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 from seal_jax.model.config import preset
 from seal_jax.model.lora import LoraSpec, init_lora, stack_loras
 from seal_jax.model.transformer import forward, init_params, logits_from_hidden
+from seal_jax.engine import sampling
 from seal_jax.engine.sampling import SamplingConfig, _generate, bucket, generate, row_bucket
 from seal_jax.tokenizer import chat_prompt
 
@@ -83,16 +85,21 @@ def test_sampling_is_seeded_and_top_p_zero_is_greedy():
     assert c.tokens == greedy.tokens
 
 
-def test_per_row_lora_generation_equals_separate_runs():
+@pytest.mark.parametrize("prompts,rows,stack_lora", [
+    ([[5, 6, 7], [9, 10]], [2, 0], False),  # 2 rows, 3 adapters: each row's adapter gathered
+    ([[5, 6, 7], [9, 10], [11, 12, 13, 14], [3, 4], [8, 9, 10]], [2, 0, 1, 1, 2], True)])  # 8 rows: the stack
+def test_per_row_lora_generation_equals_separate_runs(prompts, rows, stack_lora, monkeypatch):
     cfg = preset("tiny")
     params = init_params(jax.random.PRNGKey(0), cfg)
     spec = LoraSpec(rank=4, alpha=8.0, targets=("q", "v", "up"))
     loras = [jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(i), x.shape),
                           init_lora(jax.random.PRNGKey(10 + i), cfg, spec)) for i in range(3)]
-    prompts, rows = [[5, 6, 7], [9, 10], [11, 12, 13, 14]], [2, 0, 1]
     s = SamplingConfig(max_new_tokens=6)
+    forms, real = [], sampling._generate
+    monkeypatch.setattr(sampling, "_generate", lambda *a, **kw: forms.append(kw["stack_lora"]) or real(*a, **kw))
     got = generate(params, cfg, None, prompts, s, lora=stack_loras(loras), lora_scale=spec.scale, adapter_of_row=rows,
                    stop_ids=[-1])
+    assert forms == [stack_lora]
     for p, r, g in zip(prompts, rows, got.tokens):
         one = generate(params, cfg, None, [p], s, lora=loras[r], lora_scale=spec.scale, stop_ids=[-1])
         assert g == one.tokens[0]

@@ -5,7 +5,9 @@ slot at every step. B and P are rounded up to buckets (B: 1, 2, 4, then multiple
 and `max_new_tokens` is static, so a run that keeps its settings compiles once. Rows stop independently on
 any stop token; the loop ends when all rows have stopped. An optional LoRA is either shared by all rows or
 picked per row from a stack of adapters (`adapter_of_row`: the index of each prompt's adapter), which is how E
-self-edits are scored at once.
+self-edits are scored at once: gathered per row ([L, B, ...], B adapters read per decode step), or, when the
+stack is smaller than that on each device (E x devices < B: several questions per adapter on one device), kept
+as the stack with each token masked to its row's adapter (`transformer.lora_delta_per_token`, dense form).
 """
 from __future__ import annotations
 
@@ -86,26 +88,33 @@ def nucleus_cutoff(probs, top_p, iters: int = 40):  # probs: f32 [B, V] -> [B, 1
     return jnp.where(top_p >= 1.0, 0.0, jnp.minimum(lo, hi))  # top_p = 1: everything, whatever the rounding
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "greedy", "lora_scale"))
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "greedy", "lora_scale", "stack_lora"))
 def _generate(params, lora, adapter_of_row, tokens, mask, stop_ids, key, temperature, top_p, *, cfg: ModelConfig,
-              max_new_tokens: int, greedy: bool, lora_scale: float):
-    """tokens, mask: [B, P] left-padded. Returns (out [B, M] int32, n_generated [B] int32)."""
-    if lora is not None and adapter_of_row is not None:  # stack [E, L, ...] -> per-row [L, B, ...]
-        lora = rows_lora(lora, adapter_of_row)
+              max_new_tokens: int, greedy: bool, lora_scale: float, stack_lora: bool = False):
+    """tokens, mask: [B, P] left-padded. Returns (out [B, M] int32, n_generated [B] int32).
+    stack_lora: answer from the stack itself (see the module docstring) rather than per-row copies of it."""
+    rows = None
+    if lora is not None and adapter_of_row is not None:
+        if stack_lora:  # stack [E, L, ...] -> layer-major [L, E, ...], each row's tokens masked to its adapter
+            lora, rows = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), lora), adapter_of_row
+        else:  # stack [E, L, ...] -> per-row [L, B, ...]
+            lora = rows_lora(lora, adapter_of_row)
     static = dict(cfg=cfg, max_new_tokens=max_new_tokens, greedy=greedy, lora_scale=lora_scale)
-    state = prefill(params, lora, tokens, mask, stop_ids, key, temperature, top_p, **static)
-    return decode(params, lora, state, stop_ids, temperature, top_p, **static)
+    state = prefill(params, lora, tokens, mask, stop_ids, key, temperature, top_p, rows=rows, **static)
+    return decode(params, lora, state, stop_ids, temperature, top_p, rows=rows, **static)
 
 
-def prefill(params, lora, tokens, mask, stop_ids, key, temperature, top_p, *, cfg: ModelConfig, max_new_tokens: int,
-            greedy: bool, lora_scale: float):
+def prefill(params, lora, tokens, mask, stop_ids, key, temperature, top_p, rows=None, *, cfg: ModelConfig,
+            max_new_tokens: int, greedy: bool, lora_scale: float):
     """The prompts through the model into a fresh cache, and the first token: the decode loop's state.
+    rows: None, or int [B]: `lora` is a layer-major stack and row b uses its adapter rows[b].
 
     Separate from `decode` (both run inside `_generate`) so a plan can cost each (`engine/aot.py`)."""
     B, P = tokens.shape
     cache = kv_cache.init_cache(cfg, B, P + max_new_tokens, param_dtype(params))
     positions = positions_from_mask(mask)
-    hidden, cache = forward(params, cfg, tokens, positions, mask, lora=lora, lora_scale=lora_scale, cache=cache)
+    hidden, cache = forward(params, cfg, tokens, positions, mask, lora=lora, lora_scale=lora_scale, cache=cache,
+                            **row_adapters(rows, P))
     key, sub = jax.random.split(key)
     first = _pick(logits_from_hidden(params, hidden[:, -1]), sub, temperature, top_p, greedy)
     out = jnp.zeros((B, max_new_tokens), jnp.int32).at[:, 0].set(first)
@@ -116,8 +125,14 @@ def _is_stop(t, stop_ids):  # t [B] -> bool [B]
     return jnp.any(t[:, None] == stop_ids[None, :], axis=-1)
 
 
-def decode(params, lora, state, stop_ids, temperature, top_p, *, cfg: ModelConfig, max_new_tokens: int, greedy: bool,
-           lora_scale: float):
+def row_adapters(rows, S: int) -> dict:
+    """`forward`'s per-token adapter arguments for S tokens of every row: none, or each row's adapter id."""
+    return {} if rows is None else dict(token_adapter=jnp.broadcast_to(rows[:, None], (rows.shape[0], S)),
+                                        lora_impl="dense")
+
+
+def decode(params, lora, state, stop_ids, temperature, top_p, rows=None, *, cfg: ModelConfig, max_new_tokens: int,
+           greedy: bool, lora_scale: float):
     """The `lax.while_loop` from `prefill`'s state until every row stopped or M tokens: (out [B, M], n [B])."""
     B = state[2].shape[0]
 
@@ -128,7 +143,7 @@ def decode(params, lora, state, stop_ids, temperature, top_p, *, cfg: ModelConfi
     def body(s):
         step, cache, last, pos, out, done, key = s
         hidden, cache = forward(params, cfg, last[:, None], pos[:, None], jnp.ones((B, 1), bool),
-                                lora=lora, lora_scale=lora_scale, cache=cache)
+                                lora=lora, lora_scale=lora_scale, cache=cache, **row_adapters(rows, 1))
         key, sub = jax.random.split(key)
         nxt = _pick(logits_from_hidden(params, hidden[:, 0]), sub, temperature, top_p, greedy)
         nxt = jnp.where(done, 0, nxt)
@@ -177,9 +192,10 @@ def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int
     key = jax.random.PRNGKey(0) if key is None else key
     greedy = sampling.temperature <= 0.0
     tokens, mask, rows = place_batch((tokens, mask, rows), params)
+    stack_lora = rows is not None and jax.tree.leaves(lora)[0].shape[0] * batch_multiple(params) < B
     out, count = _generate(params, lora, rows, tokens, mask, stops, key, jnp.float32(sampling.temperature),
                            jnp.float32(sampling.top_p), cfg=cfg, max_new_tokens=sampling.max_new_tokens,
-                           greedy=greedy, lora_scale=float(lora_scale))
+                           greedy=greedy, lora_scale=float(lora_scale), stack_lora=stack_lora)
     out, count = to_host(out)[:n], to_host(count)[:n]
     stop_set = set(int(s) for s in stops)
     ids = [[int(t) for t in row[:c] if int(t) not in stop_set] for row, c in zip(out, count)]
