@@ -65,6 +65,14 @@ def test_bad_workload_is_named_before_any_model_loads(tmp_path, change, message)
         bench.bench("inner", BenchOptions(workload=str(tmp_path / "broken.json")))
 
 
+def test_bench_answer_times_both_answering_forms_on_the_same_tokens():
+    """`bench answer`: SmolLM2 answering from a stack of adapters, read as the stack and gathered per row, each
+    timed; both forms decode the same greedy tokens."""
+    out = bench.bench("answer", BenchOptions(edits=2, rows_per_edit=3, max_new_tokens=4, repeats=1))
+    assert out["rows"] == 6 and out["same_tokens"] is True
+    assert out["stack_s"] > 0 and out["per_row_s"] > 0 and out["per_row_over_stack"] > 0
+
+
 def test_bench_command_line_takes_the_benchmark_as_a_positional_argument(tmp_path):
     """absl flags around a positional benchmark name; a bad workload is named before any model loads."""
     (tmp_path / "workload.json").write_text(json.dumps({**WORKLOAD, "lr": "fast"}))
@@ -74,7 +82,7 @@ def test_bench_command_line_takes_the_benchmark_as_a_positional_argument(tmp_pat
               "--model=no-such-model")
     assert out.returncode != 0 and "'lr' should be a number" in out.stderr, out.stderr[-2000:]
     out = run("--repeats=3")
-    assert out.returncode != 0 and "usage: python -m seal_jax.cli.bench {generate,inner}" in out.stderr
+    assert out.returncode != 0 and "usage: python -m seal_jax.cli.bench {generate,answer,inner}" in out.stderr
     out = run("train")
     assert out.returncode != 0 and "unknown benchmark 'train'" in out.stderr
 

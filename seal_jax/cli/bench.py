@@ -1,6 +1,7 @@
 """Benchmarks that print one JSON line each, their peers measured in the same run.
 
     python -m seal_jax.cli.bench generate [--model=smollm2-135m] [--max_new_tokens=64]
+    python -m seal_jax.cli.bench answer [--edits=6] [--rows_per_edit=4] [--max_new_tokens=48] [--repeats=3]
     python -m seal_jax.cli.bench inner --workload=bench/workloads/inner_workload.json [--edits_per_chunk=4]
         [--repeats=2] [--remat=none] [--dtype=float32] [--step_form=vmapped|packed] [--no_peer] [--profile=DIR]
     python -m seal_jax.cli.bench inner --workload=bench/workloads/round_workload.json --edits_per_chunk=12
@@ -14,6 +15,7 @@ same run (HF transformers on torch, when torch is installed; `bench_peer.py` for
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import resource
@@ -33,13 +35,13 @@ from seal_jax.engine.answering import question_prompts
 from seal_jax.engine.inner import InnerConfig, tokenize_document
 from seal_jax.engine.packed import take
 from seal_jax.engine.sampling import SamplingConfig, generate
-from seal_jax.model.lora import LoraSpec
+from seal_jax.model.lora import LoraSpec, init_lora, normalize_targets, stack_loras
 from seal_jax.runtime.profiling import wall_breakdown, xla_op_events
 from seal_jax.tokenizer import encode_prompts
 from seal_jax.weights import load_model, resolve_model_path
 
 FLAGS = flags.FLAGS
-BENCHES = ("generate", "inner")
+BENCHES = ("generate", "answer", "inner")
 QUESTIONS = [
     "What is the capital of France?", "Name three colours of the rainbow.", "What is 12 times 12?",
     "Write a haiku about the sea.", "Who wrote Romeo and Juliet?", "Explain photosynthesis in one sentence.",
@@ -61,6 +63,8 @@ class BenchOptions:
     no_peer: bool = False             # inner: skip the HF transformers + PEFT peer
     profile: Optional[str] = None     # inner: trace one more round into this directory
     step_form: str = "vmapped"        # inner: vmapped or packed inner steps (engine/chunks.py)
+    edits: int = 6                    # answer: adapters in the stack (the demo's chunk)
+    rows_per_edit: int = 4            # answer: questions each adapter answers (the demo's passages have 4)
 
 
 def define_flags() -> None:
@@ -80,6 +84,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("step_form", defaults.step_form, ["vmapped", "packed"],
                       "inner: vmapped steps (every edit at the step's longest document) or packed (real tokens).")
     flags.DEFINE_bool("no_peer", defaults.no_peer, "inner: skip the HF transformers + PEFT peer.")
+    flags.DEFINE_integer("edits", defaults.edits, "answer: adapters in the stack.")
+    flags.DEFINE_integer("rows_per_edit", defaults.rows_per_edit, "answer: questions each adapter answers.")
     flags.DEFINE_string("profile", None, "inner: trace one more seal-jax round into DIR (jax.profiler) and report its "
                         "wall-clock time by jitted function and kind of XLA op.")
 
@@ -121,6 +127,36 @@ def bench_generate(options: BenchOptions) -> dict:
             result[f"b{batch}"]["hf_tokens_per_s"] = round(peer["tokens"] / peer["s"], 1)
             result[f"b{batch}"]["speedup_vs_hf"] = round((n / warm) / (peer["tokens"] / peer["s"]), 2)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result
+
+
+def bench_answer(options: BenchOptions) -> dict:
+    """Answering from adapted models, the knowledge demo's shape (LoRA r = 32 on every projection, `edits`
+    adapters, `rows_per_edit` questions each, greedy): decoding from the adapter stack against per-row copies of
+    it (`sampling.generate`'s `stack_lora`), alternating `repeats` warm calls, best of each; the same tokens."""
+    cfg, params, tok = load_model(options.model)
+    spec = LoraSpec(rank=32, alpha=64.0, targets=normalize_targets(["all"]))
+    perturb = lambda i, x: x + 0.002 * jax.random.normal(jax.random.PRNGKey(100 + i), x.shape)  # B != 0: it acts
+    stack = stack_loras([jax.tree.map(functools.partial(perturb, i), init_lora(jax.random.PRNGKey(i), cfg, spec))
+                         for i in range(options.edits)])
+    n = options.edits * options.rows_per_edit
+    prompts = encode_prompts(tok, [QUESTIONS[i % len(QUESTIONS)] for i in range(n)])
+    rows = [i // options.rows_per_edit for i in range(n)]
+    sampling = SamplingConfig(max_new_tokens=options.max_new_tokens)
+    call = lambda form: generate(params, cfg, tok, prompts, sampling, lora=stack, lora_scale=spec.scale,
+                                 adapter_of_row=rows, stack_lora=form)
+    result = {"bench": "answer", "model": options.model, "backend": jax.default_backend(), "cpu": cpu_model(),
+              "edits": options.edits, "rows": n, "max_new_tokens": options.max_new_tokens}
+    times, tokens = {True: [], False: []}, {}
+    for form in (True, False):
+        tokens[form], cold = _timed(lambda: call(form).tokens)
+        result[f"{'stack' if form else 'per_row'}_cold_s"] = round(cold, 2)
+    for _ in range(options.repeats):
+        for form in (True, False):
+            times[form].append(_timed(lambda: call(form))[1])
+    result.update(stack_s=round(min(times[True]), 2), per_row_s=round(min(times[False]), 2),
+                  per_row_over_stack=round(min(times[False]) / min(times[True]), 2),
+                  same_tokens=tokens[True] == tokens[False], peak_rss_mb=round(peak_rss_mb(), 1))
     return result
 
 
@@ -331,7 +367,7 @@ def bench(which: str, options: BenchOptions) -> dict:
     """The `which` benchmark's result (one JSON object)."""
     if which not in BENCHES:
         raise SystemExit(f"unknown benchmark {which!r}; choose one of {', '.join(BENCHES)}")
-    return {"generate": bench_generate, "inner": bench_inner}[which](options)
+    return {"generate": bench_generate, "answer": bench_answer, "inner": bench_inner}[which](options)
 
 
 def main(argv):
@@ -340,7 +376,7 @@ def main(argv):
     options = BenchOptions(model=FLAGS.model, max_new_tokens=FLAGS.max_new_tokens, workload=FLAGS.workload,
                            edits_per_chunk=FLAGS.edits_per_chunk, remat=FLAGS.remat, dtype=FLAGS.dtype,
                            repeats=FLAGS.repeats, no_peer=FLAGS.no_peer, profile=FLAGS.profile,
-                           step_form=FLAGS.step_form)
+                           step_form=FLAGS.step_form, edits=FLAGS.edits, rows_per_edit=FLAGS.rows_per_edit)
     print(json.dumps(bench(argv[1], options)), flush=True)
 
 

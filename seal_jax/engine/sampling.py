@@ -163,8 +163,10 @@ def is_stop_matrix(out, stop_ids):  # out [B, M] -> bool [B, M]
 
 def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int]], sampling: SamplingConfig,
              *, key=None, lora=None, lora_scale: float = 0.0, adapter_of_row: Optional[Sequence[int]] = None,
-             stop_ids: Optional[Sequence[int]] = None, min_batch: int = 1, min_prompt: int = 16) -> Generation:
-    """Generate for token-id prompts. `adapter_of_row[i]` picks prompt i's adapter from a stacked `lora`.
+             stop_ids: Optional[Sequence[int]] = None, min_batch: int = 1, min_prompt: int = 16,
+             stack_lora: Optional[bool] = None) -> Generation:
+    """Generate for token-id prompts. `adapter_of_row[i]` picks prompt i's adapter from a stacked `lora`, read
+    from the stack itself or gathered per row (`stack_lora`; None: the stack where it is the smaller read).
 
     `tokenizer` decodes the texts and supplies default stop ids; with None, pass `stop_ids` (texts are empty).
     """
@@ -192,10 +194,11 @@ def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int
     key = jax.random.PRNGKey(0) if key is None else key
     greedy = sampling.temperature <= 0.0
     tokens, mask, rows = place_batch((tokens, mask, rows), params)
-    stack_lora = rows is not None and jax.tree.leaves(lora)[0].shape[0] * batch_multiple(params) < B
+    if stack_lora is None:  # per device and decode step: E adapters from the stack, B / devices gathered per row
+        stack_lora = rows is not None and jax.tree.leaves(lora)[0].shape[0] * batch_multiple(params) < B
     out, count = _generate(params, lora, rows, tokens, mask, stops, key, jnp.float32(sampling.temperature),
                            jnp.float32(sampling.top_p), cfg=cfg, max_new_tokens=sampling.max_new_tokens,
-                           greedy=greedy, lora_scale=float(lora_scale), stack_lora=stack_lora)
+                           greedy=greedy, lora_scale=float(lora_scale), stack_lora=bool(stack_lora and rows is not None))
     out, count = to_host(out)[:n], to_host(count)[:n]
     stop_set = set(int(s) for s in stops)
     ids = [[int(t) for t in row[:c] if int(t) not in stop_set] for row, c in zip(out, count)]
