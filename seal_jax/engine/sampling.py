@@ -5,9 +5,10 @@ slot at every step. B and P are rounded up to buckets (B: 1, 2, 4, then multiple
 and `max_new_tokens` is static, so a run that keeps its settings compiles once. Rows stop independently on
 any stop token; the loop ends when all rows have stopped. An optional LoRA is either shared by all rows or
 picked per row from a stack of adapters (`adapter_of_row`: the index of each prompt's adapter), which is how E
-self-edits are scored at once: gathered per row ([L, B, ...], B adapters read per decode step), or, when the
-stack is smaller than that on each device (E x devices < B: several questions per adapter on one device), kept
-as the stack with each token masked to its row's adapter (`transformer.lora_delta_per_token`, dense form).
+self-edits are scored at once: gathered per row ([L, B, ...], B adapters read per decode step; on a mesh each
+device holds its rows' adapters, which is what the plans cost), or, off a mesh with fewer adapters than rows
+(several questions per adapter), kept as the stack, each token masked to its row's adapter
+(`transformer.lora_delta_per_token`, dense form: E adapters read per step).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from seal_jax.model.config import ModelConfig
 from seal_jax.model.lora import rows_lora
 from seal_jax.model.transformer import forward, logits_from_hidden, param_dtype, positions_from_mask
 from seal_jax.engine.inner import round_up
-from seal_jax.runtime.sharding import batch_multiple, place_batch, to_host
+from seal_jax.runtime.sharding import batch_multiple, on_mesh, place_batch, to_host
 from seal_jax.runtime.terminal import progress
 from seal_jax.tokenizer import stop_token_ids
 
@@ -166,7 +167,7 @@ def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int
              stop_ids: Optional[Sequence[int]] = None, min_batch: int = 1, min_prompt: int = 16,
              stack_lora: Optional[bool] = None) -> Generation:
     """Generate for token-id prompts. `adapter_of_row[i]` picks prompt i's adapter from a stacked `lora`, read
-    from the stack itself or gathered per row (`stack_lora`; None: the stack where it is the smaller read).
+    from the stack itself or gathered per row (`stack_lora`; None: as the module docstring says).
 
     `tokenizer` decodes the texts and supplies default stop ids; with None, pass `stop_ids` (texts are empty).
     """
@@ -194,8 +195,8 @@ def generate(params, cfg: ModelConfig, tokenizer, prompts: Sequence[Sequence[int
     key = jax.random.PRNGKey(0) if key is None else key
     greedy = sampling.temperature <= 0.0
     tokens, mask, rows = place_batch((tokens, mask, rows), params)
-    if stack_lora is None:  # per device and decode step: E adapters from the stack, B / devices gathered per row
-        stack_lora = rows is not None and jax.tree.leaves(lora)[0].shape[0] * batch_multiple(params) < B
+    if stack_lora is None:  # off a mesh: E adapters read per decode step instead of B gathered ones, if fewer
+        stack_lora = rows is not None and not on_mesh(params) and jax.tree.leaves(lora)[0].shape[0] < B
     out, count = _generate(params, lora, rows, tokens, mask, stops, key, jnp.float32(sampling.temperature),
                            jnp.float32(sampling.top_p), cfg=cfg, max_new_tokens=sampling.max_new_tokens,
                            greedy=greedy, lora_scale=float(lora_scale), stack_lora=bool(stack_lora and rows is not None))

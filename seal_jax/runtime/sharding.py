@@ -132,6 +132,11 @@ def _params_mesh(params) -> Optional[Mesh]:
     return sharding.mesh
 
 
+def on_mesh(params) -> bool:
+    """Whether `params` live on an ("edit", "fsdp", "tp") mesh."""
+    return _params_mesh(params) is not None
+
+
 def place_batch(tree, params):
     """Put batch inputs' leading axis on ("edit", "fsdp") when `params` live on a mesh; else leave them.
 
