@@ -85,12 +85,19 @@ def test_sampling_is_seeded_and_top_p_zero_is_greedy():
     assert c.tokens == greedy.tokens
 
 
-@pytest.mark.parametrize("prompts,rows,stack_lora", [
-    ([[5, 6, 7], [9, 10]], [2, 0], False),  # 2 rows, 3 adapters: each row's adapter gathered
-    ([[5, 6, 7], [9, 10], [11, 12, 13, 14], [3, 4], [8, 9, 10]], [2, 0, 1, 1, 2], True)])  # 8 rows: the stack
-def test_per_row_lora_generation_equals_separate_runs(prompts, rows, stack_lora, monkeypatch):
+FIVE = [[5, 6, 7], [9, 10], [11, 12, 13, 14], [3, 4], [8, 9, 10]]
+
+
+@pytest.mark.parametrize("prompts,rows,mesh,stack_lora", [
+    ([[5, 6, 7], [9, 10]], [2, 0], False, False),  # 2 rows, 3 adapters: each row's adapter gathered
+    (FIVE, [2, 0, 1, 1, 2], False, True),          # 8 rows (5 and 3 fillers), 3 adapters: read from the stack
+    (FIVE, [2, 0, 1, 1, 2], True, False)])         # on a mesh rows keep their own adapters
+def test_per_row_lora_generation_equals_separate_runs(prompts, rows, mesh, stack_lora, monkeypatch):
+    from seal_jax.runtime import sharding
     cfg = preset("tiny")
     params = init_params(jax.random.PRNGKey(0), cfg)
+    if mesh:
+        params = sharding.shard_params(params, sharding.make_mesh(1, 1, 1, jax.devices()[:1]))
     spec = LoraSpec(rank=4, alpha=8.0, targets=("q", "v", "up"))
     loras = [jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(i), x.shape),
                           init_lora(jax.random.PRNGKey(10 + i), cfg, spec)) for i in range(3)]
