@@ -170,6 +170,7 @@ def test_packed_schedule_runs_each_edits_steps_in_order_in_full_rows(rows):
 def test_chunks_give_the_same_adapters_in_either_step_form(base):
     """`train_in_chunks` with step_form=packed equals the vmapped form chunk by chunk (last chunk padded with
     dummy edits), and packed computes fewer token slots than vmapped for a short/long document mix."""
+    import dataclasses
     from seal_jax.engine.chunks import token_slots, train_in_chunks
     rng = np.random.default_rng(4)
     examples = [_docs(rng, 4, 4, 12) + _docs(rng, 1, 50, 60) for _ in range(5)]
