@@ -38,9 +38,11 @@ def chunk_order(steps, tokens, group: int = 1) -> np.ndarray:
     return np.asarray([i for e in ranked for i in range(e, min(e + group, len(steps)))], np.int64)
 
 
-def _chunks(packed: PackedEdits, keys, edits_per_chunk: int, width: int):
-    """(start, stop, the chunk padded to `width` edits, its keys) for each chunk."""
+def _chunks(packed: PackedEdits, keys, edits_per_chunk: int, multiple: int = 1):
+    """(start, stop, the chunk padded to its width, its keys) for each chunk. Width: `edits_per_chunk`, or the
+    call's edits if fewer (4 edits train as 4, not 6), rounded up to `multiple` (the mesh's)."""
     keys = np.asarray(keys)
+    width = -(-min(edits_per_chunk, packed.num_edits) // multiple) * multiple
     for start in range(0, packed.num_edits, edits_per_chunk):
         stop = min(start + edits_per_chunk, packed.num_edits)
         k = np.concatenate([keys[start:stop], np.repeat(keys[:1], width - (stop - start), 0)])
@@ -50,7 +52,7 @@ def _chunks(packed: PackedEdits, keys, edits_per_chunk: int, width: int):
 def token_slots(packed: PackedEdits, keys, icfg: InnerConfig, edits_per_chunk: int) -> int:
     """Token positions the training steps compute (real tokens plus padding), in the configured step form."""
     total = 0
-    for _, _, chunk, k in _chunks(packed, keys, edits_per_chunk, min(edits_per_chunk, packed.num_edits)):
+    for _, _, chunk, k in _chunks(packed, keys, edits_per_chunk):
         if icfg.step_form == "packed":
             total += slots_and_tokens(chunk, k, icfg)[0]
             continue
@@ -74,8 +76,7 @@ def train_in_chunks(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdi
     """
     m = packed_rows(mesh) if icfg.step_form == "packed" else sharding.edit_multiple(mesh)
     cfg = cfg.replace(remat=icfg.remat) if icfg.remat else cfg  # the inner updates' own remat, where set
-    width = -(-min(edits_per_chunk, packed.num_edits) // m) * m  # no wider than the call: 4 edits train as 4, not 6
-    for start, stop, chunk, k in _chunks(packed, keys, edits_per_chunk, width):
+    for start, stop, chunk, k in _chunks(packed, keys, edits_per_chunk, m):
         if icfg.step_form == "packed":
             lora, metrics = train_packed(base, cfg, icfg, chunk, k, mesh)
         else:
