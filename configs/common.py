@@ -56,6 +56,7 @@ def inner(**fields) -> dict:
                      length_buckets=4,  # vmapped steps run at S/4..S tokens, whichever holds their documents
                      step_form="vmapped",  # or "packed": each step's real documents end to end (engine/packed.py)
                      lora_impl="auto",  # packed steps' per-token LoRA: dense (masked matmuls; auto), ragged (ragged_dot)
+                     step_edits=0,  # packed: most edits a row trains per step, the adapters it carries (0: all)
                      remat="",  # the inner updates' per-layer remat (none, full, dots); "": model.remat
                      loss_chunk=128),  # positions per log-softmax chunk of the inner loss (0: all at once)
                 **fields)
@@ -64,7 +65,9 @@ def inner(**fields) -> dict:
 def rl(**fields) -> dict:
     """ReST-EM: iterations, contexts x samples per E-step, the keep rule, and the M-step (mode lora: SEAL's
     LoRA SFT, merged; full: every weight, optax AdamW)."""
-    return dict(dict(mode="lora", iterations=2, threshold=0.0, targets="all"), **fields)
+    return dict(dict(mode="lora", iterations=2, threshold=0.0, targets="all",
+                     step_form="vmapped"),  # mode lora: or "packed", each step's examples end to end (off a mesh)
+                **fields)
 
 
 def evaluation(c: ml_collections.ConfigDict, **eval_fields) -> ml_collections.ConfigDict:

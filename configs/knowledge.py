@@ -80,10 +80,10 @@ def get_config(arg: str = "demo"):
         c.data.held_out = 4
         # Packed inner steps: on the demo itself (AMD EPYC, 2 cores) an iteration's inner updates took 142 s
         # packed against 200 s vmapped, same rewards (docs/benchmarks.md).
-        c.inner.update(targets="all", epochs=5, edits_per_chunk=6, step_form="packed")
+        c.inner.update(targets="all", epochs=5, edits_per_chunk=6, step_form="packed", step_edits=3)
         c.self_edit.update(max_new_tokens=96, batch=8)
         c.eval.max_new_tokens = 48
-        c.rl.update(contexts=3, samples=2, batch_size=3, lr=3e-4)
+        c.rl.update(contexts=3, samples=2, batch_size=3, lr=3e-4, step_form="packed")
     elif preset == "paper":
         # SEAL's data: RL on SQuAD train (a fresh, disjoint 50 passages per round from the list shuffled with seed 42),
         # evaluation on SQuAD validation shuffled with seed 42, the first 200 (974 questions). SEAL's own files

@@ -262,6 +262,18 @@ def test_outer_full_fine_tuning_learns_and_lora_mode_too():
         new, s = outer_update(params, cfg, Tok(), examples, rl, jax.random.PRNGKey(0))
         assert s["ok"] and nll(new) < nll(params) - 1.0, (mode, nll(new), nll(params))
     assert nll(params) == nll(init_params(jax.random.PRNGKey(0), cfg))  # inputs were not donated away
+    # the packed M-step (each step's examples end to end) merges the same LoRA as the vmapped one
+    vm, packed = (outer_update(params, cfg, Tok(), examples, OuterConfig(LoraSpec(4, 8.0, ("all",)), lr=1e-2, epochs=3,
+                                                                         batch_size=2, max_len=64, step_form=form),
+                               jax.random.PRNGKey(0)) for form in ("vmapped", "packed"))
+    assert vm[1]["steps"] == packed[1]["steps"] == 6
+    np.testing.assert_allclose(vm[1]["last_loss"], packed[1]["last_loss"], rtol=1e-5)
+    # weights to 1e-4 (they move up to 0.03 and differ up to 4e-5): Adam divides each gradient entry by its own
+    # magnitude, so float32 reduction-order noise between the two layouts grows on near-zero gradients
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4),
+                 vm[0], packed[0])
+    with pytest.raises(ValueError, match="rl.step_form"):
+        OuterConfig(LoraSpec(4, 8.0, ("all",)), lr=1e-2, epochs=1, batch_size=1, max_len=8, step_form="ragged")
 
 
 def test_evaluate_cli_and_every_cli_defines_its_flags(tmp_path):

@@ -47,31 +47,33 @@ def _compare(base, examples, lrs, epochs, icfg, tol=2e-5, pad_to=None, mesh=None
     return got_m
 
 
-@pytest.mark.parametrize("batch_size", [1, 2])
-def test_packed_equals_vmapped_mixed_edits(base, batch_size):
+@pytest.mark.parametrize("batch_size,step_edits", [(1, 0), (2, 0), (1, 2)])
+def test_packed_equals_vmapped_mixed_edits(base, batch_size, step_edits):
+    """step_edits=2: each step carries 2 of the row's 6 adapters (gathered in, scattered back)."""
     rng = np.random.default_rng(0)
     examples = [_docs(rng, 3), _docs(rng, 5, 4, 12), _docs(rng, 2, 30, 60), _docs(rng, 4, output_only=True)]
     icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v", "down")), batch_size=batch_size,
-                       loss_chunk=8, length_buckets=1)
+                       loss_chunk=8, length_buckets=1, step_edits=step_edits)
     _compare(base, examples, [1e-2, 3e-3, 2e-2, 5e-3], [2, 3, 1, 2], icfg, pad_to=6)  # 2 dummy edits
 
 
-@pytest.mark.parametrize("attention_impl,axes", [("xla", (2, 2, 1)), ("splash", (2, 2, 1)), ("splash", (2, 1, 2))])
-def test_packed_rows_on_a_mesh_equal_vmapped(base, attention_impl, axes):
+@pytest.mark.parametrize("attention_impl,axes,step_edits", [("xla", (2, 2, 1), 0), ("splash", (2, 2, 1), 0),
+                                                            ("splash", (2, 1, 2), 0), ("xla", (2, 2, 1), 1)])
+def test_packed_rows_on_a_mesh_equal_vmapped(base, attention_impl, axes, step_edits):
     """On an edit x fsdp x tp mesh of 4 of the 8 host devices: one packed row per (edit, fsdp) device, each holding
     the documents of the edits that device owns, the edit stack and rows sharded alike, the base fsdp- and
     tp-sharded; the splash kernel (Pallas interpret mode here) runs per device's rows (and, with tp, its own
-    heads) under shard_map, as Mosaic kernels must."""
+    heads) under shard_map, as Mosaic kernels must. step_edits=1: each row gathers 1 of its 2 edits' adapters."""
     rng = np.random.default_rng(7)
     examples = [_docs(rng, 3), _docs(rng, 2, 4, 12), _docs(rng, 2, 30, 60), _docs(rng, 3, output_only=True),
                 _docs(rng, 1), _docs(rng, 4, 4, 10)]
     icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v", "down")), batch_size=1, loss_chunk=8,
-                       length_buckets=1, lora_impl="ragged")
+                       length_buckets=1, lora_impl="ragged", step_edits=step_edits)
     mesh = sharding.make_mesh(*axes, jax.devices()[:4])
     rows = axes[0] * axes[1]
     plan = plan_steps(pad_edits(pack_edits(examples, [1e-2] * 6, [2] * 6), 8), jax.random.split(jax.random.PRNGKey(3), 8),
                       icfg, rows)
-    assert plan[0]["tokens"].shape[0] == rows and plan[0]["token_adapter"].max() <= 8 // rows - 1
+    assert plan[0]["tokens"].shape[0] == rows and plan[0]["token_adapter"].max() <= (step_edits or 8 // rows) - 1
     _compare(base, examples, [1e-2, 3e-3, 2e-2, 5e-3, 1e-2, 4e-3], [2, 3, 1, 2, 2, 1], icfg, pad_to=8, mesh=mesh,
              cfg=CFG.replace(attention_impl=attention_impl))
 
@@ -139,31 +141,42 @@ def test_banded_attention_equals_full_attention_on_a_packed_row(base):
                 segment_ids=seg[:, :T - 3], window=(8, 24))
 
 
-@pytest.mark.parametrize("rows", [1, 2])
-def test_packed_schedule_runs_each_edits_steps_in_order_in_full_rows(rows):
+@pytest.mark.parametrize("rows,step_edits", [(1, 0), (2, 0), (1, 2), (2, 1)])
+def test_packed_schedule_runs_each_edits_steps_in_order_in_full_rows(rows, step_edits):
     """The token-budget schedule: one row length and window for the chunk; every edit's steps run once each, in
     its own order (the documents `edit_schedules` gives step t), at most one step per packed step; no row
-    overflows; and the chunk takes exactly as many packed steps as its longest training (the fewest possible)."""
+    overflows; and the chunk takes exactly as many packed steps as its longest training (the fewest possible).
+    With step_edits, a row trains at most that many edits per step, its slots name them, and the chunk takes
+    as many packed steps as its rows' steps need at that many a step."""
     from seal_jax.engine.inner import _lengths
     from seal_jax.engine.packed import edit_schedules
     rng = np.random.default_rng(0)
     examples = [_docs(rng, 3), _docs(rng, 5, 4, 12), _docs(rng, 2, 30, 60), _docs(rng, 4, output_only=True)]
-    icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v")), batch_size=2)
+    icfg = InnerConfig(lora=LoraSpec(rank=4, alpha=8.0, targets=("q", "v")), batch_size=2, step_edits=step_edits)
     packed = pack_edits(examples, [1e-2] * 4, [2, 3, 1, 2], batch_size=2)
     keys = jax.random.split(jax.random.PRNGKey(3), 4)
     plans = plan_steps(packed, keys, icfg, rows)
     schedules, lengths = edit_schedules(packed, keys, 2), _lengths(packed.loss_mask)
+    per_row = 4 // rows
+    K = step_edits or per_row
     assert len({(p["tokens"].shape, p["window"]) for p in plans}) == 1
-    assert len(plans) == max(len(s) for s in schedules)
+    row_steps = [sum(len(schedules[e]) for e in range(g * per_row, (g + 1) * per_row)) for g in range(rows)]
+    assert len(plans) == max(max(len(s) for s in schedules), *(-(-n // K) for n in row_steps))
     seen = {e: [] for e in range(4)}
     for p in plans:
+        # each token's edit: token_edit counts in the step's carried stack (row g's slot k: g K + k)
+        carried = (p["slots"] + per_row * np.arange(rows)[:, None]).reshape(-1) if "slots" in p else np.arange(4)
+        assert ("slots" in p) == (K < per_row)
+        edit_of = np.append(carried, -1)[p["token_edit"]]  # the tail: -1
+        for g in range(rows):
+            assert p["active"][g * per_row:(g + 1) * per_row].sum() <= K
         for e in np.flatnonzero(p["active"]):
             seen[e].append(p["edit_step"][e])
-            row = e // (4 // rows)
-            got = p["tokens"][row][p["token_edit"][row] == e]
+            row = e // per_row
+            got = p["tokens"][row][edit_of[row] == e]
             want = np.concatenate([packed.tokens[e, d, :lengths[e, d]] for d in schedules[e][p["edit_step"][e]]])
             np.testing.assert_array_equal(got, want)
-        assert (p["token_edit"] < 4).sum() == p["real_tokens"] <= p["tokens"].size
+        assert (edit_of >= 0).sum() == p["real_tokens"] <= p["tokens"].size
     assert all(seen[e] == list(range(len(schedules[e]))) for e in range(4))
 
 

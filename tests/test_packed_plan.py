@@ -113,3 +113,23 @@ def test_suggest_takes_the_cheapest_fitting_split_and_chunk():
                                                    "device_s_per_self_edit": 1.0, "roofline_over_floor": 1.0},
                                devices, lambda f, t: True, inner_runs=1)
     assert none["chosen"] is None and len(none["tried"]) == len(aot.mesh_splits(8))
+
+
+def test_a_step_that_carries_some_of_its_rows_edits_is_costed_as_such():
+    """With inner.step_edits below a row's edits, the plan compiles the step a run executes: its batch names
+    each row's slots, and its compiled FLOPs (XLA's count, this CPU) fall with the adapters it carries."""
+    import dataclasses
+    from seal_jax.engine import packed
+    from seal_jax.runtime.sharding import make_mesh
+    cfg, mesh = CFG.replace(remat="none"), make_mesh(2, 1, 1, jax.devices()[:2])
+    icfg = dataclasses.replace(ICFG, lora=LoraSpec(rank=8, alpha=16.0, targets=("all",)))
+    flops_of = {}
+    for k in (0, 1):
+        capped = dataclasses.replace(icfg, step_edits=k)
+        lora, opt, ok, batch = packed_plan.step_inputs(cfg, capped, mesh, 8, 64)
+        assert ("slots" in batch) == bool(k) and (not k or batch["slots"].shape == (2, 1))
+        with jax.set_mesh(mesh):
+            compiled = packed.packed_step.lower(aot.abstract_base(cfg, mesh), lora, opt, ok, batch, cfg=cfg,
+                                                icfg=capped).compile()
+        flops_of[k] = compiled.cost_analysis()["flops"]
+    assert flops_of[1] < flops_of[0]

@@ -74,6 +74,8 @@ FIELD_PHASES = {  # fnmatch patterns over dotted names, first match wins
                             "inner.step_form=packed)",
     "inner.lora_impl": "the inner update's packed steps (`model/transformer.lora_delta_per_token`; "
                        "inner.step_form=packed)",
+    "inner.step_edits": "the inner update's packed steps (`engine/packed.plan_steps`, `packed_step`; "
+                        "inner.step_form=packed) and plan's packed round",
     "inner.remat": "the inner updates (`engine/chunks.train_in_chunks`) and plan's packed round",
     "inner.loss_chunk": "the inner updates' loss (`model/transformer.token_logprobs`)",
 }

@@ -39,8 +39,8 @@ def inner_config(inner) -> InnerConfig:
     return InnerConfig(lora=lora_spec(inner), batch_size=inner.batch_size, schedule=inner.schedule,
                        warmup_steps=inner.get("warmup_steps", 0),
                        length_buckets=inner.get("length_buckets", 4), step_form=inner.get("step_form", "vmapped"),
-                       lora_impl=inner.get("lora_impl", "auto"), remat=inner.get("remat", ""),
-                       loss_chunk=inner.get("loss_chunk", 128) or None)
+                       lora_impl=inner.get("lora_impl", "auto"), step_edits=inner.get("step_edits", 0),
+                       remat=inner.get("remat", ""), loss_chunk=inner.get("loss_chunk", 128) or None)
 
 
 def adapt_config(c, answer_tokens: int) -> AdaptConfig:
@@ -121,7 +121,8 @@ def preflight(domain: Domain) -> None:
 
 def outer_config(rl) -> OuterConfig:
     return OuterConfig(lora=lora_spec(rl), lr=rl.lr, epochs=rl.epochs, batch_size=rl.batch_size, max_len=rl.max_len,
-                       mode=rl.get("mode", "lora"), schedule=rl.get("schedule", "linear"))
+                       mode=rl.get("mode", "lora"), schedule=rl.get("schedule", "linear"),
+                       step_form=rl.get("step_form", "vmapped"))
 
 
 def restem_config(c) -> RestemConfig:

@@ -66,6 +66,7 @@ class InnerConfig:
     length_buckets: int = 4         # per-step sequence lengths S/n, 2S/n, ..., S (1: every step at full S)
     step_form: str = "vmapped"      # vmapped (this module) | packed (`packed.py`: compute follows real tokens)
     lora_impl: str = "auto"         # packed steps' per-token LoRA: dense | ragged | auto (`transformer.LORA_IMPLS`)
+    step_edits: int = 0             # packed: most edits a row trains per step, the adapters it carries (0: all its edits)
     remat: str = ""                 # the inner updates' per-layer remat (none | full | dots); "": the model's
 
     def __post_init__(self):
@@ -77,6 +78,8 @@ class InnerConfig:
             raise ValueError(f"inner step_form {self.step_form!r}; choose vmapped or packed")
         if self.lora_impl not in LORA_IMPLS:
             raise ValueError(f"inner lora_impl {self.lora_impl!r}; choose one of {LORA_IMPLS}")
+        if self.step_edits < 0:
+            raise ValueError(f"inner step_edits must be >= 0 (0: a packed row carries all its edits), got {self.step_edits}")
         if self.remat not in ("", "none", "full", "dots"):
             raise ValueError(f"inner remat {self.remat!r}; choose none, full, dots or '' (the model's)")
         if self.length_buckets < 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from typing import Sequence
 
 import jax
@@ -17,9 +18,12 @@ import numpy as np
 import optax
 
 from seal_jax.engine.inner import InnerConfig, inner_train_edits, pack_edits, round_up, summarize
+from seal_jax.engine.packed import train_packed
 from seal_jax.model.lora import LoraSpec, merge_lora
 from seal_jax.model.transformer import sequence_logprobs
-from seal_jax.runtime.sharding import batch_multiple, place_batch, to_host
+from seal_jax.runtime.sharding import batch_multiple, on_mesh, place_batch, to_host
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,10 +36,13 @@ class OuterConfig:
     max_len: int                  # examples (prompt + self-edit) are cut to this many tokens
     mode: str = "lora"
     schedule: str = "linear"      # mode lora: linear | cosine | constant (SEAL's ARC M-step: cosine)
+    step_form: str = "vmapped"    # mode lora: vmapped | packed (`engine/chunks.py`; packed off a mesh only)
 
     def __post_init__(self):
         if self.mode not in ("lora", "full"):
             raise ValueError(f"rl.mode {self.mode!r}; choose lora or full")
+        if self.step_form not in ("vmapped", "packed"):
+            raise ValueError(f"rl.step_form {self.step_form!r}; choose vmapped or packed")
 
 
 def keep_best(records: Sequence[dict], group: str, threshold: float, min_reward: float) -> list[dict]:
@@ -67,7 +74,8 @@ def sft_documents(tok, examples: Sequence[tuple[list[int], str]]) -> list[tuple[
 def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], outer: OuterConfig, key):
     """SFT the generator on (prompt token ids -> self-edit text), loss on the self-edit + EOS: (params, summary).
 
-    outer.mode "lora": a LoRA trained by the inner-loop machinery, then merged. "full": every weight trained
+    outer.mode "lora": a LoRA trained by the inner-loop machinery (in `outer.step_form`: packed steps lay each
+    step's examples end to end, vmapped ones run batch_size rows at the longest example), then merged. "full": every weight trained
     with optax AdamW (linear decay), one jitted step per batch with params and state donated.
     """
     docs = sft_documents(tok, examples)
@@ -76,8 +84,15 @@ def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], ou
     ocfg = InnerConfig(lora=outer.lora, batch_size=outer.batch_size, schedule=outer.schedule,
                        length_buckets=1)  # one edit, compiled anew each iteration: buckets would cost more than save
     packed = pack_edits([docs], [outer.lr], [outer.epochs], batch_size=outer.batch_size, max_len=outer.max_len)
-    edits, hp = packed.arrays()
-    lora, metrics = inner_train_edits(params, edits, jnp.asarray(key)[None], hp, cfg=cfg, icfg=ocfg, steps=packed.steps)
+    if outer.step_form == "packed" and not on_mesh(params):  # each step's examples end to end: no padded rows
+        lora, metrics = train_packed(params, cfg, dataclasses.replace(ocfg, step_form="packed"), packed,
+                                     jnp.asarray(key)[None])
+    else:
+        if outer.step_form == "packed":
+            log.info("M-step: packed steps run off a mesh only; this one runs vmapped")
+        edits, hp = packed.arrays()
+        lora, metrics = inner_train_edits(params, edits, jnp.asarray(key)[None], hp, cfg=cfg, icfg=ocfg,
+                                          steps=packed.steps)
     s = summarize(jax.tree.map(to_host, metrics))[0]
     if not s["ok"]:
         raise FloatingPointError("the outer (M-step) update diverged: non-finite loss; lower rl.lr")

@@ -83,15 +83,26 @@ def edit_schedules(packed: PackedEdits, keys, batch_size: int) -> list[list[np.n
     return out
 
 
-def row_length(step_tokens: list[list[int]], rows: int) -> int:
+def row_length(step_tokens: list[list[int]], rows: int, step_edits: int = 0) -> int:
     """One row length T for a whole chunk: enough that each row's tokens fit in as many packed steps as its
-    longest training has optimiser steps (the fewest possible), and never shorter than one step's documents;
-    bucketed (`row_bucket`). One T per chunk: one compiled step serves it."""
+    longest training has optimiser steps, or as its steps take `step_edits` (> 0) at a time (the fewest
+    possible), and never shorter than one step's documents; bucketed (`row_bucket`). One T per chunk: one
+    compiled step serves it."""
     per_row = len(step_tokens) // rows
     longest_step = max((n for e in step_tokens for n in e), default=1)
-    most_steps = max((len(e) for e in step_tokens), default=1)
-    fullest = max(sum(sum(e) for e in step_tokens[g * per_row:(g + 1) * per_row]) for g in range(rows))
-    return row_bucket(max(longest_step, -(-fullest // max(most_steps, 1))))
+    fullest, steps = 1, 1
+    for g in range(rows):
+        row = step_tokens[g * per_row:(g + 1) * per_row]
+        fullest = max(fullest, sum(sum(e) for e in row))
+        steps = max(steps, max((len(e) for e in row), default=1),
+                    -(-sum(len(e) for e in row) // step_edits) if step_edits else 1)
+    return row_bucket(max(longest_step, -(-fullest // steps)))
+
+
+def step_slots(icfg: InnerConfig, per_row: int) -> int:
+    """Adapters a packed row carries per step: `icfg.step_edits` where it is set and below the row's edits (a
+    step then gathers its edits' adapters and AdamW state in and scatters them back), else all the row's."""
+    return min(icfg.step_edits, per_row) if icfg.step_edits else per_row
 
 
 def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig, rows: int = 1,
@@ -105,17 +116,23 @@ def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig, rows: int = 1,
     tokens (`row_length`, or `row_tokens`) with the next step of its edits, those with the most steps left first,
     so rows stay full and the chunk takes as few packed steps as its longest training. An edit appears at most
     once per packed step, so its updates stay sequential and equal its training alone. Attention: one window for
-    the chunk (`attention_window` over its longest document)."""
+    the chunk (`attention_window` over its longest document).
+
+    With `icfg.step_edits` = K below a row's edits (`step_slots`), a row trains at most K edits per step and the
+    batch names the K edits each row carries, `slots` [G, K] (indices into the row's edits: the chosen ones in
+    order, then idle ones); token_adapter and token_edit then count in slots (row g's slot k: g K + k)."""
     E = packed.num_edits
     if E % rows:
         raise ValueError(f"{E} edits do not split into {rows} packed rows; pad the chunk to a multiple of {rows}")
     per_row = E // rows
+    K = step_slots(icfg, per_row)
+    slotted = K < per_row
     schedules = edit_schedules(packed, keys, icfg.batch_size)
     lengths = _lengths(packed.loss_mask)  # [E, N]
     step_tokens = [[int(sum(lengths[e, d] for d in docs)) for docs in schedules[e]] for e in range(E)]
     totals = np.asarray([len(s) for s in schedules])
     most = int(totals.max(initial=0))
-    T = row_tokens or row_length(step_tokens, rows)
+    T = row_tokens or row_length(step_tokens, rows, K if slotted else 0)
     if most and T < max(n for e in step_tokens for n in e):
         raise ValueError(f"row_tokens={T} is shorter than one step's documents ({max(map(max, filter(None, step_tokens)))})")
     longest = max((int(lengths[e, d]) for e in range(E) for docs in schedules[e] for d in docs), default=1)
@@ -126,32 +143,41 @@ def plan_steps(packed: PackedEdits, keys, icfg: InnerConfig, rows: int = 1,
     while (done < totals).any():
         batch = {"tokens": np.zeros((rows, T), np.int32), "positions": np.zeros((rows, T), np.int32),
                  "segment_ids": np.zeros((rows, T), np.int32), "weight": np.zeros((rows, T), np.float32),
-                 "token_edit": np.full((rows, T), E, np.int32), "token_adapter": np.zeros((rows, T), np.int32)}
+                 "token_edit": np.zeros((rows, T), np.int32), "token_adapter": np.zeros((rows, T), np.int32)}
+        slots = np.zeros((rows, K), np.int32)
         edit_step, lens = np.full(E, -1, np.int32), []
         for g in range(rows):
-            left, chosen = T, []
-            for e in sorted((e for e in range(g * per_row, (g + 1) * per_row) if done[e] < totals[e]),
+            left, chosen, mine = T, [], range(g * per_row, (g + 1) * per_row)
+            for e in sorted((e for e in mine if done[e] < totals[e]),
                             key=lambda e: (done[e] - totals[e], e)):  # most steps left first
-                if step_tokens[e][done[e]] <= left:
+                if step_tokens[e][done[e]] <= left and len(chosen) < K:
                     chosen.append(e)
                     left -= step_tokens[e][done[e]]
+            chosen.sort()  # laid out edit by edit: adapter ids sorted along the row
+            # the row's adapters this step: its chosen edits, then (slotted) idle edits of the row up to K
+            carried = (chosen + [e for e in mine if e not in chosen][:K - len(chosen)]) if slotted else list(mine)
+            slots[g] = np.asarray(carried) - g * per_row
             pos = seg = 0
-            for e in sorted(chosen):  # laid out edit by edit: adapter ids sorted along the row
+            for e in chosen:
+                k = carried.index(e)  # the edit's adapter in the row's stack, and in the whole step's (g K + k)
                 edit_step[e] = done[e]
                 for d in schedules[e][done[e]]:
                     n = int(lengths[e, d])
                     sl = slice(pos, pos + n)
                     batch["tokens"][g, sl], batch["positions"][g, sl] = packed.tokens[e, d, :n], np.arange(n)
-                    batch["segment_ids"][g, sl], batch["token_edit"][g, sl] = seg, e
-                    batch["token_adapter"][g, sl] = e - g * per_row
+                    batch["segment_ids"][g, sl], batch["token_edit"][g, sl] = seg, g * K + k
+                    batch["token_adapter"][g, sl] = k
                     batch["weight"][g, pos + 1:pos + n] = packed.loss_mask[e, d, 1:n]  # targets inside the document
                     lens.append(n)
                     pos, seg = pos + n, seg + 1
-            batch["segment_ids"][g, pos:] = seg            # the tail: one segment of its own, no loss
-            batch["token_adapter"][g, pos:] = per_row - 1  # ... and the last adapter, keeping ids sorted
+            batch["segment_ids"][g, pos:] = seg          # the tail: one segment of its own, no loss
+            batch["token_edit"][g, pos:] = rows * K      # ... counted in no edit's loss
+            batch["token_adapter"][g, pos:] = K - 1      # ... and the last adapter, keeping ids sorted
         active = edit_step >= 0
         done += active
         lr = np.where(active, packed.lr * lr_mult[np.arange(E), np.maximum(edit_step, 0)], 0.0)
+        if slotted:
+            batch["slots"] = slots
         plans.append({"real_tokens": sum(lens), "lengths": lens, "window": window, "edit_step": edit_step, **batch,
                       "active": active, "lr": lr.astype(np.float32)})
     return plans
@@ -188,8 +214,46 @@ def row_major(lora, rows: int):
 def packed_step(base, lora, opt_state, ok, batch, *, cfg: ModelConfig, icfg: InnerConfig, window=None):
     """One optimiser step of every edit on its own documents of G packed rows. lora, opt_state: the layer-major
     edit stack (`edit_axis`: [L, E, ...], per-edit scalars [E]);
-    batch: tokens, positions, segment_ids, weight, token_edit, token_adapter [G, T]; active, lr [E].
-    window: static (block, span) for banded attention (`attention_window`), or None."""
+    batch: tokens, positions, segment_ids, weight, token_edit, token_adapter [G, T]; active, lr [E]; and, where
+    rows carry K of their edits (`plan_steps`), slots [G, K]: those edits' adapters and AdamW state are gathered
+    into a [L, G K, ...] stack, stepped, and scattered back, so a step costs its own edits, not the chunk's.
+    window: static (block, span) for banded attention (`attention_window`), or None.
+    Returns (lora, opt_state, ok, loss [E], active [E])."""
+    if "slots" not in batch:
+        return _step(base, lora, opt_state, ok, batch, batch["active"], batch["lr"], cfg, icfg, window)
+    slots = batch["slots"]
+    take = lambda tree: jax.tree.map(lambda x: _gather_slots(x, slots, edit_axis(x)), tree)
+    put = lambda full, part: jax.tree.map(lambda x, v: _scatter_slots(x, slots, v, edit_axis(x)), full, part)
+    lora_k, opt_k, ok_k, active_k, lr_k = take((lora, opt_state, ok, batch["active"], batch["lr"]))
+    lora_k, opt_k, ok_k, loss_k, act_k = _step(base, lora_k, opt_k, ok_k, batch, active_k, lr_k, cfg, icfg, window)
+    idle = (jnp.zeros_like(batch["lr"]), jnp.zeros_like(batch["active"]))  # edits outside the slots: no step
+    return put(lora, lora_k), put(opt_state, opt_k), put(ok, ok_k), put(idle[0], loss_k), put(idle[1], act_k)
+
+
+def _rows_of(x, axis: int, G: int):  # the edit axis split into (G rows, the row's edits)
+    return x.reshape(*x.shape[:axis], G, x.shape[axis] // G, *x.shape[axis + 1:])
+
+
+def _gather_slots(x, slots, axis: int):
+    """x's edits named by slots [G, K] (per row, indices into its own edits), as a G K edit axis at `axis`:
+    a gather within each row, so on a mesh each device gathers from its own shard."""
+    G, K = slots.shape
+    out = jax.vmap(lambda xg, i: jnp.take(xg, i, axis=axis), in_axes=(axis, 0), out_axes=axis)(_rows_of(x, axis, G), slots)
+    return out.reshape(*x.shape[:axis], G * K, *x.shape[axis + 1:])
+
+
+def _scatter_slots(x, slots, values, axis: int):
+    """`_gather_slots`' inverse: x with the slots' edits replaced by values (edit axis G K at `axis`)."""
+    G, K = slots.shape
+    at = lambda i: (slice(None),) * axis + (i,)
+    out = jax.vmap(lambda xg, i, vg: xg.at[at(i)].set(vg), in_axes=(axis, 0, axis), out_axes=axis)(
+        _rows_of(x, axis, G), slots, _rows_of(values, axis, G))
+    return out.reshape(x.shape)
+
+
+def _step(base, lora, opt_state, ok, batch, active, lr, cfg: ModelConfig, icfg: InnerConfig, window):
+    """`packed_step` on the stack the rows carry (E' = G x its adapters per row; token_edit and token_adapter
+    count in it): the loss of every edit, its gradient, and a guarded AdamW step per edit."""
     E, rows = ok.shape[0], batch["tokens"].shape[0]
 
     def objective(lora):
@@ -201,7 +265,7 @@ def packed_step(base, lora, opt_state, ok, batch, *, cfg: ModelConfig, icfg: Inn
         nll = jax.ops.segment_sum(-lp.reshape(-1) * w, edit, num_segments=E + 1)[:E]
         n = jax.ops.segment_sum(w, edit, num_segments=E + 1)[:E]
         losses = nll / jnp.maximum(n, 1)  # [E]: each edit's mean over its own loss tokens
-        return jnp.sum(jnp.where(batch["active"] & ok, losses, 0.0)), (losses, n)
+        return jnp.sum(jnp.where(active & ok, losses, 0.0)), (losses, n)
 
     (_, (losses, n)), grads = jax.value_and_grad(objective, has_aux=True)(lora)
     opt = optimizer(icfg)
@@ -213,8 +277,7 @@ def packed_step(base, lora, opt_state, ok, batch, *, cfg: ModelConfig, icfg: Inn
 
     axes = lambda tree: jax.tree.map(edit_axis, tree)
     return jax.vmap(update, in_axes=(axes(lora), axes(opt_state), axes(grads), 0, 0, 0, 0, 0),
-                    out_axes=(axes(lora), axes(opt_state), 0, 0, 0))(lora, opt_state, grads, batch["lr"], losses, n,
-                                                                     batch["active"], ok)
+                    out_axes=(axes(lora), axes(opt_state), 0, 0, 0))(lora, opt_state, grads, lr, losses, n, active, ok)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "icfg", "num_edits"))
@@ -256,15 +319,16 @@ def train_packed(base, cfg: ModelConfig, icfg: InnerConfig, packed: PackedEdits,
     E = packed.num_edits
     if mesh is None:  # committed to the base's device like the steps' outputs: the first step compiles once, not twice
         device = jax.tree.leaves(base)[0].sharding
-        place = lambda tree: jax.device_put(tree, device)
-    else:
+        place = place_batch = lambda tree: jax.device_put(tree, device)
+    else:  # the edit stack by its edit axis, a step's rows and per-edit vectors by their leading one
         place = lambda tree: sharding.batch_sharded(tree, mesh, edit_axis)
+        place_batch = lambda tree: sharding.batch_sharded(tree, mesh)
     lora, opt_state = place(init_state(jnp.asarray(keys), cfg=cfg, icfg=icfg, num_edits=E))
     ok = place(jnp.ones((E,), bool))
     losses, active = [], []
     with contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh):  # kernels run per device's rows
         for plan in plans:
-            batch = place({k: v for k, v in plan.items() if k not in HOST_ONLY})
+            batch = place_batch({k: v for k, v in plan.items() if k not in HOST_ONLY})
             lora, opt_state, ok, loss, act = packed_step(base, lora, opt_state, ok, batch, cfg=cfg, icfg=icfg,
                                                          window=plan["window"])
             losses.append(loss)

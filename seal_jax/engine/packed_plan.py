@@ -126,7 +126,8 @@ def _sds(shape, dtype, mesh: Mesh, spec: P):
 
 def step_inputs(cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, edits: int, T: int):
     """`packed.packed_step`'s (lora, opt_state, ok, batch) as sharded ShapeDtypeStructs: G rows of T tokens, an
-    edit stack of `edits` adapters, both over ("edit", "fsdp")."""
+    edit stack of `edits` adapters, both over ("edit", "fsdp"); each row's slots where `icfg.step_edits` caps
+    the adapters a row carries per step."""
     rows = packed.packed_rows(mesh)
     lora, opt = jax.eval_shape(lambda k: packed.init_state(k, cfg=cfg, icfg=icfg, num_edits=edits),
                                jax.ShapeDtypeStruct((edits, 2), jnp.uint32))
@@ -135,6 +136,9 @@ def step_inputs(cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, edits: int, T: 
              for k in ("tokens", "positions", "segment_ids", "token_edit", "token_adapter")}
     batch.update(weight=_sds((rows, T), jnp.float32, mesh, ROWS), active=_sds((edits,), jnp.bool_, mesh, ROWS),
                  lr=_sds((edits,), jnp.float32, mesh, ROWS))
+    K = packed.step_slots(icfg, edits // rows)
+    if K < edits // rows:  # rows carry K of their edits' adapters per step (`packed.plan_steps`)
+        batch["slots"] = _sds((rows, K), jnp.int32, mesh, ROWS)
     return jax.tree.map(place, lora), jax.tree.map(place, opt), _sds((edits,), jnp.bool_, mesh, ROWS), batch
 
 
