@@ -79,7 +79,8 @@ def get_config(arg: str = "demo"):
         # only if it beats the baseline (SEAL: top-1 always); self-edits of at most 96 tokens (SEAL: 8192).
         c.data.held_out = 4
         # Packed inner steps: on the demo itself (AMD EPYC, 2 cores) an iteration's inner updates took 142 s
-        # packed against 200 s vmapped, same rewards (docs/benchmarks.md).
+        # packed against 200 s vmapped, same rewards (docs/benchmarks.md). A step holds ~2.5 of the chunk's 6
+        # edits, so each carries 3 adapters, not 6 (step_edits); the M-step packs its examples too.
         c.inner.update(targets="all", epochs=5, edits_per_chunk=6, step_form="packed", step_edits=3)
         c.self_edit.update(max_new_tokens=96, batch=8)
         c.eval.max_new_tokens = 48
