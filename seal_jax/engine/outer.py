@@ -2,8 +2,8 @@
 
 `keep_best` / `keep_successful` filter E-step records (the domains' keep rules). `outer_update` trains a LoRA
 on (prompt -> kept self-edit) with loss on the self-edit tokens only and merges it into the generator. The
-update is `inner.inner_train_edits` with one "edit" that holds every kept example: one AdamW / schedule /
-masking implementation serves both loops.
+update is `inner.inner_train_edits` (or, `step_form="packed"`, `packed.train_packed`) with one "edit" that
+holds every kept example: one AdamW / schedule / masking implementation serves both loops.
 """
 from __future__ import annotations
 
@@ -75,8 +75,9 @@ def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], ou
     """SFT the generator on (prompt token ids -> self-edit text), loss on the self-edit + EOS: (params, summary).
 
     outer.mode "lora": a LoRA trained by the inner-loop machinery (in `outer.step_form`: packed steps lay each
-    step's examples end to end, vmapped ones run batch_size rows at the longest example), then merged. "full": every weight trained
-    with optax AdamW (linear decay), one jitted step per batch with params and state donated.
+    step's examples end to end, vmapped ones run batch_size rows at the longest example), then merged.
+    "full": every weight trained with optax AdamW (linear decay), one jitted step per batch with params and
+    state donated.
     """
     docs = sft_documents(tok, examples)
     if outer.mode == "full":

@@ -17,6 +17,8 @@ packed step, and non-finite edits, keep their state as in the vmapped loop.
 
     step batch   tokens, positions, segment_ids, weight, token_edit (E on the tail), token_adapter [G, T]
     per edit     active, lr [E]; state lora, opt_state: layer-major, leaves [L, E, ...] (`edit_axis`); ok bool [E]
+    capped rows  slots [G, K]: with `inner.step_edits` = K, the K edits each row carries this step; their
+                 adapters and AdamW state are gathered in and scattered back (token ids count in slots)
 
 Attention follows `model.attention_impl` (`transformer.resolve_attention_impl`): on TPU splash attention with
 the segment ids, on GPU cuDNN's fused attention (causal, the segments as its mask), elsewhere XLA's banded
@@ -68,19 +70,25 @@ def attention_window(T: int, span: int) -> tuple[int, Optional[tuple[int, int]]]
 def edit_schedules(packed: PackedEdits, keys, batch_size: int) -> list[list[np.ndarray]]:
     """Per edit, per step, the document indices it trains on: the vmapped loop's order (`epoch_order`)."""
     n_docs = packed.seq_valid.sum(-1)
+    per_epoch = np.maximum(-(-n_docs // batch_size), 1)
+    epochs = int(max((-(-packed.edit_steps // per_epoch)).max(initial=0), 1))  # epochs any training begins
+    orders = np.asarray(_epoch_orders(jnp.asarray(keys), jnp.asarray(packed.seq_valid), epochs=epochs))
     out = []
     for e in range(packed.num_edits):
-        n, total = int(n_docs[e]), int(packed.edit_steps[e])  # total: HF's max_steps (a partial last epoch)
-        if n == 0 or total == 0:
-            out.append([])
-            continue
-        k_shuffle = jax.random.split(jnp.asarray(keys[e]))[1]
-        per_epoch = -(-n // batch_size)
-        orders = np.asarray(jax.vmap(lambda ep: epoch_order(k_shuffle, jnp.asarray(packed.seq_valid[e]), ep))(
-            jnp.arange(-(-total // per_epoch))))
-        out.append([orders[t // per_epoch][(t % per_epoch) * batch_size:][:min(batch_size, n - (t % per_epoch) * batch_size)]
-                    for t in range(total)])
+        n, total, k = int(n_docs[e]), int(packed.edit_steps[e]), int(per_epoch[e])  # total: HF's max_steps
+        out.append([orders[e, t // k][(t % k) * batch_size:][:min(batch_size, n - (t % k) * batch_size)]
+                    for t in range(total if n else 0)])
     return out
+
+
+@functools.partial(jax.jit, static_argnames=("epochs",))
+def _epoch_orders(keys, seq_valid, *, epochs: int):
+    """keys [E, 2], seq_valid bool [E, N] -> int [E, epochs, N]: each edit's document order in each epoch, drawn
+    as the vmapped loop draws it (its shuffle key, `epoch_order`); one compiled program, not one per primitive."""
+    def one(key, valid):
+        k_shuffle = jax.random.split(key)[1]
+        return jax.vmap(lambda ep: epoch_order(k_shuffle, valid, ep))(jnp.arange(epochs))
+    return jax.vmap(one)(keys, seq_valid)
 
 
 def row_length(step_tokens: list[list[int]], rows: int, step_edits: int = 0) -> int:
@@ -238,7 +246,8 @@ def _gather_slots(x, slots, axis: int):
     """x's edits named by slots [G, K] (per row, indices into its own edits), as a G K edit axis at `axis`:
     a gather within each row, so on a mesh each device gathers from its own shard."""
     G, K = slots.shape
-    out = jax.vmap(lambda xg, i: jnp.take(xg, i, axis=axis), in_axes=(axis, 0), out_axes=axis)(_rows_of(x, axis, G), slots)
+    take = jax.vmap(lambda xg, i: jnp.take(xg, i, axis=axis), in_axes=(axis, 0), out_axes=axis)
+    out = take(_rows_of(x, axis, G), slots)
     return out.reshape(*x.shape[:axis], G * K, *x.shape[axis + 1:])
 
 
