@@ -2,8 +2,8 @@
 
 `keep_best` / `keep_successful` filter E-step records (the domains' keep rules). `outer_update` trains a LoRA
 on (prompt -> kept self-edit) with loss on the self-edit tokens only and merges it into the generator. The
-update is `inner.inner_train_edits` (or, `step_form="packed"`, `packed.train_packed`) with one "edit" that
-holds every kept example: one AdamW / schedule / masking implementation serves both loops.
+update is `chunks.train_in_chunks` (in `step_form`) with one "edit" that holds every kept example: one AdamW /
+schedule / masking implementation serves both loops.
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from seal_jax.engine.inner import InnerConfig, inner_train_edits, pack_edits, round_up, summarize
-from seal_jax.engine.packed import train_packed
+from seal_jax.engine.chunks import train_in_chunks
+from seal_jax.engine.inner import InnerConfig, pack_edits, round_up, summarize
 from seal_jax.model.lora import LoraSpec, merge_lora
 from seal_jax.model.transformer import sequence_logprobs
-from seal_jax.runtime.sharding import batch_multiple, on_mesh, place_batch, to_host
+from seal_jax.runtime.sharding import batch_multiple, on_mesh, place_batch
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +82,14 @@ def outer_update(params, cfg, tok, examples: Sequence[tuple[list[int], str]], ou
     docs = sft_documents(tok, examples)
     if outer.mode == "full":
         return full_update(params, cfg, docs, outer, key)
-    ocfg = InnerConfig(lora=outer.lora, batch_size=outer.batch_size, schedule=outer.schedule,
+    form = "vmapped" if on_mesh(params) else outer.step_form
+    if form != outer.step_form:
+        log.info("M-step: packed steps run off a mesh only; this one runs vmapped")
+    ocfg = InnerConfig(lora=outer.lora, batch_size=outer.batch_size, schedule=outer.schedule, step_form=form,
                        length_buckets=1)  # one edit, compiled anew each iteration: buckets would cost more than save
     packed = pack_edits([docs], [outer.lr], [outer.epochs], batch_size=outer.batch_size, max_len=outer.max_len)
-    if outer.step_form == "packed" and not on_mesh(params):  # each step's examples end to end: no padded rows
-        lora, metrics = train_packed(params, cfg, dataclasses.replace(ocfg, step_form="packed"), packed,
-                                     jnp.asarray(key)[None])
-    else:
-        if outer.step_form == "packed":
-            log.info("M-step: packed steps run off a mesh only; this one runs vmapped")
-        edits, hp = packed.arrays()
-        lora, metrics = inner_train_edits(params, edits, jnp.asarray(key)[None], hp, cfg=cfg, icfg=ocfg,
-                                          steps=packed.steps)
-    s = summarize(jax.tree.map(to_host, metrics))[0]
+    [(_, _, lora, metrics)] = train_in_chunks(params, cfg, ocfg, packed, jnp.asarray(key)[None], edits_per_chunk=1)
+    s = summarize(metrics)[0]
     if not s["ok"]:
         raise FloatingPointError("the outer (M-step) update diverged: non-finite loss; lower rl.lr")
     return merge_lora(params, jax.tree.map(lambda x: x[0], lora), ocfg.lora), s
