@@ -100,6 +100,10 @@ def get_config(arg: str = "demo"):
         c.data.rounds = "0:50,100:150"
         c.self_edit.round_split_lines = "true,false"
         c.self_edit.max_new_tokens = 8192  # SEAL's make_squad_data.sh MAX_TOKENS
+        # 64 rows per sampling call (SEAL: vLLM, its own batching): a decode step reads the weights once for all
+        # its rows, so `plan --compile` costs a round's sampling at 532 v5e-8 seconds against 865 at 16 rows (11.1
+        # of 16 GiB) and 354 against 796 on 2 x H100 (51.9 of 59.4 GiB) (docs/planning.md, "Sampling and answering")
+        c.self_edit.batch = 64
         c.rl.max_len = 9216  # SEAL's M-step cuts nothing (max_length = its longest example): prompt + 8192
         # Compile-checked topology (AOT, never run on hardware): v5e:2x4, mesh edit=2 x fsdp=4, 8 edits per chunk:
         # every phase compiles within 16 GiB per chip (M-step 14.4 GiB; docs/planning.md). The 15 GB bf16 base

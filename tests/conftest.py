@@ -55,14 +55,11 @@ def smollm():
 
 @pytest.fixture(scope="session")
 def smollm_hf():
-    """The same GGUF through transformers' own loader, float32, eval mode."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    """The same GGUF through transformers' own loader, float32, eval mode (its conversion cached as safetensors:
+    `bench.load_hf_torch_model`)."""
+    from seal_jax.cli.bench import load_hf_torch_model
     from seal_jax.weights import resolve_model_path
-    path = resolve_model_path("smollm2-135m")
-    model = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
-                                                 dtype=torch.float32)
-    return model.eval()
+    return load_hf_torch_model(resolve_model_path("smollm2-135m"))
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,57 @@ def test_op_table_counts_a_matmul_as_2mkn():
     assert aot.matmul_flops(comps, entry) == pytest.approx(2 * 64 * 128 * 256)
 
 
+# A TPU program's tail, abridged: an async slice of a weight shard into VMEM (S(1)), a scalar in SMEM (S(2)), a
+# copy of a cache block into VMEM and a fusion that reads both from VMEM and writes its result to HBM.
+TPU_HLO = """HloModule tpu_like
+
+%fused (p0: s8[256], p1: f32[64]) -> f32[64] {
+  %p0 = s8[256]{0:S(1)} parameter(0)
+  %p1 = f32[64]{0:S(1)} parameter(1)
+  ROOT %n = f32[64]{0} negate(%p1)
+}
+
+ENTRY %main (w: s8[1024], c: f32[64]) -> f32[64] {
+  %w = s8[1024]{0:T(1024)} parameter(0)
+  %c = f32[64]{0} parameter(1)
+  %slice-start = ((s8[1024]{0:T(1024)}), s8[256]{0:T(1024)S(1)}, s32[]{:S(2)}) slice-start(%w), slice={[0:256]}
+  %slice-done = s8[256]{0:T(1024)S(1)} slice-done(%slice-start)
+  %copy-start = (f32[64]{0:S(1)}, f32[64]{0}, u32[]{:S(2)}) copy-start(%c)
+  %copy-done = f32[64]{0:S(1)} copy-done(%copy-start)
+  ROOT %fusion = f32[64]{0} fusion(%slice-done, %copy-done), kind=kLoop, calls=%fused
+}
+"""
+
+
+def test_tpu_on_chip_buffers_move_no_hbm_bytes():
+    """`hlo_bytes` on a TPU program: the async slice reads its 256-byte slice (not the 1,024-byte shard), the
+    copy into VMEM reads its 256-byte source once, the fusion reads VMEM (free) and writes 256 bytes to HBM."""
+    assert [(op, b) for _, op, b in aot.hlo_traffic(TPU_HLO)] == [("slice-start", 256), ("copy-start", 256),
+                                                                  ("fusion", 256)]
+    assert aot.hlo_bytes(TPU_HLO) == 768
+
+
+def test_a_layer_costs_at_least_what_it_must_read():
+    """`_layers` extrapolates the 1- and 2-layer compiles over the depth, but never below the floor per layer
+    (on TPU the two programs' memory-space assignment can make their difference negative)."""
+    costs = {1: aot.Compiled(True, flops=10.0, bytes_accessed=1000.0), 2: aot.Compiled(True, flops=16.0,
+                                                                                      bytes_accessed=900.0)}
+    cfg = CFG.replace(num_layers=5)
+    measure = lambda c: costs[c.num_layers]
+    assert aot._layers(cfg, measure) == (10.0 + 4 * 6.0, 1000.0)  # no floor: a layer costs max(-100, 0) bytes
+    assert aot._layers(cfg, measure, lambda c: 50.0) == (34.0, 1000.0 + 4 * 50.0)
+    costs[2].bytes_accessed = 1200.0
+    assert aot._layers(cfg, measure, lambda c: 50.0) == (34.0, 1000.0 + 4 * 200.0)  # the count when above it
+
+
+def test_base_layer_bytes_are_one_layers_shard_per_device():
+    """On 8 CPU devices with fsdp = 4: one layer's bf16 weights divided by 4 (the shard every device holds)."""
+    from seal_jax.runtime import sharding
+    mesh = sharding.make_mesh(2, 4, 1, jax.devices()[:8])
+    per_layer = sum(v.size for v in jax.tree.leaves(aot.abstract_base(CFG, mesh)["layers"])) / CFG.num_layers
+    assert aot.base_layer_bytes(CFG, mesh) == pytest.approx(2 * per_layer / 4, rel=0.02)  # norms: replicated
+
+
 def test_one_more_layer_adds_its_own_kernels():
     """`layer_op_delta` of a 1- and a 2-layer stack of tanh(x @ w_l): the second layer adds one matmul's 2 M K N
     and, in bytes, what the two programs' totals differ by."""

@@ -19,6 +19,8 @@ import functools
 import json
 import os
 import resource
+import shutil
+import tempfile
 import time
 from typing import Optional
 
@@ -160,16 +162,39 @@ def bench_answer(options: BenchOptions) -> dict:
     return result
 
 
+# transformers' own GGUF conversions, saved as float32 safetensors (SmolLM2-135M: 540 MB)
+HF_FROM_GGUF_CACHE = os.path.join("~", ".cache", "seal_jax", "hf-from-gguf")
+
+
 def load_hf_torch_model(path: str, dtype: str = "float32"):
-    """The peer: the same weights through transformers (torch, in `dtype`), or None without torch."""
+    """The peer: the same weights through transformers (torch, in `dtype`), or None without torch. A GGUF file
+    goes through transformers' own GGUF loader once (~25 s of parsing for SmolLM2), which is then saved as
+    safetensors in HF_FROM_GGUF_CACHE, keyed by the file (size, mtime) and the transformers version."""
     try:
         import torch
+        import transformers
         from transformers import AutoModelForCausalLM
     except ImportError:
         return None
-    kw = {"gguf_file": os.path.basename(path)} if path.endswith(".gguf") else {}
-    where = os.path.dirname(path) if path.endswith(".gguf") else path
-    return AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype), **kw).eval()
+    if not path.endswith(".gguf"):
+        return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+    st = os.stat(path)
+    name = f"{os.path.basename(path)}-{st.st_size}-{st.st_mtime_ns}-transformers-{transformers.__version__}"
+    cached = os.path.join(os.path.expanduser(HF_FROM_GGUF_CACHE), name)
+    if not os.path.exists(os.path.join(cached, "config.json")):
+        gguf = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
+                                                    dtype=torch.float32)
+        del gguf.config.quantization_config  # its dequantized tensors, saved as a plain checkpoint
+        plain = AutoModelForCausalLM.from_config(gguf.config, dtype=torch.float32)
+        plain.load_state_dict(gguf.state_dict())
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".partial-", dir=os.path.dirname(cached))
+        plain.save_pretrained(tmp)
+        try:
+            os.rename(tmp, cached)
+        except OSError:  # another process saved it meanwhile: the same tensors
+            shutil.rmtree(tmp, ignore_errors=True)
+    return AutoModelForCausalLM.from_pretrained(cached, dtype=getattr(torch, dtype)).eval()
 
 
 def _hf_generate(path, tok, prompts, max_new_tokens):

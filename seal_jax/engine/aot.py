@@ -30,6 +30,7 @@ The same 1- and 2-layer unrolled compiles extrapolate both to L layers.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 from typing import Callable, Optional
@@ -42,10 +43,13 @@ from seal_jax.engine import inner, sampling
 from seal_jax.engine.inner import InnerConfig, round_up
 from seal_jax.engine.outer import OuterConfig
 from seal_jax.model.config import ModelConfig
+from seal_jax.model import kv_cache
 from seal_jax.model.lora import LoraSpec
 from seal_jax.model.transformer import abstract_params, projection_shape
 from seal_jax.runtime import sharding
 from seal_jax.runtime.topology import CHIPS, Chip, GiB
+
+log = logging.getLogger(__name__)
 
 PHASES = ("inner", "sampling", "answering", "m_step")
 
@@ -154,7 +158,8 @@ def gpu_cost(lowered, compiled, devices: int) -> tuple[float, float]:
 _ELEMENT_BYTES = {"pred": 1, "s1": 0.125, "u1": 0.125, "s2": 0.25, "u2": 0.25, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1,
                   "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8,
                   "f64": 8, "c64": 8, "c128": 16}
-_ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
+_ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\](?:\{([^}]*)\})?")  # dtype, dims, layout
+_ON_CHIP = re.compile(r"S\([1-9]\d*\)")  # a TPU layout's memory space other than HBM: S(1) VMEM, S(2) SMEM
 _INSTRUCTION = re.compile(r"^\s*(ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
 _HEADER = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
 # instructions that launch no kernel and move no HBM bytes, and async halves counted at their start
@@ -166,13 +171,31 @@ _NO_TRAFFIC = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast",
 
 def _shape_elements(text: str) -> int:
     """Elements of every array shape in `text`."""
-    return sum(math.prod(int(d) for d in dims.split(",") if d) for _, dims in _ARRAY.findall(text))
+    return sum(math.prod(int(d) for d in dims.split(",") if d) for _, dims, _ in _ARRAY.findall(text))
 
 
-def _shape_bytes(text: str) -> float:
-    """Bytes of every array shape in `text` (one shape, or a tuple of them)."""
-    return sum(_ELEMENT_BYTES.get(dtype, 0) * math.prod(int(d) for d in dims.split(",") if d)
-               for dtype, dims in _ARRAY.findall(text))
+def _array_bytes(dtype: str, dims: str, layout: str, on_chip: bool = False) -> float:
+    """Bytes of one array; 0 for an array in on-chip memory (TPU VMEM / SMEM) unless `on_chip`."""
+    if _ON_CHIP.search(layout) and not on_chip:
+        return 0.0
+    return _ELEMENT_BYTES.get(dtype, 0) * math.prod(int(d) for d in dims.split(",") if d)
+
+
+def _shape_bytes(text: str, on_chip: bool = False) -> float:
+    """HBM bytes of every array shape in `text` (one shape, or a tuple of them); with `on_chip`, also those of
+    arrays the TPU compiler placed in on-chip memory."""
+    return sum(_array_bytes(*a, on_chip=on_chip) for a in _ARRAY.findall(text))
+
+
+def _tuple_parts(shape: str) -> list[str]:
+    """The top-level elements of a tuple shape "(a, (b, c), d)"."""
+    parts, depth, start = [], 0, 1
+    for i, ch in enumerate(shape):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if (ch == "," and depth == 1) or (ch == ")" and depth == 0):
+            parts.append(shape[start:i].strip())
+            start = i + 1
+    return parts
 
 
 def _split_shape(rest: str) -> tuple[str, str]:
@@ -205,7 +228,8 @@ def hlo_bytes(text: str) -> float:
     device executes at the top level of the entry computation and of the loop bodies, conditions and branches
     it reaches (each once), the bytes of its operands plus its result; fusion internals stay on chip, an
     in-place dynamic-update-slice (alone or as a fusion's root) reads and writes its update only, a slice or
-    gather reads what it takes, and the entry's copies of its own arguments (a measured decode step's KV cache
+    gather reads what it takes, arrays the TPU compiler placed on chip (layout memory space S(1) VMEM, S(2)
+    SMEM) move no HBM bytes (an async slice or copy into VMEM reads its source once), and the entry's copies of its own arguments (a measured decode step's KV cache
     copied into its loop, which `_generate` fills in place) are not counted."""
     return sum(b for _, _, b in hlo_traffic(text))
 
@@ -340,8 +364,7 @@ def hlo_traffic(text: str) -> list[tuple[str, str, float]]:
         reads, written = [size(comp, o) for o in operands], _shape_bytes(shape)
         aliased = re.search(r"output_to_operand_aliasing=\{(.*?)\}\s*(?:,\s*\w+=|$)", attrs)
         if aliased:  # outputs that are operands' buffers, updated in place (a TPU collective matmul's gathers)
-            parts = [_ELEMENT_BYTES.get(t, 0) * math.prod(int(d) for d in dims.split(",") if d)
-                     for t, dims in _ARRAY.findall(shape)]
+            parts = [_array_bytes(*a) for a in _ARRAY.findall(shape)]
             for k in re.findall(r"\{(\d+)\}:", aliased.group(1)):
                 written -= parts[int(k)] if int(k) < len(parts) else 0
         updates = in_place_updates(comp, name) if opcode == "dynamic-update-slice" else []
@@ -381,6 +404,10 @@ def hlo_traffic(text: str) -> list[tuple[str, str, float]]:
             if name == entry and opcode == "copy" and comp["ops"].get(operands[0] if operands else "", ("",))[0] \
                     == "parameter":  # an argument copied into a loop's carry: the phase measured on its own
                 continue             # takes as input what the round's program creates in place (the KV cache)
+            if opcode == "slice-start":  # ((operand), slice, context): reads the slice, writes it (to VMEM: free)
+                piece = _tuple_parts(shape)[1]
+                counted.append((ins_name, opcode, _shape_bytes(piece, on_chip=True) + _shape_bytes(piece)))
+                continue
             if opcode.endswith("-start"):  # its result holds its operands' buffers and its output
                 counted.append((ins_name, opcode, _shape_bytes(shape)))
                 continue
@@ -466,14 +493,34 @@ def generate_memory(cfg, mesh, rows: int, prompt: int, cap: int, lora: Optional[
                          top_p, cfg=cfg, max_new_tokens=cap, greedy=lora is not None, lora_scale=scale)
 
 
-def _layers(cfg: ModelConfig, measure: Callable[[ModelConfig], Compiled]) -> tuple[float, float]:
-    """(flops, bytes) of `measure` at the full depth, from unrolled compiles at 1 and 2 layers."""
+def layer_bytes(tree, num_layers: int) -> float:
+    """Bytes per device of one layer's share of `tree` (ShapeDtypeStructs with shardings, every leaf stacked
+    over layers on some axis: the base's `layers`, a KV cache): what a program that runs the layer reads at
+    least once."""
+    return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree)) / num_layers
+
+
+def _layers(cfg: ModelConfig, measure: Callable[[ModelConfig], Compiled],
+            floor: Callable[[ModelConfig], float] = lambda c: 0.0) -> tuple[float, float]:
+    """(flops, bytes) of `measure` at the full depth, from unrolled compiles at 1 and 2 layers. A layer's bytes
+    are at least `floor(cfg)` (what it must read: its weights, its KV cache): on TPU the two small programs'
+    memory-space assignment differs (what is prefetched on chip, what XLA then leaves out of "bytes accessed"),
+    so their difference can fall below one layer's weights, even below zero (a Qwen2.5-7B decode step on
+    v5e-8: -0.21 GB; docs/planning.md)."""
     # unroll_loops also unrolls the query-chunk and loss-chunk loops, whose bodies would be counted once too
     one, two = (measure(cfg.replace(num_layers=n, unroll_loops=True)) for n in (1, 2))
     if not (one.fits and two.fits):
         return float("nan"), float("nan")
-    extra = cfg.num_layers - 1
-    return (one.flops + extra * (two.flops - one.flops), one.bytes_accessed + extra * (two.bytes_accessed - one.bytes_accessed))
+    extra, least = cfg.num_layers - 1, floor(cfg)
+    per_layer = two.bytes_accessed - one.bytes_accessed
+    if per_layer < least:
+        log.info("XLA counts %.3g bytes per layer, less than the %.3g the layer must read: costing that", per_layer, least)
+    return one.flops + extra * (two.flops - one.flops), one.bytes_accessed + extra * max(per_layer, least)
+
+
+def base_layer_bytes(cfg: ModelConfig, mesh: Mesh) -> float:
+    """`layer_bytes` of the base's layer stack as `abstract_base` places it (bf16)."""
+    return layer_bytes(abstract_base(cfg, mesh)["layers"], cfg.num_layers)
 
 
 def inner_step_cost(cfg, icfg: InnerConfig, mesh, edits: int, docs: int, seq: int, lead: P = P("edit")):
@@ -483,7 +530,7 @@ def inner_step_cost(cfg, icfg: InnerConfig, mesh, edits: int, docs: int, seq: in
     def measure(c):
         e, k, hp = edit_batch(mesh, edits, docs, seq, lead)
         return compile_phase(inner.inner_train_edits, abstract_base(c, mesh), e, k, hp, cfg=c, icfg=one_bucket, steps=8)
-    return _layers(cfg, measure)
+    return _layers(cfg, measure, lambda c: base_layer_bytes(c, mesh))
 
 
 def generate_cost(cfg, mesh, rows: int, prompt: int, cap: int, lora: Optional[LoraSpec] = None):
@@ -513,7 +560,12 @@ def generate_cost(cfg, mesh, rows: int, prompt: int, cap: int, lora: Optional[Lo
         state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
                              compiled.output_shardings)
         return compile_phase(dec, base, lo, state, stops, temp, top_p, cfg=c, **static)
-    return _layers(cfg, measure_prefill), _layers(cfg, measure_decode)
+
+    def decode_floor(c):  # a step reads each layer's weights and its share of the layer's KV cache (bf16)
+        cache = kv_cache.cache_bytes(c, rows, prompt + cap, 2) / c.num_layers / mesh.devices.size
+        return base_layer_bytes(c, mesh) + cache
+    return (_layers(cfg, measure_prefill, lambda c: base_layer_bytes(c, mesh)),
+            _layers(cfg, measure_decode, decode_floor))
 
 
 # ---- a plan: every phase's memory and time on one mesh ----------------------------------------------

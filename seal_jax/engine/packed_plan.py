@@ -163,8 +163,8 @@ def step_hlo(cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, edits: int, T: int
 def step_cost(cfg: ModelConfig, icfg: InnerConfig, mesh: Mesh, edits: int, T: int, window=None):
     """(flops, bytes) per device of one packed step at the full depth: XLA's count of the step (1- and 2-layer
     unrolled compiles, extrapolated) plus what a fused attention kernel runs out of its sight."""
-    from seal_jax.engine.aot import _layers
-    f, b = _layers(cfg, lambda c: compile_step(c, icfg, mesh, edits, T, window))
+    from seal_jax.engine.aot import _layers, base_layer_bytes
+    f, b = _layers(cfg, lambda c: compile_step(c, icfg, mesh, edits, T, window), lambda c: base_layer_bytes(c, mesh))
     kernel = kernel_of(cfg)
     if kernel is not None:  # one row per device
         f += flops.kernel_attention_flops(cfg, kernel, T, None if window is None else window[1])
