@@ -25,7 +25,8 @@ peak with the allocator's pool (`Chip.pool_gib`) and counts cost itself (`gpu_co
            fusions, library custom calls such as cuBLAS gemms, copies, collectives, in the entry computation,
            loop bodies and branches) reading its operands and writing its results once; an in-place
            dynamic-update-slice (a KV-cache write) moves its update, not the whole buffer.
-The same 1- and 2-layer unrolled compiles extrapolate both to L layers.
+The same 1- and 2-layer unrolled compiles extrapolate both to L layers, a layer's bytes never below what it
+must read (`_layers`: its weight shard, and for a decode step its share of the KV cache).
 """
 from __future__ import annotations
 
@@ -229,8 +230,9 @@ def hlo_bytes(text: str) -> float:
     it reaches (each once), the bytes of its operands plus its result; fusion internals stay on chip, an
     in-place dynamic-update-slice (alone or as a fusion's root) reads and writes its update only, a slice or
     gather reads what it takes, arrays the TPU compiler placed on chip (layout memory space S(1) VMEM, S(2)
-    SMEM) move no HBM bytes (an async slice or copy into VMEM reads its source once), and the entry's copies of its own arguments (a measured decode step's KV cache
-    copied into its loop, which `_generate` fills in place) are not counted."""
+    SMEM) move no HBM bytes (an async slice or copy into VMEM reads its source once), and the entry's copies
+    of its own arguments (a measured decode step's KV cache copied into its loop, which `_generate` fills in
+    place) are not counted."""
     return sum(b for _, _, b in hlo_traffic(text))
 
 
@@ -493,13 +495,6 @@ def generate_memory(cfg, mesh, rows: int, prompt: int, cap: int, lora: Optional[
                          top_p, cfg=cfg, max_new_tokens=cap, greedy=lora is not None, lora_scale=scale)
 
 
-def layer_bytes(tree, num_layers: int) -> float:
-    """Bytes per device of one layer's share of `tree` (ShapeDtypeStructs with shardings, every leaf stacked
-    over layers on some axis: the base's `layers`, a KV cache): what a program that runs the layer reads at
-    least once."""
-    return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree)) / num_layers
-
-
 def _layers(cfg: ModelConfig, measure: Callable[[ModelConfig], Compiled],
             floor: Callable[[ModelConfig], float] = lambda c: 0.0) -> tuple[float, float]:
     """(flops, bytes) of `measure` at the full depth, from unrolled compiles at 1 and 2 layers. A layer's bytes
@@ -514,13 +509,16 @@ def _layers(cfg: ModelConfig, measure: Callable[[ModelConfig], Compiled],
     extra, least = cfg.num_layers - 1, floor(cfg)
     per_layer = two.bytes_accessed - one.bytes_accessed
     if per_layer < least:
-        log.info("XLA counts %.3g bytes per layer, less than the %.3g the layer must read: costing that", per_layer, least)
+        log.info("XLA counts %.3g bytes per layer, less than the %.3g the layer must read: costing that",
+                 per_layer, least)
     return one.flops + extra * (two.flops - one.flops), one.bytes_accessed + extra * max(per_layer, least)
 
 
 def base_layer_bytes(cfg: ModelConfig, mesh: Mesh) -> float:
-    """`layer_bytes` of the base's layer stack as `abstract_base` places it (bf16)."""
-    return layer_bytes(abstract_base(cfg, mesh)["layers"], cfg.num_layers)
+    """Bytes per device of one layer of the base (bf16, placed as `abstract_base` places it): its shard of each
+    layer-stacked weight, which a program that runs the layer reads at least once."""
+    leaves = jax.tree.leaves(abstract_base(cfg, mesh)["layers"])
+    return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in leaves) / cfg.num_layers
 
 
 def inner_step_cost(cfg, icfg: InnerConfig, mesh, edits: int, docs: int, seq: int, lead: P = P("edit")):
