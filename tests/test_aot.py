@@ -162,3 +162,15 @@ def test_plan_cli_compiles_every_phase_of_a_config_for_a_topology():
     row = markdown_table([plan]).splitlines()[-1]
     assert row.startswith("| v5e:2x4 (v5e, 16) | 8 x 1 x 1") and "| yes |" in row
     assert "nan" not in row and row.endswith("| not costed (--nocost) | not costed (--nocost) |")
+
+
+def test_markdown_row_says_what_does_not_fit():
+    """A plan whose phases fit but whose packed inner step's longest row does not: the row says so and why."""
+    from seal_jax.cli.plan import markdown_table
+    plan = {"topology": "v5e:2x4", "chip": "v5e", "hbm_gib": 16, "mesh": {"edit": 2, "fsdp": 1, "tp": 4},
+            "edits_per_chunk": 64, "fits": False, "phases": {},
+            "packed_inner": {"longest_row": {"T": 4608, "fits": False, "peak_gib": 0.0,
+                                             "reason": "RESOURCE_EXHAUSTED: 17.2G of 15.75G hbm"},
+                             "roofline_device_s": 1400.0}}
+    row = markdown_table([plan]).splitlines()[-1]
+    assert "| **no**: packed inner, longest row (T = 4608): RESOURCE_EXHAUSTED: 17.2G of 15.75G hbm |" in row

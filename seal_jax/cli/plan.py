@@ -267,6 +267,15 @@ def op_tables(cfg, icfg, mesh, chip, w, packed_inner: dict, top: int) -> dict:
     return tables
 
 
+def not_fitting(plan: dict) -> list[str]:
+    """What of a compiled plan does not fit, each with the first words of its reason."""
+    out = [f"{k}: {v['reason'][:80]}" for k, v in plan.get("phases", {}).items() if not v["fits"]]
+    row = plan.get("packed_inner", {}).get("longest_row", {})
+    if row and not row["fits"]:
+        out.append(f"packed inner, longest row (T = {row['T']}): {row['reason'][:80]}")
+    return out
+
+
 def markdown_table(plans: list[dict]) -> str:
     """One row per compiled plan: fits, XLA's peak per device (hand estimate), roofline per call, device-seconds."""
     names = ("inner", "sampling", "answering", "m_step")
@@ -280,8 +289,7 @@ def markdown_table(plans: list[dict]) -> str:
         pool = f"; pool {p['pool_gib']:g}" if "pool_gib" in p else ""  # a GPU: what JAX's allocator holds
         row = [f"{p['topology']} ({p['chip']}, {p['hbm_gib']:g}{pool})",
                f"{m.get('edit')} x {m.get('fsdp')} x {m.get('tp')}, {p.get('edits_per_chunk')}",
-               "yes" if p.get("fits") else "**no**: " + "; ".join(
-                   f"{k}: {v['reason'][:80]}" for k, v in p.get("phases", {}).items() if not v["fits"])]
+               "yes" if p.get("fits") else "**no**: " + "; ".join(not_fitting(p))]
         for n in names:
             ph = p["phases"].get(n)
             if ph is None and n == "inner" and "packed_inner" in p:
