@@ -105,10 +105,10 @@ def get_config(arg: str = "demo"):
         # of 16 GiB) and 354 against 796 on 2 x H100 (51.9 of 59.4 GiB) (docs/planning.md, "Sampling and answering")
         c.self_edit.batch = 64
         c.rl.max_len = 9216  # SEAL's M-step cuts nothing (max_length = its longest example): prompt + 8192
-        # Compile-checked topology (AOT, never run on hardware): v5e:2x4, mesh edit=2 x fsdp=4, 8 edits per chunk:
-        # every phase compiles within 16 GiB per chip (M-step 14.4 GiB; docs/planning.md). The 15 GB bf16 base
-        # cannot be replicated on a 16 GiB chip, hence fsdp=4; on 80 GB GPUs (SEAL: 2 x H100) --config.mesh.fsdp=1
-        # replicates it.
+        # Compile-checked topology (AOT, never run on hardware): v5e:2x4, mesh edit=2 x fsdp=4: every phase
+        # compiles within 16 GiB per chip (M-step 14.4 GiB, the packed inner step's longest row 11.4 GiB,
+        # sampling 11.1 GiB; docs/planning.md). The 15 GB bf16 base cannot be replicated on a 16 GiB chip, hence
+        # fsdp=4; on 80 GB GPUs (SEAL: 2 x H100) --config.mesh.fsdp=1 replicates it.
         c.mesh.fsdp = 4
         # GPU mesh: fsdp=1, every GPU on the edit axis (80 GB holds the replicated base). Compile-checked on
         # SEAL's 2 x H100 (`python -m seal_jax.cli.plan --config=configs/knowledge.py:paper --topology=h100:1x1x2
