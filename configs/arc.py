@@ -79,9 +79,11 @@ def get_config(arg: str = "demo"):
         # --config=configs/arc.py:paper --topology=h100:1x1x2 --compile` takes it; docs/planning.md "NVIDIA GPUs").
         c.gpu_mesh = dict(fsdp=1, tp=1)
         # Packed inner steps, 16 edits per chunk (2 per row of a v5e-8), one loss chunk per 1,024 positions, remat
-        # dots: the v5e-8 round at 8.2x the floor, 14.6 of 16 GiB, against 11.7x at 8 per chunk with full remat and
-        # 128-position loss chunks (docs/planning.md, "Packed inner updates"). On one H100 `plan --suggest` picks 8
-        # per chunk (2.05x at 28 GiB; 16 per chunk: 2.87x at 50 GiB): --config.inner.edits_per_chunk=8.
+        # dots: the v5e-8 round at 3.84x the floor (chunks of like trainings), 14.6 of 16 GiB, against 11.7x at 8
+        # per chunk with full remat and 128-position loss chunks as drawn (docs/planning.md, "Packed inner
+        # updates"). On one H100 `plan --suggest` picks 8 per chunk (2.05x at 28 GiB; 16 per chunk: 2.87x at 50
+        # GiB): --config.inner.edits_per_chunk=8. On a v6e-8 (32 GiB) 32 per chunk: 6.74x against 9.17x at 16,
+        # 19.0 GiB: --config.inner.edits_per_chunk=32.
         # The vmapped form: --config.inner.step_form=vmapped --config.inner.loss_chunk=128 --config.inner.remat=
         c.inner.update(step_form="packed", edits_per_chunk=16, loss_chunk=1024, remat="dots")
     return c
